@@ -1,0 +1,88 @@
+"""The interfaces on the wire: ``/dpm``, ``/daq`` and the topic commands.
+
+This module is thin on purpose: it declares each method's parameters,
+calls the part of the server that does the work and converts results to
+their wire form.  The DPM's own refusal (``DaqError``) becomes the
+``DaqException`` error of the contract here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from dpmd.model import DaqError
+from dpmd.rpc.dispatch import Method, Param, string_param
+from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
+from dpmd.rpc.topics import Subscriber, TopicHub, UnknownTopic
+from dpmd.storage import StorageMonitor
+
+GOODBYE = "dpmd is shutting down"
+
+
+def translate_error(error: BaseException) -> RpcError | None:
+    """Map the DPM's refusal to JSON-RPC error -32000 with the contract's ``data``."""
+    if isinstance(error, DaqError):
+        data = {"exception": "DaqException", "id": error.daq_id, "message": error.message}
+        return RpcError(DAQ_EXCEPTION, error.message, data)
+    return None
+
+
+class DpmControl:
+    """``/dpm``: server control, not about any DAQ."""
+
+    def __init__(self, storage: StorageMonitor, request_exit: Callable[[], None]) -> None:
+        self._storage = storage
+        self._request_exit = request_exit
+
+    def query_storage_status(self) -> Deferred[dict[str, Any]]:
+        return self._storage.query().addCallback(lambda status: status.to_json())
+
+    def exit(self) -> str:
+        self._request_exit()
+        return GOODBYE
+
+    def methods(self) -> list[Method]:
+        return [
+            Method("/dpm/QueryStorageStatus", self.query_storage_status),
+            Method("/dpm/Exit", self.exit),
+        ]
+
+
+class Subscriptions:
+    """``Subscribe`` and ``Unsubscribe``: a session's interest in a topic."""
+
+    def __init__(self, hub: TopicHub) -> None:
+        self._hub = hub
+
+    def subscribe(self, session: Subscriber, topic: str) -> None:
+        try:
+            self._hub.subscribe(topic, session)
+        except UnknownTopic as error:
+            raise RpcError(INVALID_PARAMS, f"Subscribe: parameter 'topic': {error}") from None
+
+    def unsubscribe(self, session: Subscriber, topic: str) -> None:
+        try:
+            self._hub.unsubscribe(topic, session)
+        except UnknownTopic as error:
+            raise RpcError(INVALID_PARAMS, f"Unsubscribe: parameter 'topic': {error}") from None
+
+    def methods(self) -> list[Method]:
+        topic = (Param("topic", string_param),)
+        return [
+            Method("Subscribe", self.subscribe, topic, takes_session=True),
+            Method("Unsubscribe", self.unsubscribe, topic, takes_session=True),
+        ]
+
+
+def method_table(*interfaces: Any) -> dict[str, Method]:
+    """Join the methods of several interfaces into one table, refusing duplicates."""
+    table: dict[str, Method] = {}
+    for interface in interfaces:
+        for method in interface.methods():
+            if method.name in table:
+                raise ValueError(f"method {method.name} declared twice")
+            table[method.name] = method
+    return table

@@ -1,0 +1,229 @@
+"""dpmd's configuration: built-in defaults < ``$DATAROOT`` < YAML file < command line.
+
+Every key is declared once in ``KEYS`` with its type check and default, so the
+validation, the defaults and the error messages cannot drift apart.  A bad
+value stops start-up with one line naming the key and the problem
+(``ConfigError``), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(Exception):
+    """An unusable configuration value; the text names the key and the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"configuration key '{key}': {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _type_name(value: Any) -> str:
+    """Name a YAML value's type the way the configuration file's author wrote it."""
+    names = {
+        type(None): "null",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {_type_name(value)}")
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number of seconds, not {_type_name(value)}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of seconds, not {value}")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_type_name(value)}")
+    if not value:
+        raise ValueError("must not be empty")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError(f"must be a list of strings, not {_type_name(value)}")
+    return tuple(_text(item) for item in value)
+
+
+def _listen_list(value: Any) -> tuple[str, ...]:
+    endpoints = _text_list(value)
+    if not endpoints:
+        raise ValueError("must name at least one endpoint")
+    return endpoints
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return level
+
+
+def _line_bytes(value: Any) -> int:
+    size = _positive_int(value)
+    if size < 1024:
+        raise ValueError(f"must be at least 1024 bytes, not {size}")
+    return size
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its dotted name, its check and its default."""
+
+    name: str
+    check: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+KEYS: tuple[Key, ...] = (
+    Key("dataroot", _text, None, "root of relative paths; default $DATAROOT, else the cwd"),
+    Key("workspace", _text, "dpm", "the DAQ workspace, relative to dataroot"),
+    Key("listen", _listen_list, ("tcp:12083:interface=127.0.0.1",), "server endpoints"),
+    Key("release_dir", _text, "released", "where products go without receivers"),
+    Key("log_level", _log_level, "info", "lowest level of dpmd events logged"),
+    Key("limits.daq", _positive_int, 1, "DAQs past Scheduled at once"),
+    Key("limits.merge", _positive_int, 1, "merges at once"),
+    Key("limits.transfer", _positive_int, 2, "file transfers at once"),
+    Key("max_line_bytes", _line_bytes, 16 * 1024 * 1024, "longest request line"),
+    Key("storage_interval", _positive_seconds, 60.0, "seconds between /dpm/storage samples"),
+    Key("shutdown_timeout", _positive_seconds, 30.0, "seconds a child has between TERM and KILL"),
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True)
+class Limits:
+    daq: int
+    merge: int
+    transfer: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration, with every path made absolute."""
+
+    dataroot: Path
+    workspace: Path
+    listen: tuple[str, ...]
+    release_dir: Path
+    log_level: str
+    limits: Limits
+    max_line_bytes: int
+    storage_interval: float
+    shutdown_timeout: float
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Turn nested mappings into dotted keys; a mapping where a value belongs is kept whole."""
+    flat: dict[str, Any] = {}
+    for name, value in document.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"{prefix}{name}", "key names must be strings")
+        dotted = f"{prefix}{name}"
+        is_section = any(key.name.startswith(dotted + ".") for key in KEYS)
+        if is_section:
+            if not isinstance(value, Mapping):
+                raise ConfigError(dotted, f"must be a mapping, not {_type_name(value)}")
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML configuration file into dotted keys, without validating values."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as error:
+        raise ConfigError("--config", f"cannot read {os.fspath(path)}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError("--config", f"{os.fspath(path)} is not valid YAML{at}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise ConfigError("--config", f"{os.fspath(path)} must hold a mapping of keys")
+    return _flatten(document)
+
+
+def build_config(
+    file_values: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Config:
+    """Merge the layers and validate every value.
+
+    ``overrides`` are the command-line values, already in dotted-key form.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {key.name: key.default for key in KEYS}
+    if environ.get("DATAROOT"):
+        values["dataroot"] = environ["DATAROOT"]
+    for layer in (file_values or {}, overrides or {}):
+        for name, value in layer.items():
+            if name not in KEYS_BY_NAME:
+                known = ", ".join(key.name for key in KEYS)
+                raise ConfigError(name, f"unknown key (known keys: {known})")
+            values[name] = value
+    checked: dict[str, Any] = {}
+    for key in KEYS:
+        value = values[key.name]
+        if value is None and key.default is None:
+            checked[key.name] = None
+            continue
+        try:
+            checked[key.name] = key.check(value)
+        except ValueError as error:
+            raise ConfigError(key.name, str(error)) from None
+    dataroot = Path(checked["dataroot"] or cwd or os.getcwd()).absolute()
+    return Config(
+        dataroot=dataroot,
+        workspace=dataroot / checked["workspace"],
+        listen=checked["listen"],
+        release_dir=dataroot / checked["release_dir"],
+        log_level=checked["log_level"],
+        limits=Limits(
+            daq=checked["limits.daq"],
+            merge=checked["limits.merge"],
+            transfer=checked["limits.transfer"],
+        ),
+        max_line_bytes=checked["max_line_bytes"],
+        storage_interval=checked["storage_interval"],
+        shutdown_timeout=checked["shutdown_timeout"],
+    )
