@@ -138,6 +138,14 @@ class FramingTests(SynchronousTestCase):
         self.session.connectionLost(None)
         self.successResultOf(closed)
 
+    def test_half_close_still_answers(self) -> None:
+        self.session.dataReceived(request(1, "wait", ()) + b"\n")
+        self.session.readConnectionLost()
+        self.assertFalse(self.transport.disconnecting)
+        self.pending[0].callback("answer")
+        self.assertEqual(written_messages(self.transport)[0]["result"], "answer")
+        self.assertTrue(self.transport.disconnecting)
+
     def test_lost_connection_drops_subscriptions(self) -> None:
         self.hub.subscribe("/t", self.session)
         self.session.connectionLost(None)

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -46,12 +46,14 @@ class _Outgoing:
         self.superseded = False
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class JsonRpcProtocol(Protocol):
     """One client connection: a session that may hold topic subscriptions.
 
     It is registered as the producer of its own output, so the transport
-    tells it (``pauseProducing``) when the client is not reading.
+    tells it (``pauseProducing``) when the client is not reading.  A client
+    that shuts down its sending side (``printf … | nc``) still gets the
+    answers to everything it sent before the connection is closed.
     """
 
     def __init__(
@@ -104,6 +106,12 @@ class JsonRpcProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._buffer += data
         self._process_lines()
+
+    def readConnectionLost(self) -> None:
+        self.close_gracefully()
+
+    def writeConnectionLost(self) -> None:
+        """The client can no longer be written to; a full close follows."""
 
     # -- IPushProducer: the transport's view of our output ------------------
 
