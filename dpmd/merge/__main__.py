@@ -1,0 +1,221 @@
+"""Command line of dpmd-merge: arguments, logging, signals and exit codes.
+
+    dpmd-merge [--root DIR] [--resolve JSON-FILE] [-o OUT] [--dry-run] [--json]
+               [--date ISO] [--log-level L] SPEC.json
+
+Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid
+specification, 4 source missing/unreadable/not FITS, 5 output not writable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from dpmd.spec import SpecificationError, parse_specification
+
+from .errors import EXIT_FAILURE, EXIT_OK, MergeError, SpecError, UsageError
+from .plan import build_plan, resolve_sources
+from .report import Reporter
+from .writer import Rollback, recover, write_product
+
+log = logging.getLogger("dpmd.merge")
+_LEVELS = {
+    "ERROR": logging.ERROR,
+    "WARNING": logging.WARNING,
+    "INFO": logging.INFO,
+    "DEBUG": logging.DEBUG,
+    "TRACE": logging.DEBUG,
+}
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Terminated(BaseException):
+    """A termination signal arrived; raised so that clean-up code runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def fits_date(text: str) -> str:
+    """--date: any ISO 8601 time, written as UTC `YYYY-MM-DDThh:mm:ss.sss`."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}") from None
+    return _format_date(moment)
+
+
+def _format_date(moment: datetime.datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _level(text: str) -> int:
+    try:
+        return _LEVELS[text.upper()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r} (use one of {', '.join(_LEVELS)})"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpmd-merge",
+        description="Merge the sources of a Data Product Specification into one FITS file.",
+        epilog="Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid "
+        "specification, 4 source missing/unreadable/not FITS, 5 output cannot be written.",
+    )
+    parser.add_argument("spec", metavar="SPEC.json", help="the Data Product Specification")
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="directory for relative source locations and the default output "
+        "(default: the directory of SPEC.json)",
+    )
+    parser.add_argument(
+        "--resolve",
+        metavar="JSON-FILE",
+        help='local paths of file sources: {"sourceName": "/local/path", ...}',
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write the product here (default: ROOT/{filePrefix}{fileId}.fits; "
+        "for an in-place target, default is to update the target itself)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print the planned product; write nothing",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line on stdout (progress, alerts, result)",
+    )
+    parser.add_argument(
+        "--date",
+        type=fits_date,
+        metavar="ISO",
+        help="value of DATE (default: now); pin it for reproducible output",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=_level,
+        default=logging.INFO,
+        metavar="L",
+        help="ERROR, WARNING, INFO (default), DEBUG or TRACE",
+    )
+    return parser
+
+
+def _load_resolve(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as stream:
+            mapping = json.load(stream)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read --resolve file {path}: {exc}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(value, str) and value for value in mapping.values()
+    ):
+        raise UsageError(f"--resolve file {path} must hold a JSON object of sourceName: path")
+    return mapping
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn TERM/INT/HUP into an exception so temporary state is cleaned up."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in _HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    try:
+        with open(args.spec, "rb") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read specification {args.spec}: {exc.strerror}") from None
+    try:
+        spec = parse_specification(text)
+    except SpecificationError as exc:
+        raise SpecError("invalid specification:\n  " + "\n  ".join(exc.errors)) from None
+    root = os.path.abspath(args.root or os.path.dirname(os.path.abspath(args.spec)))
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {root} is not a directory")
+    paths = resolve_sources(spec, _load_resolve(args.resolve), root)
+    if spec.target_source is not None:
+        target_path = paths[spec.target_source.source_name]
+        if args.dry_run and Rollback(target_path).pending():
+            log.warning(
+                "%s has an interrupted in-place merge; the next merge rolls it back", target_path
+            )
+        elif not args.dry_run and recover(target_path):
+            log.warning("rolled back an interrupted in-place merge of %s", target_path)
+    date = args.date or _format_date(datetime.datetime.now(datetime.UTC))
+    output = os.path.abspath(args.output) if args.output else None
+    plan = build_plan(spec, paths, output, root, date)
+    log.info("merging %s into %s (%s, %d bytes)", spec.id, plan.output, plan.mode.value, plan.size)
+    if args.dry_run:
+        for alert in plan.alerts:
+            reporter.alert(alert)
+        reporter.plan(plan)
+        return EXIT_OK
+    size = write_product(plan, reporter.progress)
+    for alert in plan.alerts:
+        reporter.alert(alert)
+    reporter.result(plan.output, size)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.setLevel(args.log_level)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dpmd-merge: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    reporter = Reporter(args.json)
+    try:
+        with _signals_raise():
+            return run(args, reporter)
+    except MergeError as exc:
+        log.error("%s", exc)
+        reporter.error(exc.exit_code, str(exc))
+        return exc.exit_code
+    except Terminated as exc:
+        log.error("%s; nothing was left half-written", exc)
+        reporter.error(EXIT_FAILURE, str(exc))
+        signal.signal(exc.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), exc.signum)
+        return EXIT_FAILURE
+    except Exception as exc:
+        log.exception("merge failed")
+        reporter.error(EXIT_FAILURE, f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

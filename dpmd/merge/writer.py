@@ -1,0 +1,291 @@
+"""Write a planned product so that nobody ever sees half of it.
+
+A new product (and a rewritten in-place target) is built in an unnamed file
+(`O_TMPFILE`) in the output directory, synced, then given its final name by a
+rename: a killed merge leaves nothing behind. An in-place target whose header
+still fits is updated in place; a roll-back record (original size and header
+blocks) saved beforehand lets the next run, or the failing one, restore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from collections.abc import Callable
+
+from dpmd.spec.cards import BLOCK
+
+from .errors import MergeError, OutputError, SourceError
+from .fitsio import WRITE_ERRNOS, copy_range, pwrite_all, sum_range
+from .plan import Mode, Piece, Plan
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _output_error(exc: OSError, what: str) -> OutputError:
+    return OutputError(f"{what}: {exc.strerror or exc}")
+
+
+def fsync_directory(directory: str) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the space up front so a full disk fails the merge before any copying."""
+    if length <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:
+            raise _output_error(exc, f"cannot allocate {length} bytes for the product") from exc
+
+
+class AtomicOutput:
+    """A file that appears under its final name complete, or not at all."""
+
+    def __init__(self, final: str, mode: int | None = None):
+        self.final = final
+        self.directory, self.name = os.path.split(final)
+        self.mode = mode
+        self.fd = -1
+        self.temp_path: str | None = None
+
+    def _temp_name(self) -> str:
+        return os.path.join(self.directory, f".{self.name}.{os.getpid()}.dpmd-tmp")
+
+    def __enter__(self) -> AtomicOutput:
+        try:
+            self.fd = self._open()
+            if self.mode is not None:
+                os.fchmod(self.fd, self.mode)
+        except OSError as exc:
+            raise _output_error(exc, f"cannot create a file in {self.directory}") from exc
+        return self
+
+    def _open(self) -> int:
+        if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+            try:
+                return os.open(self.directory, os.O_TMPFILE | os.O_RDWR, 0o666)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+        self.temp_path = self._temp_name()
+        return os.open(self.temp_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+
+    def commit(self) -> None:
+        """fsync, then give the file its final name (replacing any old file) durably."""
+        try:
+            os.fsync(self.fd)
+            if self.temp_path is None:
+                # linkat(AT_SYMLINK_FOLLOW) on the magic link names the unnamed file;
+                # a dir_fd makes Python use linkat instead of link().
+                directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    name = os.path.basename(self._temp_name())
+                    os.link(
+                        f"/proc/self/fd/{self.fd}", name, dst_dir_fd=directory, follow_symlinks=True
+                    )
+                finally:
+                    os.close(directory)
+                self.temp_path = self._temp_name()
+            os.replace(self.temp_path, self.final)
+            self.temp_path = None
+            fsync_directory(self.directory)
+        except OSError as exc:
+            raise _output_error(exc, f"cannot write {self.final}") from exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.temp_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp_path)
+
+
+def _open_source(piece: Piece) -> int:
+    try:
+        return os.open(piece.path, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(
+            f"source {piece.source_name!r}: cannot read {piece.path}: {exc.strerror}"
+        ) from exc
+
+
+def _copy_piece(piece: Piece, dst: int, offset: int, progress: Callable[[int], None]) -> int | None:
+    """Copy one piece to `offset` of `dst`; returns its checksum if it is primary data."""
+    src = _open_source(piece)
+    what = f"source {piece.source_name!r} ({piece.path})"
+    try:
+        if piece.is_primary_data:
+            return sum_range(src, piece.offset, piece.length, what, progress, dst, offset)
+        copy_range(src, piece.offset, dst, offset, piece.length, what, progress)
+        return None
+    finally:
+        os.close(src)
+
+
+def write_product(plan: Plan, progress: ProgressFactory) -> int:
+    """Execute the plan; returns the size of the product."""
+    if plan.mode is Mode.IN_PLACE:
+        return _update_in_place(plan, progress)
+    mode = None
+    if plan.mode is Mode.IN_PLACE_REWRITE:
+        mode = os.stat(plan.output).st_mode & 0o7777
+    advance = progress("write", plan.size)
+    with AtomicOutput(plan.output, mode) as out:
+        _reserve(out.fd, 0, plan.size)
+        pwrite_all(out.fd, plan.header.render(0), 0, plan.output)
+        advance(plan.header.size)
+        offset, datasum = plan.header.size, 0
+        for piece in plan.pieces:
+            summed = _copy_piece(piece, out.fd, offset, advance)
+            datasum = datasum if summed is None else summed
+            offset += piece.length
+        if datasum:
+            pwrite_all(out.fd, plan.header.render(datasum), 0, plan.output)
+        out.commit()
+    return plan.size
+
+
+def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
+    target = plan.target
+    assert target is not None
+    primary = target.primary
+    try:
+        fd = os.open(target.path, os.O_RDWR)
+    except OSError as exc:
+        raise _output_error(exc, f"cannot open the in-place target {target.path}") from exc
+    try:
+        status = os.fstat(fd)
+        if status.st_size != target.size:
+            raise SourceError(f"in-place target {target.path} changed while the merge was planned")
+        datasum = 0
+        if primary.data_span:
+            datasum = sum_range(
+                fd,
+                primary.data_offset,
+                primary.data_span,
+                f"in-place target {target.path}",
+                progress("checksum", primary.data_span),
+            )
+        header = plan.header.render(datasum)
+        if len(header) != primary.header_size:
+            raise MergeError("internal error: in-place header does not match the header space")
+        target_name = plan.spec.target_source.source_name
+        appended = [piece for piece in plan.pieces if piece.source_name != target_name]
+        total = sum(p.length for p in appended)
+        advance = progress("write", total + len(header))
+        rollback = Rollback(target.path)
+        rollback.save(status, os.pread(fd, primary.header_size, 0))
+        try:
+            end = target.end
+            _reserve(fd, end, total)
+            for piece in appended:
+                _copy_piece(piece, fd, end, advance)
+                end += piece.length
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+            pwrite_all(fd, header, 0, target.path)
+            os.fsync(fd)
+            advance(len(header))
+        except BaseException:
+            rollback.restore(fd)
+            raise
+        rollback.discard()
+        return end
+    except OSError as exc:
+        raise _output_error(exc, f"cannot update {target.path}") from exc
+    finally:
+        os.close(fd)
+
+
+class Rollback:
+    """Original size and header blocks of an in-place target, saved next to it."""
+
+    def __init__(self, target_path: str):
+        directory, name = os.path.split(os.path.abspath(target_path))
+        self.directory = directory
+        self.path = os.path.join(directory, f".{name}.dpmd-rollback")
+        self.target_path = target_path
+
+    def save(self, status: os.stat_result, header: bytes) -> None:
+        meta = {
+            "size": status.st_size,
+            "ino": status.st_ino,
+            "dev": status.st_dev,
+            "header": len(header),
+        }
+        with AtomicOutput(self.path) as out:
+            pwrite_all(out.fd, json.dumps(meta).encode() + b"\n" + header, 0, self.path)
+            out.commit()
+
+    def load(self) -> tuple[dict[str, int], bytes] | None:
+        try:
+            with open(self.path, "rb") as stream:
+                meta = json.loads(stream.readline())
+                header = stream.read()
+            if (
+                len(header) != meta["header"]
+                or len(header) % BLOCK
+                or not all(isinstance(meta[key], int) for key in ("size", "ino", "dev"))
+            ):
+                raise ValueError("inconsistent")
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            raise MergeError(
+                f"roll-back record {self.path} is damaged; check the target by "
+                "hand, then remove the record"
+            ) from None
+        return meta, header
+
+    def restore(self, fd: int) -> None:
+        """Put back the original size and header, then forget the record."""
+        loaded = self.load()
+        if loaded is None:
+            return
+        meta, header = loaded
+        status = os.fstat(fd)
+        if (status.st_ino, status.st_dev) != (meta["ino"], meta["dev"]) or (
+            status.st_size < meta["size"]
+        ):
+            raise MergeError(
+                f"roll-back record {self.path} does not belong to "
+                f"{self.target_path}; remove it after checking the target"
+            )
+        os.ftruncate(fd, meta["size"])
+        pwrite_all(fd, header, 0, self.target_path)
+        os.fsync(fd)
+        self.discard()
+
+    def discard(self) -> None:
+        os.unlink(self.path)
+        fsync_directory(self.directory)
+
+    def pending(self) -> bool:
+        return os.path.exists(self.path)
+
+
+def recover(target_path: str) -> bool:
+    """Undo an interrupted in-place merge of `target_path`; True if one was undone."""
+    rollback = Rollback(target_path)
+    if not rollback.pending():
+        return False
+    try:
+        fd = os.open(target_path, os.O_RDWR)
+    except OSError as exc:
+        raise _output_error(exc, f"cannot roll back {target_path}") from exc
+    try:
+        rollback.restore(fd)
+    finally:
+        os.close(fd)
+    return True

@@ -1,0 +1,308 @@
+"""FITS keyword records: parse, classify and render 80-character cards.
+
+The specification parser needs this to reject, when a specification is queued,
+keywords that could never be written; the merger needs it to read source
+headers and to write the product header. Both must agree to the byte, hence one
+module, with no astropy: the merger copies records of source files verbatim and
+only renders the records it creates itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from .names import (
+    COMMENTARY_NAMES,
+    ESO_PREFIX,
+    MAX_ESO_NAME,
+    RECORD,
+    SPECIAL_NAMES,
+    CardError,
+    KeywordKind,
+    check_eso_name,
+    check_value_name,
+    is_reserved,
+    is_structure,
+)
+
+__all__ = [
+    "BLANK_RECORD",
+    "BLOCK",
+    "END_RECORD",
+    "MAX_ESO_NAME",
+    "RECORD",
+    "RECORDS_PER_BLOCK",
+    "Card",
+    "CardError",
+    "KeywordKind",
+    "cards_from_records",
+    "format_value",
+    "header_bytes",
+    "is_reserved",
+    "is_structure",
+    "parse_card",
+    "render_keyword",
+    "string_value",
+]
+
+BLOCK = 2880
+RECORDS_PER_BLOCK = BLOCK // RECORD
+BLANK_RECORD = " " * RECORD
+END_RECORD = "END".ljust(RECORD)
+_CONTINUE_PREFIX = "CONTINUE  "
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+_PRINTABLE = re.compile(r"[ -~]*\Z")
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[EDed][+-]?\d+)?"
+_VALUE_SYNTAX = re.compile(rf"(?:[TF]|{_NUMBER}|\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\))\Z")
+
+
+@dataclass(frozen=True)
+class Card:
+    """One keyword: its kind, logical name and the records that carry it.
+
+    `records` holds the 80-character images (more than one for a long string
+    continued with CONTINUE records); they are what gets written. `value` is
+    the raw value text of the first record (quotes included) and `comment` its
+    comment, kept so that a rename can re-render the record.
+    """
+
+    kind: KeywordKind
+    name: str
+    records: tuple[str, ...]
+    value: str | None = None
+    comment: str | None = None
+
+    @property
+    def identity(self) -> tuple[KeywordKind, str]:
+        """Two cards with the same identity are the same keyword (priority applies)."""
+        return (self.kind, self.name)
+
+    def renamed(self, new_name: str) -> Card:
+        """The same keyword under another logical name; the kind cannot change."""
+        if new_name == self.name:
+            return self
+        if self.kind is KeywordKind.ESO:
+            check_eso_name(new_name)
+            head = f"{ESO_PREFIX}{new_name} = {self.value}"
+            first = _with_comment(head, self.comment)
+        elif self.name.startswith("HIERARCH "):
+            raise CardError(f"cannot rename non-ESO hierarchical keyword {self.name!r}")
+        elif self.kind is KeywordKind.COMMENTARY:
+            if new_name not in COMMENTARY_NAMES:
+                raise CardError(
+                    f"commentary keyword {self.name!r} can only be renamed to COMMENT, "
+                    f"HISTORY or blank, not {new_name!r}"
+                )
+            first = new_name.ljust(8) + self.records[0][8:]
+        else:
+            check_value_name(new_name)
+            first = new_name.ljust(8) + self.records[0][8:]
+        return replace(self, name=new_name, records=(first, *self.records[1:]))
+
+
+def _split_value(field: str, strict: bool) -> tuple[str, str | None]:
+    """Split the text after the value indicator into value text and comment."""
+    text = field.lstrip(" ")
+    if text.startswith("'"):
+        pos = 1
+        while True:
+            end = text.find("'", pos)
+            if end < 0:
+                raise CardError("unterminated string value")
+            if text[end + 1 : end + 2] == "'":
+                pos = end + 2
+                continue
+            break
+        value, rest = text[: end + 1], text[end + 1 :]
+    else:
+        slash = text.find("/")
+        value = (text if slash < 0 else text[:slash]).strip()
+        rest = "" if slash < 0 else text[slash:]
+        if strict and value and not _VALUE_SYNTAX.match(value):
+            raise CardError(f"invalid value {value!r}")
+    rest = rest.strip()
+    if rest.startswith("/"):
+        return value, rest[1:].strip()
+    if rest and strict:
+        raise CardError(f"unexpected text {rest!r} after the value")
+    return value, None
+
+
+def string_value(value_text: str | None) -> str | None:
+    """The decoded content of a quoted value text, or None if not a string."""
+    if not value_text or not value_text.startswith("'"):
+        return None
+    return value_text[1:-1].replace("''", "'").rstrip()
+
+
+def parse_card(record: str, strict: bool = False) -> Card:
+    """Classify one record. `strict` also checks the value syntax (literal keywords)."""
+    if len(record) > RECORD:
+        raise CardError(f"record longer than {RECORD} characters")
+    if not _PRINTABLE.match(record):
+        raise CardError("record contains characters outside ASCII 32-126")
+    record = record.ljust(RECORD)
+    if record.startswith("HIERARCH "):
+        equals = record.find("=", 9)
+        if equals < 0:
+            return Card(KeywordKind.COMMENTARY, "HIERARCH", (record,))
+        raw = " ".join(record[9:equals].split())
+        name = raw.upper()
+        value, comment = _split_value(record[equals + 1 :], strict)
+        if name.startswith("ESO "):
+            if strict:
+                check_eso_name(raw[4:])
+            return Card(KeywordKind.ESO, name[4:], (record,), value, comment)
+        return Card(KeywordKind.VALUE, f"HIERARCH {name}", (record,), value, comment)
+    raw = record[:8].rstrip()
+    name = raw.upper()
+    if name in SPECIAL_NAMES or record[8:10] != "= ":
+        return Card(KeywordKind.COMMENTARY, name, (record,))
+    if strict:
+        check_value_name(raw)
+    value, comment = _split_value(record[10:], strict)
+    return Card(KeywordKind.VALUE, name, (record,), value, comment)
+
+
+def cards_from_records(records: Iterable[str], strict: bool = False) -> list[Card]:
+    """Parse header records, attaching CONTINUE records to their long string."""
+    cards: list[Card] = []
+    pending: list[str] = []
+    for record in records:
+        if pending and record.startswith(_CONTINUE_PREFIX):
+            pending.append(record)
+            continued = string_value(_split_value(record[10:], False)[0])
+            if continued is not None and continued.endswith("&"):
+                continue
+            cards[-1] = replace(cards[-1], records=tuple(pending))
+            pending = []
+            continue
+        if pending:
+            cards[-1] = replace(cards[-1], records=tuple(pending))
+            pending = []
+        card = parse_card(record, strict)
+        text = string_value(card.value)
+        if text is not None and text.endswith("&"):
+            pending = [card.records[0]]
+        cards.append(card)
+    if pending:
+        cards[-1] = replace(cards[-1], records=tuple(pending))
+    return cards
+
+
+def format_value(value: str | bool | int | float) -> str:
+    """FITS text of a non-string JSON value (64-bit integers, shortest reals)."""
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise CardError(f"integer {value} does not fit in 64 bits")
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CardError(f"{value!r} cannot be written in FITS")
+        mantissa, _, exponent = repr(value).partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        if not exponent:
+            return mantissa
+        sign = "-" if exponent.startswith("-") else "+"
+        return f"{mantissa}E{sign}{exponent.lstrip('+-').rjust(2, '0')}"
+    raise CardError(f"unsupported value type {type(value).__name__}")
+
+
+def _with_comment(head: str, comment: str | None) -> str:
+    """Pad a record, adding as much of the comment as fits (truncated, never wrapped)."""
+    if len(head) > RECORD:
+        raise CardError(f"keyword and value need {len(head)} characters; a record has {RECORD}")
+    if comment:
+        room = RECORD - len(head) - 3
+        if room > 0:
+            head = f"{head} / {comment[:room]}".rstrip()
+    return head.ljust(RECORD)
+
+
+def _escaped_len(text: str) -> int:
+    return len(text) + text.count("'")
+
+
+def _split_long(text: str, first_room: int, tail: int) -> list[str]:
+    """Cut a string into CONTINUE segments; `first_room` is for the first one.
+
+    Room means escaped characters available before the closing "&'"; a segment
+    never splits a doubled quote. The last segment needs no '&' but keeps `tail`
+    characters free for the comment, which therefore survives when it can.
+    """
+    segments: list[str] = []
+    room, start = first_room, 0
+    while _escaped_len(text[start:]) > room + 1 - tail:
+        used, end = 0, start
+        while end < len(text) and used + 1 + (text[end] == "'") <= room:
+            used += 1 + (text[end] == "'")
+            end += 1
+        if end == start:
+            raise CardError("keyword name leaves no room for a long string value")
+        segments.append(text[start:end])
+        room, start = RECORD - len(_CONTINUE_PREFIX) - 3, end
+    segments.append(text[start:])
+    return segments
+
+
+def _render_string(prefix: str, text: str, comment: str | None, fixed: bool) -> tuple[str, ...]:
+    """Quote a string (padded to 8 characters); fixed format pads the value field to
+    20 columns as astropy does, which its CHECKSUM verification relies on."""
+    if not _PRINTABLE.match(text):
+        raise CardError("string value contains characters outside ASCII 32-126")
+    escaped = text.replace("'", "''")
+    single = f"{prefix}'{escaped.ljust(8) if text else ''}'"
+    if fixed and comment:
+        single = single.ljust(len(prefix) + 20)
+    if len(single) <= RECORD:
+        return (_with_comment(single, comment),)
+    tail = min(len(comment) + 3, RECORD - len(_CONTINUE_PREFIX) - 2) if comment else 0
+    segments = _split_long(text, RECORD - len(prefix) - 3, tail)
+    records = [f"{prefix}'{segments[0].replace(chr(39), chr(39) * 2)}&'".ljust(RECORD)]
+    for middle in segments[1:-1]:
+        records.append(f"{_CONTINUE_PREFIX}'{middle.replace(chr(39), chr(39) * 2)}&'".ljust(RECORD))
+    last = f"{_CONTINUE_PREFIX}'{segments[-1].replace(chr(39), chr(39) * 2)}'"
+    records.append(_with_comment(last, comment))
+    return tuple(records)
+
+
+def render_keyword(
+    kind: KeywordKind, name: str, value: str | bool | int | float, comment: str | None = None
+) -> Card:
+    """Render a JSON value or ESO keyword; long strings use CONTINUE only when needed."""
+    if comment is not None and not _PRINTABLE.match(comment):
+        raise CardError("comment contains characters outside ASCII 32-126")
+    if kind is KeywordKind.VALUE:
+        check_value_name(name)
+        prefix = f"{name:<8}= "
+    elif kind is KeywordKind.ESO:
+        check_eso_name(name)
+        prefix = f"{ESO_PREFIX}{name} = "
+    else:
+        raise CardError("commentary keywords can only be given as literal keywords")
+    if isinstance(value, str):
+        records = _render_string(prefix, value, comment, kind is KeywordKind.VALUE)
+    else:
+        text = format_value(value)
+        records = (
+            _with_comment(
+                prefix + (text.rjust(20) if kind is KeywordKind.VALUE else text), comment
+            ),
+        )
+    card = parse_card(records[0])
+    return replace(card, records=records)
+
+
+def header_bytes(records: Sequence[str]) -> bytes:
+    """Records plus END, padded with blanks to whole blocks, as bytes."""
+    text = "".join(records) + END_RECORD
+    padding = -len(text) % BLOCK
+    return (text + " " * padding).encode("ascii")

@@ -1,0 +1,274 @@
+"""Parse and validate a Data Product Specification.
+
+Two passes, both reported together so a user fixes everything in one round:
+the JSON Schema shipped in `schema/` (structure and types), then the checks a
+schema cannot express (pattern grammar, regular expressions, whether a keyword
+fits a FITS record, duplicate source names). Every message starts with the
+JSON path of the offending value.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .cards import CardError, KeywordKind, cards_from_records, is_structure, render_keyword
+from .model import (
+    EsoKeyword,
+    FitsFileSource,
+    FitsKeyword,
+    FitsKeywordsSource,
+    LiteralKeyword,
+    OlasReceiver,
+    Source,
+    Specification,
+    ValueKeyword,
+)
+from .rules import (
+    FilterRule,
+    KeywordRule,
+    RuleError,
+    SelectionPattern,
+    TransformRule,
+    compile_regex,
+    parse_format,
+    parse_pattern,
+)
+
+SCHEMA_PATH = Path(__file__).parent / "schema" / "dpspec.schema.json"
+#: ORIGFILE = '{filePrefix}{fileId}.fits' must fit one fixed-format record.
+_MAX_PRODUCT_STEM = 80 - len("ORIGFILE= '") - len(".fits'")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class SpecificationError(ValueError):
+    """The specification is invalid; `errors` lists every violation with its JSON path."""
+
+    def __init__(self, errors: Iterable[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    """The shipped JSON Schema (draft 2020-12), for reuse by the server."""
+    with SCHEMA_PATH.open(encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema  # deferred: only needed once a document is validated
+
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    text = "$"
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            text += f".{part}"
+        else:
+            text += f"[{json.dumps(part)}]"
+    return text
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_specification(document: str | bytes | bytearray | Mapping[str, Any]) -> Specification:
+    """Validate and convert a specification (JSON text or an already-parsed dict)."""
+    if isinstance(document, str | bytes | bytearray):
+        try:
+            document = json.loads(document, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise SpecificationError([f"$: not valid JSON: {exc}"]) from None
+    schema_errors = sorted(
+        _validator().iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    errors = [f"{json_path(e.absolute_path)}: {e.message}" for e in schema_errors]
+    refused = [json_path(e.absolute_path) for e in schema_errors]
+    builder = _Builder()
+    spec = builder.build(document)
+    errors += [e for e in builder.errors if not _overlaps(e.split(": ", 1)[0], refused)]
+    if errors or spec is None:
+        raise SpecificationError(errors or ["$: invalid specification"])
+    return spec
+
+
+def _overlaps(path: str, refused: list[str]) -> bool:
+    """True when the schema already reported a problem at, above or below `path`."""
+    return any(
+        other == path
+        or other.startswith((path + ".", path + "["))
+        or path.startswith((other + ".", other + "["))
+        for other in refused
+    )
+
+
+class _Builder:
+    """Builds the model; skips (without a message) parts the schema already refused."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def build(self, doc: Any) -> Specification | None:
+        try:
+            sources = tuple(
+                source
+                for i, raw in enumerate(doc["sources"])
+                if (source := self._guarded(self._source, raw, f"$.sources[{i}]")) is not None
+            )
+            target = doc["target"]
+            target_source = None
+            if "source" in target:
+                target_source = self._file_source(target["source"], "$.target.source")
+            file_id, prefix = target["fileId"], target.get("filePrefix", "")
+            if len(prefix) + len(file_id) > _MAX_PRODUCT_STEM:
+                self.error(
+                    "$.target", f"filePrefix plus fileId exceed {_MAX_PRODUCT_STEM} characters"
+                )
+            self._check_unique_names(sources, target_source)
+            receivers = tuple(
+                OlasReceiver(
+                    path=raw["path"],
+                    host=raw.get("host", ""),
+                    allow_symlink=raw.get("options", {}).get("allowSymlink", True),
+                )
+                for raw in doc.get("receivers", ())
+            )
+            return Specification(
+                id=doc["id"],
+                file_id=file_id,
+                file_prefix=prefix,
+                sources=sources,
+                target_source=target_source,
+                receivers=receivers,
+                keyword_dictionaries=tuple(doc.get("keywordDictionaries", ())),
+            )
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return None
+
+    @staticmethod
+    def _guarded(build: Any, raw: Any, path: str) -> Any:
+        try:
+            return build(raw, path)
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return None  # reported by the schema
+
+    def _check_unique_names(
+        self, sources: tuple[Source, ...], target: FitsFileSource | None
+    ) -> None:
+        seen: dict[str, str] = {}
+        named = [(f"$.sources[{i}].sourceName", s) for i, s in enumerate(sources)]
+        if target is not None:
+            named.append(("$.target.source.sourceName", target))
+        for path, source in named:
+            if source.source_name in seen:
+                self.error(
+                    path,
+                    f"duplicate sourceName {source.source_name!r} "
+                    f"(also at {seen[source.source_name]})",
+                )
+            seen.setdefault(source.source_name, path)
+
+    def _source(self, raw: Mapping[str, Any], path: str) -> Source:
+        if raw["type"] == "fitsFile":
+            return self._file_source(raw, path)
+        if raw["type"] != "fitsKeywords":
+            raise KeyError(raw["type"])
+        keywords = tuple(
+            kw
+            for i, item in enumerate(raw["keywords"])
+            if (kw := self._keyword(item, f"{path}.keywords[{i}]")) is not None
+        )
+        return FitsKeywordsSource(
+            source_name=raw["sourceName"],
+            keywords=keywords,
+            keyword_rules=self._rules(raw, path),
+        )
+
+    def _file_source(self, raw: Mapping[str, Any], path: str) -> FitsFileSource:
+        if raw["type"] != "fitsFile":
+            raise KeyError(raw["type"])
+        return FitsFileSource(
+            source_name=raw["sourceName"],
+            location=raw["location"],
+            keyword_rules=self._rules(raw, path),
+            alert_unmergeable=bool(raw.get("alertUnmergeable", True)),
+        )
+
+    def _keyword(self, raw: Mapping[str, Any], path: str) -> FitsKeyword | None:
+        try:
+            kind = raw["type"]
+            if kind == "literalKeyword":
+                cards = cards_from_records([raw["value"]], strict=True)
+                card = cards[0]
+                if card.kind is KeywordKind.COMMENTARY and card.name in ("END", "CONTINUE"):
+                    raise CardError(f"a literal keyword cannot be {card.name!r}")
+                self._check_not_structure(card.kind, card.name)
+                return LiteralKeyword(record=raw["value"], card=card)
+            value, comment = raw["value"], raw.get("comment")
+            if kind == "valueKeyword":
+                self._check_not_structure(KeywordKind.VALUE, raw["name"])
+                card = render_keyword(KeywordKind.VALUE, raw["name"], value, comment)
+                return ValueKeyword(raw["name"], value, comment, card=card)
+            if kind == "esoKeyword":
+                card = render_keyword(KeywordKind.ESO, raw["name"], value, comment)
+                return EsoKeyword(raw["name"], value, comment, card=card)
+        except CardError as exc:
+            self.error(path, str(exc))
+        except (KeyError, TypeError, AttributeError):
+            pass  # reported by the schema
+        return None
+
+    @staticmethod
+    def _check_not_structure(kind: KeywordKind, name: str) -> None:
+        if kind is KeywordKind.VALUE and is_structure(name):
+            raise CardError(f"structure keyword {name!r} cannot be set by a source")
+
+    def _rules(self, raw: Mapping[str, Any], path: str) -> tuple[KeywordRule, ...] | None:
+        if "keywordRules" not in raw:
+            return None
+        rules: list[KeywordRule] = []
+        for i, rule in enumerate(raw["keywordRules"]):
+            rule_path = f"{path}.keywordRules[{i}]"
+            try:
+                patterns = []
+                for j, text in enumerate(rule["selectionPatterns"]):
+                    try:
+                        patterns.append(parse_pattern(text))
+                    except RuleError as exc:
+                        self.error(f"{rule_path}.selectionPatterns[{j}]", str(exc))
+                if rule["type"] == "filter":
+                    rules.append(FilterRule(tuple(patterns)))
+                elif rule["type"] == "transform":
+                    rules.append(self._transform(tuple(patterns), rule, rule_path))
+            except (KeyError, TypeError, AttributeError, RuleError):
+                pass  # reported by the schema
+        return tuple(rules)
+
+    def _transform(
+        self, patterns: tuple[SelectionPattern, ...], rule: Mapping[str, Any], path: str
+    ) -> TransformRule:
+        try:
+            regex = compile_regex(rule["regex"])
+        except RuleError as exc:
+            self.error(f"{path}.regex", str(exc))
+            raise
+        try:
+            tokens = parse_format(rule["format"], regex.groups)
+        except RuleError as exc:
+            self.error(f"{path}.format", str(exc))
+            raise
+        return TransformRule(patterns, regex, rule["format"], tokens)
