@@ -13,8 +13,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from dpmd.daq.manager import DaqManager
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Method, Param, string_param
+from dpmd.rpc.dispatch import Method, Param, json_type_name, string_param
 from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
 from dpmd.rpc.topics import Subscriber, TopicHub, UnknownTopic
 from dpmd.storage import StorageMonitor
@@ -49,6 +50,58 @@ class DpmControl:
             Method("/dpm/QueryStorageStatus", self.query_storage_status),
             Method("/dpm/Exit", self.exit),
         ]
+
+
+def specification_param(value: Any) -> str | dict[str, Any]:
+    if not isinstance(value, str | dict):
+        raise ValueError(
+            f"must be a string holding the specification JSON, or an object, "
+            f"not {json_type_name(value)}"
+        )
+    return value
+
+
+class DaqControl:
+    """``/daq``: the lifecycle of DAQs, one method per command of the interface."""
+
+    def __init__(self, manager: DaqManager) -> None:
+        self._manager = manager
+
+    def queue_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return self._manager.queue_daq(specification).addCallback(_wire)
+
+    def abort_daq(self, id: str) -> Deferred[dict[str, Any]]:
+        return self._manager.abort_daq(id).addCallback(_wire)
+
+    def retry_merge_daq(self, id: str) -> Deferred[None]:
+        return self._manager.retry_merge_daq(id).addCallback(lambda _: None)
+
+    def get_daq_status(self, id: str) -> Deferred[dict[str, Any]]:
+        return self._manager.get_daq_status(id).addCallback(_wire)
+
+    def get_active_daqs(self) -> Deferred[list[dict[str, Any]]]:
+        return self._manager.get_active_daqs().addCallback(
+            lambda statuses: [status.to_json() for status in statuses]
+        )
+
+    def get_internal_daq_status(self, id: str) -> Deferred[dict[str, Any]]:
+        return self._manager.get_internal_daq_status(id).addCallback(_wire)
+
+    def methods(self) -> list[Method]:
+        daq_id = (Param("id", string_param),)
+        return [
+            Method("/daq/QueueDaq", self.queue_daq,
+                   (Param("specification", specification_param),)),
+            Method("/daq/AbortDaq", self.abort_daq, daq_id),
+            Method("/daq/RetryMergeDaq", self.retry_merge_daq, daq_id),
+            Method("/daq/GetDaqStatus", self.get_daq_status, daq_id),
+            Method("/daq/GetActiveDaqs", self.get_active_daqs),
+            Method("/daq/GetInternalDaqStatus", self.get_internal_daq_status, daq_id),
+        ]  # fmt: skip
+
+
+def _wire(value: Any) -> Any:
+    return value.to_json()
 
 
 class Subscriptions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -12,14 +13,18 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
-from dpmd.api import DpmControl, Subscriptions, method_table, translate_error
+from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
+from dpmd.blocking import SerialExecutor
 from dpmd.config import Config
+from dpmd.daq.manager import DaqManager
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcFactory
 from dpmd.rpc.topics import TopicHub
 from dpmd.storage import StorageMonitor
+from dpmd.workers import ProcessRunner
+from dpmd.workspace import Workspace
 
 log = get_logger(__name__)
 
@@ -37,17 +42,31 @@ class DpmService(MultiService):
         self._reactor = reactor
         self.lock = lock
         self.hub = TopicHub()
+
+        def run_blocking(function: Any, *args: Any) -> Deferred[Any]:
+            return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
         self.storage = StorageMonitor(
-            str(config.workspace),
-            reactor,
-            self.hub,
-            config.storage_interval,
-            run_blocking=lambda f, *args: deferToThreadPool(
-                reactor, reactor.getThreadPool(), f, *args
-            ),
+            str(config.workspace), reactor, self.hub, config.storage_interval, run_blocking
         )
-        interfaces = [DpmControl(self.storage, self.request_exit), Subscriptions(self.hub)]
+        self._writer = SerialExecutor(reactor, "dpmd-workspace")
+        self.manager = DaqManager(
+            config,
+            Workspace(config.workspace),
+            self.hub,
+            reactor,
+            ProcessRunner(reactor),
+            self._writer,
+            run_blocking,
+        )
+        interfaces = [
+            DpmControl(self.storage, self.request_exit),
+            DaqControl(self.manager),
+            Subscriptions(self.hub),
+        ]
         self.dispatcher = Dispatcher(method_table(*interfaces), translate_error)
+        self.stop_reactor: Callable[[], None] = reactor.stop
+        """What ``/dpm/Exit`` calls last; twistd then stops every service and exits 0."""
         self.factories: list[JsonRpcFactory] = []
         self.ports: list[IListeningPort] = []
 
@@ -56,6 +75,8 @@ class DpmService(MultiService):
         for description in self.config.listen:
             self._listen(description)
         super().startService()
+        self._writer.start()
+        self.manager.start()
         self.storage.start()
         log.info(
             "dpmd serving workspace {workspace} on {addresses}",
@@ -90,13 +111,16 @@ class DpmService(MultiService):
         self.factories.clear()
 
     def stopService(self) -> Deferred[None]:
+        """Stop listening and stop the children; the DAQs resume on the next start."""
         self.storage.stop()
         stopping = [port.stopListening() for port in self.ports]
         self.ports.clear()
         stopping.append(super().stopService())
+        stopping.append(self.manager.stop())
         return gatherResults([d for d in stopping if d is not None]).addBoth(self._release)
 
     def _release(self, result: Any) -> Any:
+        self._writer.stop()
         self.lock.release()
         return result
 
@@ -109,7 +133,7 @@ class DpmService(MultiService):
         sessions = [session for factory in self.factories for session in list(factory.sessions)]
         closing = gatherResults([session.close_gracefully() for session in sessions])
         closing.addTimeout(self.config.shutdown_timeout, self._reactor)
-        closing.addBoth(lambda _: self._reactor.stop())
+        closing.addBoth(lambda _: self.stop_reactor())
 
 
 def describe_address(address: Any) -> str:

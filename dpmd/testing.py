@@ -1,4 +1,4 @@
-"""Public test helpers: in-memory sessions and a line-based JSON client.
+"""Public test helpers: in-memory sessions, a fake process reactor, a JSON client.
 
 They live in the package (not under ``tests/``) so that projects embedding
 dpmd can test against the same fakes.
@@ -7,11 +7,15 @@ dpmd can test against the same fakes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredQueue, succeed
-from twisted.internet.protocol import Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcProtocol
@@ -68,3 +72,98 @@ class JsonLineClient(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self.closed.callback(None)
+
+
+SHIM_ARGUMENTS = 5
+"""``spawnProcess`` arguments before the real argv: python -S -I -c SHIM."""
+
+
+@dataclass
+class FakeProcess:
+    """A child that ``FakeProcessReactor.spawnProcess`` pretended to start."""
+
+    protocol: ProcessProtocol
+    args: list[str]
+    environment: dict[str, str]
+    child_fds: dict[int, Any]
+    pid: int
+    signals: list[int] = field(default_factory=list)
+    ended: bool = False
+
+    @property
+    def argv(self) -> list[str]:
+        """The command the server meant to run (without the process-group shim)."""
+        return self.args[SHIM_ARGUMENTS:]
+
+    def write_json(self, message: Any) -> None:
+        self.protocol.childDataReceived(1, json.dumps(message).encode() + b"\n")
+
+    def write_stderr(self, data: bytes) -> None:
+        self.protocol.childDataReceived(2, data)
+
+    def exit(self, code: int = 0) -> None:
+        self.ended = True
+        reason = ProcessDone(0) if code == 0 else ProcessTerminated(exitCode=code)
+        self.protocol.processEnded(Failure(reason))
+
+    def killed(self, signal: int) -> None:
+        self.ended = True
+        self.protocol.processEnded(Failure(ProcessTerminated(signal=signal)))
+
+
+class _FakeProcessTransport:
+    def __init__(self, process: FakeProcess) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def signalProcess(self, signal: int) -> None:
+        self._process.signals.append(signal)
+
+    def closeStdin(self) -> None:
+        """Nothing is written to fake children."""
+
+    def loseConnection(self) -> None:
+        """Fake children end only when the test says so."""
+
+
+class FakeProcessReactor(MemoryReactorClock):
+    """A fake clock that also 'spawns' processes the test then drives by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+        self._pids = count(4_000_000)
+
+    def spawnProcess(
+        self,
+        processProtocol: ProcessProtocol,
+        executable: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        path: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: dict[int, Any] | None = None,
+    ) -> _FakeProcessTransport:
+        process = FakeProcess(processProtocol, list(args), dict(env or {}), dict(childFDs or {}),
+                              next(self._pids))  # fmt: skip
+        self.processes.append(process)
+        transport = _FakeProcessTransport(process)
+        processProtocol.makeConnection(transport)
+        return transport
+
+    def running(self) -> list[FakeProcess]:
+        return [process for process in self.processes if not process.ended]
+
+
+class GroupSignals:
+    """A ``kill_group`` for ``ProcessRunner`` that records instead of signalling."""
+
+    def __init__(self, reactor: FakeProcessReactor) -> None:
+        self._reactor = reactor
+
+    def __call__(self, pid: int, signal: int) -> None:
+        for process in self._reactor.processes:
+            if process.pid == pid:
+                process.signals.append(signal)

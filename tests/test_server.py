@@ -11,7 +11,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.config import build_config
@@ -71,26 +70,6 @@ def make_config(test: SynchronousTestCase, **values: Any) -> Any:
     root = Path(test.mktemp()).absolute()
     root.mkdir()
     return build_config({"dataroot": str(root), **values}, environ={})
-
-
-class ExitTests(SynchronousTestCase):
-    def test_exit_closes_sessions_then_stops_the_reactor(self) -> None:
-        fake_reactor = MemoryReactorClock()
-        config = make_config(self, listen=["tcp:0"])
-        service = build_service(config, fake_reactor)
-        self.addCleanup(service.lock.release)
-        service.startService()
-        factory = service.factories[0]
-        session = factory.buildProtocol(None)
-        transport = StringTransport()
-        session.makeConnection(transport)
-        session.dataReceived(b'{"jsonrpc":"2.0","id":1,"method":"/dpm/Exit"}\n')
-        self.assertEqual(written_messages(transport)[0]["result"], "dpmd is shutting down")
-        self.assertFalse(fake_reactor.hasStopped)
-        fake_reactor.advance(0)
-        self.assertTrue(transport.disconnecting)
-        session.connectionLost(None)
-        self.assertTrue(fake_reactor.hasStopped)
 
 
 class RealSocketTests(TestCase):
@@ -157,6 +136,19 @@ class RealSocketTests(TestCase):
         self.assertEqual((yield client.next_message())["error"]["code"], -32601)
         client.send({"jsonrpc": "2.0", "id": 2, "method": "/dpm/QueryStorageStatus"})
         self.assertIn("capacity", (yield client.next_message())["result"])
+
+    @inlineCallbacks
+    def test_exit_answers_closes_sessions_then_stops_the_reactor(self) -> None:
+        service = self.start()
+        stopped: list[bool] = []
+        service.stop_reactor = lambda: stopped.append(True)
+        bystander = yield self.connect(service)
+        client = yield self.connect(service)
+        client.send({"jsonrpc": "2.0", "id": 1, "method": "/dpm/Exit"})
+        self.assertEqual((yield client.next_message())["result"], "dpmd is shutting down")
+        yield client.closed
+        yield bystander.closed
+        self.assertEqual(stopped, [True])
 
     def test_bind_failure_is_one_clear_error(self) -> None:
         busy = socket.socket()

@@ -1,0 +1,1 @@
+"""DAQs: the lifecycle of one (``lifecycle``) and the manager of all (``manager``)."""

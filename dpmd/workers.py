@@ -1,0 +1,222 @@
+"""Child-process supervision: spawn, read JSON lines, stop with TERM then KILL.
+
+Every child runs in a process group of its own, so that a stop reaches the
+programs it starts (``ssh`` under ``rsync``), and asks the kernel to kill it
+if dpmd dies: after a ``kill -9`` of the server no orphan goes on writing
+into a workspace that the restarted server is about to clean up.  Both are
+done by a tiny Python shim that then ``exec``s the real program, because
+``spawnProcess`` offers no pre-exec hook.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+import dpmd
+from dpmd.logs import get_logger
+
+log = get_logger(__name__)
+
+_SHIM = (
+    "import os,sys\n"
+    "os.setpgid(0,0)\n"
+    "if sys.platform.startswith('linux'):\n"
+    " import ctypes;ctypes.CDLL(None).prctl(1,9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    "os.execvp(sys.argv[1],sys.argv[1:])\n"
+)
+
+MAX_LINE = 1 << 20
+"""Longest stdout line a child may write; a longer one is cut and logged."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a child ended: an exit code, or the signal that killed it."""
+
+    code: int | None
+    signal: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal.Signals(self.signal).name}"
+        return f"exit status {self.code}"
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for children: ours, with dpmd importable, plus ``extra``."""
+    environment = dict(os.environ)
+    package_root = str(Path(dpmd.__file__).resolve().parent.parent)
+    paths = [package_root, *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
+    environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    environment.update(extra or {})
+    return environment
+
+
+def python_command(module: str, *arguments: str) -> list[str]:
+    """Run one of dpmd's own modules with this interpreter."""
+    return [sys.executable, "-m", module, *arguments]
+
+
+STDERR_TAIL = 4096
+"""Bytes of a child's stderr kept for error messages when it is not logged to a file."""
+
+
+class ChildProcess(ProcessProtocol):
+    """One supervised child; ``wait()`` gives its ``ExitStatus`` and never fails."""
+
+    def __init__(
+        self,
+        kind: str,
+        argv: Sequence[str],
+        clock: Any,
+        on_line: Callable[[bytes], None] | None = None,
+        kill_group: Callable[[int, int], None] = os.killpg,
+    ) -> None:
+        self.kind = kind
+        self._kill_group = kill_group
+        self.argv = list(argv)
+        self.pid: int | None = None
+        self.result: ExitStatus | None = None
+        self.stderr_tail = b""
+        self._waiters: list[Deferred[ExitStatus]] = []
+        self._clock = clock
+        self._on_line = on_line
+        self._partial = b""
+        self._kill_call: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        if len(self._partial) > MAX_LINE:
+            log.warn("{kind} wrote an over-long line; it was cut", kind=self.kind)
+            lines.append(self._partial[:MAX_LINE])
+            self._partial = b""
+        for line in lines:
+            if line.strip() and self._on_line is not None:
+                self._on_line(line)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr_tail = (self.stderr_tail + data)[-STDERR_TAIL:]
+
+    def last_error_line(self) -> str:
+        """The last non-blank line the child wrote to stderr (when it was captured)."""
+        lines = [line for line in self.stderr_tail.decode(errors="replace").splitlines() if line]
+        return lines[-1].strip() if lines else ""
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        if self._partial.strip() and self._on_line is not None:
+            self._on_line(self._partial)
+        self._partial = b""
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            self.result = ExitStatus(0)
+        elif isinstance(value, ProcessTerminated):
+            self.result = ExitStatus(value.exitCode, value.signal)
+        else:
+            self.result = ExitStatus(None, None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self.result)
+
+    def wait(self) -> Deferred[ExitStatus]:
+        """A Deferred of its own for each caller, fired when the child has ended."""
+        if self.result is not None:
+            return succeed(self.result)
+        waiter: Deferred[ExitStatus] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    @property
+    def running(self) -> bool:
+        return self.result is None
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the child's process group (falling back to the child alone)."""
+        if self.pid is None or not self.running:
+            return
+        try:
+            self._kill_group(self.pid, signum)
+        except ProcessLookupError:
+            # The shim has not made its group yet: the child alone, then.
+            self.transport.signalProcess(signum)
+        except PermissionError:
+            self.transport.signalProcess(signum)
+
+    def terminate(self, timeout: float) -> Deferred[ExitStatus]:
+        """SIGTERM now, SIGKILL after ``timeout`` seconds; fires when the child is gone."""
+        if self.running:
+            self.signal_group(signal.SIGTERM)
+            if self._kill_call is None:
+                self._kill_call = self._clock.callLater(timeout, self._kill)
+        return self.wait()
+
+    def _kill(self) -> None:
+        self._kill_call = None
+        log.warn("{kind} (pid {pid}) ignored SIGTERM; killing it", kind=self.kind, pid=self.pid)
+        self.signal_group(signal.SIGKILL)
+
+
+class ProcessRunner:
+    """Spawns children on an injected reactor and keeps track of the running ones."""
+
+    def __init__(self, reactor: Any, kill_group: Callable[[int, int], None] = os.killpg) -> None:
+        self._reactor = reactor
+        self._kill_group = kill_group
+        self.running: set[ChildProcess] = set()
+
+    def spawn(
+        self,
+        kind: str,
+        argv: Sequence[str],
+        *,
+        on_line: Callable[[bytes], None] | None = None,
+        stderr_path: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+        directory: str | None = None,
+    ) -> ChildProcess:
+        """Start ``argv``; stdout lines go to ``on_line``, stderr is appended to a file."""
+        child = ChildProcess(kind, argv, self._reactor, on_line, self._kill_group)
+        stderr_fd = (
+            os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            if stderr_path is not None
+            else "r"
+        )
+        shim = [sys.executable, "-S", "-I", "-c", _SHIM, *argv]
+        try:
+            self._reactor.spawnProcess(
+                child,
+                sys.executable,
+                shim,
+                env=dict(environment) if environment is not None else child_environment(),
+                path=directory,
+                childFDs={0: "w", 1: "r", 2: stderr_fd},
+            )
+        finally:
+            if isinstance(stderr_fd, int):
+                os.close(stderr_fd)
+        self.running.add(child)
+        child.wait().addCallback(lambda _: self.running.discard(child))
+        log.debug("started {kind} (pid {pid}): {argv}", kind=kind, pid=child.pid, argv=argv)
+        return child
