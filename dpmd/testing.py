@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredQueue, succeed
+from twisted.internet.defer import Deferred, DeferredQueue, maybeDeferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -24,7 +24,7 @@ from dpmd.rpc.topics import TopicHub
 
 def synchronous(function: Any, *args: Any) -> Deferred[Any]:
     """A ``run_blocking`` that runs at once: for tests that fake threads away."""
-    return succeed(function(*args))
+    return maybeDeferred(function, *args)
 
 
 def connect_session(
@@ -153,7 +153,7 @@ class FakeProcessReactor(MemoryReactorClock):
         processProtocol.makeConnection(transport)
         return transport
 
-    def running(self) -> list[FakeProcess]:
+    def running_processes(self) -> list[FakeProcess]:
         return [process for process in self.processes if not process.ended]
 
 

@@ -10,6 +10,7 @@ start, a DAQ being aborted finishes aborting, a finished one is archived.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable
@@ -96,16 +97,25 @@ class DaqManager:
         self._merge_slots = DeferredSemaphore(config.limits.merge)
         self._transfer_slots = DeferredSemaphore(config.limits.transfer)
         self._stopping = False
-        self._ready: Deferred[None] | None = None
+        self._recovered: bool | Failure = False
+        self._waiting_for_recovery: list[Deferred[None]] = []
         hub.add_topic(STATUS_TOPIC)
 
     # -- start and stop --------------------------------------------------------
 
     def start(self) -> Deferred[None]:
         """Scan the workspace and resume every DAQ; API calls wait for this."""
-        self._ready = self._recover()
-        self._ready.addErrback(lambda failure: log.failure("workspace recovery failed", failure))
-        return self._ready
+        return self._recover().addBoth(self._recovery_ended)
+
+    def _recovery_ended(self, outcome: Any) -> None:
+        if isinstance(outcome, Failure):
+            log.failure("workspace recovery failed; /daq commands are refused", outcome)
+            self._recovered = outcome
+        else:
+            self._recovered = True
+        waiting, self._waiting_for_recovery = self._waiting_for_recovery, []
+        for waiter in waiting:
+            waiter.callback(None)
 
     def stop(self) -> Deferred[Any]:
         """Stop every child; DAQs keep their recorded state and resume on the next start."""
@@ -118,9 +128,15 @@ class DaqManager:
         return DeferredList(stopping)
 
     def _when_ready(self, call: Callable[[], Any]) -> Deferred[Any]:
-        if self._ready is None:
-            return maybeDeferred(call)
-        return self._ready.addCallback(lambda _: None).addCallback(lambda _: call())
+        """Run an API call now, or once the workspace is recovered."""
+        if self._recovered is False:
+            waiter: Deferred[None] = Deferred()
+            self._waiting_for_recovery.append(waiter)
+            return waiter.addCallback(lambda _: self._when_ready(call))
+        if isinstance(self._recovered, Failure):
+            reason = self._recovered.getErrorMessage()
+            raise DaqError(f"the workspace could not be recovered at start-up: {reason}")
+        return maybeDeferred(call)
 
     @inlineCallbacks
     def _recover(self) -> Any:
@@ -478,13 +494,15 @@ class DaqManager:
         """TERM, then KILL after ``shutdown_timeout``; fail if a child outlives both."""
         timeout = self._config.shutdown_timeout
         children = list(daq.children)
-        ending = DeferredList([child.terminate(timeout) for child in children])
+        ending = DeferredList(
+            [child.terminate(timeout) for child in children], consumeErrors=True
+        )
         ending.addTimeout(2 * timeout, self._clock)
-        try:
+        with contextlib.suppress(DeferredTimeout, CancelledError):
             yield ending
-        except (DeferredTimeout, CancelledError):
-            stuck = ", ".join(f"{c.kind} (pid {c.pid})" for c in children if c.running)
-            raise RuntimeError(f"{stuck} did not end after SIGKILL") from None
+        stuck = ", ".join(f"{c.kind} (pid {c.pid})" for c in children if c.running)
+        if stuck:
+            raise RuntimeError(f"{stuck} did not end after SIGKILL")
 
     def _retry(self, daq_id: str) -> Deferred[None]:
         daq = self._get(daq_id)

@@ -1,0 +1,147 @@
+"""A DAQ manager on a fake reactor, a real workspace and fake child processes.
+
+Stages run for real (file checks, links, the workspace writes) but
+synchronously, and every child the manager starts is a ``FakeProcess`` the
+test drives: it decides what the merger prints and how it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dpmd.config import build_config
+from dpmd.daq.manager import STATUS_TOPIC, DaqManager
+from dpmd.model import DaqReply, DaqStatus
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.topics import TopicHub
+from dpmd.testing import (
+    FakeProcess,
+    FakeProcessReactor,
+    GroupSignals,
+    connect_session,
+    synchronous,
+    written_messages,
+)
+from dpmd.workers import ProcessRunner
+from dpmd.workspace import Workspace
+
+FITS_BLOCK = b"SIMPLE  =                    T" + b" " * 2850
+
+
+def make_fits(path: Path) -> Path:
+    """A file that passes collection's check (the merger is faked in these tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(FITS_BLOCK)
+    return path
+
+
+def specification(daq_id: str, *locations: str, **extra: Any) -> dict[str, Any]:
+    sources: list[dict[str, Any]] = [
+        {"type": "fitsKeywords", "sourceName": "ocm",
+         "keywords": [{"type": "valueKeyword", "name": "OBJECT", "value": "SKY"}]},
+    ]  # fmt: skip
+    sources += [
+        {"type": "fitsFile", "sourceName": f"src{number}", "location": location}
+        for number, location in enumerate(locations)
+    ]
+    spec: dict[str, Any] = {"id": daq_id, "sources": sources, "target": {"fileId": daq_id}}
+    spec.update(extra)
+    return spec
+
+
+class Harness:
+    def __init__(self, test: SynchronousTestCase, root: Path | None = None, **config: Any) -> None:
+        self.test = test
+        if root is None:
+            root = Path(test.mktemp()).absolute()
+            root.mkdir()
+        self.root = root
+        self.config = build_config(
+            {"dataroot": str(root), "shutdown_timeout": 5, **config}, environ={}
+        )
+        self.reactor = FakeProcessReactor()
+        self.reactor.advance(1_000_000)
+        self.hub = TopicHub()
+        self.workspace = Workspace(self.config.workspace)
+        self.config.workspace.mkdir(parents=True, exist_ok=True)
+        self.manager = DaqManager(
+            self.config,
+            self.workspace,
+            self.hub,
+            self.reactor,
+            ProcessRunner(self.reactor, GroupSignals(self.reactor)),
+            synchronous,
+            synchronous,
+        )
+        self.session, self.transport = connect_session(Dispatcher({}), self.hub)
+        self.hub.subscribe(STATUS_TOPIC, self.session)
+        test.successResultOf(self.manager.start())
+        self.settle()
+
+    def settle(self) -> None:
+        """Run everything due now (stages start on later reactor turns)."""
+        for _ in range(20):
+            self.reactor.advance(0)
+
+    def source(self, name: str) -> str:
+        return str(make_fits(self.root / "data" / name))
+
+    def queue(self, spec: dict[str, Any] | str) -> DaqReply:
+        reply = self.test.successResultOf(self.manager.queue_daq(spec))
+        self.settle()
+        return reply
+
+    def refused(self, deferred: Any) -> str:
+        from dpmd.model import DaqError
+
+        return self.test.failureResultOf(deferred, DaqError).value.message
+
+    def status(self, daq_id: str) -> DaqStatus:
+        return self.test.successResultOf(self.manager.get_daq_status(daq_id))
+
+    def internal(self, daq_id: str) -> dict[str, Any]:
+        return self.test.successResultOf(self.manager.get_internal_daq_status(daq_id)).to_json()
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [message["params"] for message in written_messages(self.transport)]
+
+    def substates(self) -> list[str]:
+        return [status["substate"] for status in self.notifications()]
+
+    def merger(self) -> FakeProcess:
+        running = [p for p in self.reactor.running_processes() if "dpmd.merge" in p.argv]
+        self.test.assertEqual(len(running), 1, "expected exactly one running merger")
+        return running[0]
+
+    def finish_merge(self, process: FakeProcess | None = None, **output: Any) -> Path:
+        """Play a successful merger: write the product it names, report it, exit 0."""
+        process = process or self.merger()
+        product = Path(process.argv[process.argv.index("-o") + 1])
+        product.write_bytes(FITS_BLOCK)
+        for alert in output.get("alerts", ()):
+            process.write_json({"type": "alert", **alert})
+        process.write_json({"type": "progress", "stage": "copying", "done": 10, "total": 10,
+                            "unit": "bytes"})  # fmt: skip
+        process.write_json({"type": "result", "path": str(product), "size": len(FITS_BLOCK)})
+        process.exit(0)
+        self.settle()
+        return product
+
+    def fail_merge(self, code: int = 4, message: bytes = b"source missing") -> None:
+        process = self.merger()
+        stderr = Path(self.workspace.daq_dir(self._daq_of(process))) / "logs" / "merge.log"
+        stderr.write_bytes(message + b"\n")
+        process.exit(code)
+        self.settle()
+
+    def _daq_of(self, process: FakeProcess) -> str:
+        spec_path = Path(process.argv[-1])
+        return json.loads(spec_path.read_bytes())["id"]
+
+    def terminate_signals(self, process: FakeProcess) -> list[int]:
+        return [s for s in process.signals if s in (signal.SIGTERM, signal.SIGKILL)]

@@ -1,0 +1,556 @@
+"""The DAQ lifecycle: every transition, every illegal call, abort, retry, limits, recovery."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.trial.unittest import SynchronousTestCase
+
+from dpmd.daq.lifecycle import TRANSITIONS, Daq, DaqRecord, Event, IllegalRequest
+from dpmd.model import DaqSubState
+from dpmd.spec import parse_specification
+from tests.daqharness import FITS_BLOCK, Harness, specification
+
+S = DaqSubState
+
+
+class TransitionTableTests(SynchronousTestCase):
+    def make(self, substate: DaqSubState) -> Daq:
+        from twisted.internet.defer import succeed
+        from twisted.internet.task import Clock
+
+        record = DaqRecord(id="X", file_id="X", seq=1, substate=substate, queued_at=0,
+                           timestamp=0)  # fmt: skip
+        spec = parse_specification(specification("X"))
+        return Daq(record, spec, Clock(), lambda daq, status: succeed(None))
+
+    def test_every_pair_outside_the_table_is_refused(self) -> None:
+        for substate in DaqSubState:
+            for event in Event:
+                daq = self.make(substate)
+                target = TRANSITIONS.get((substate, event))
+                with self.subTest(substate=substate, event=event):
+                    if target is None:
+                        error = self.assertRaises(IllegalRequest, daq.fire, event, "")
+                        self.assertIn(substate.value, error.message)
+                        self.assertEqual(daq.substate, substate)
+                    else:
+                        daq.fire(event, "moved")
+                        self.assertEqual(daq.substate, target)
+                        self.assertEqual(daq.record.history[-1]["substate"], target.value)
+
+    def test_final_transitions_set_finished_at(self) -> None:
+        daq = self.make(S.Releasing)
+        daq.fire(Event.RELEASED, "done")
+        self.assertIsNotNone(daq.record.finished_at)
+        self.assertEqual(daq.status.state.value, "StateCompleted")
+
+
+class HappyPathTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+
+    def test_queue_to_completed(self) -> None:
+        h = self.h
+        location = h.source("dcs.fits")
+        reply = h.queue(specification("A.1", location))
+        self.assertEqual(reply.to_json(), {"id": "A.1", "error": False})
+        folder = h.workspace.daq_dir("A.1")
+        self.assertEqual(json.loads((folder / "specification.json").read_text())["id"], "A.1")
+        merger = h.merger()
+        self.assertEqual(h.status("A.1").substate, S.Merging)
+        self.assertEqual(json.loads((folder / "resolve.json").read_text()), {"src0": location})
+        self.assertIn("--json", merger.argv)
+        self.assertIsInstance(merger.child_fds[2], int)  # stderr goes to logs/merge.log
+        h.finish_merge()
+        released = h.config.release_dir / "A.1.fits"
+        self.assertEqual(released.read_bytes(), FITS_BLOCK)
+        self.assertEqual(
+            h.substates(),
+            ["Scheduled", "Collecting", "Merging", "Releasing", "Releasing", "Completed"],
+        )
+        self.assertFalse(folder.exists())
+        archived = h.workspace.archived_dir("A.1")
+        self.assertTrue((archived / "status.json").exists())
+        self.assertFalse((archived / "A.1.fits").exists(), "a released product is not kept")
+        self.assertIn("archived", h.refused(h.manager.get_daq_status("A.1")))
+        internal = h.internal("A.1")
+        self.assertTrue(internal["detail"]["archived"])
+        self.assertEqual(internal["status"]["result"], str(released))
+        self.assertEqual(
+            [e["substate"] for e in internal["detail"]["history"]],
+            ["Scheduled", "Collecting", "Merging", "Releasing", "Completed"],
+        )
+
+    def test_final_status_is_published_before_archiving(self) -> None:
+        h = self.h
+        h.queue(specification("A.2", h.source("a.fits")))
+        h.finish_merge()
+        last = h.notifications()[-1]
+        self.assertEqual((last["substate"], last["state"]), ("Completed", "StateCompleted"))
+        self.assertEqual(last["result"], str(h.config.release_dir / "A.2.fits"))
+
+    def test_internal_status_while_merging(self) -> None:
+        h = self.h
+        h.queue(specification("A.3", h.source("a.fits")))
+        merger = h.merger()
+        merger.write_json({"type": "progress", "stage": "copying", "done": 5, "total": 20,
+                           "unit": "bytes"})  # fmt: skip
+        detail = h.internal("A.3")["detail"]
+        self.assertEqual(detail["progress"], {"stage": "copying", "done": 5, "total": 20,
+                                              "unit": "bytes"})  # fmt: skip
+        self.assertEqual(detail["processes"][0]["kind"], "merge")
+        self.assertEqual(detail["processes"][0]["pid"], merger.pid)
+        [source] = detail["sources"]
+        self.assertEqual((source["name"], source["state"], source["bytes"]),
+                         ("src0", "collected", len(FITS_BLOCK)))  # fmt: skip
+        self.assertFalse(detail["archived"])
+        self.assertEqual(detail["workspace"], str(h.workspace.daq_dir("A.3")))
+
+    def test_merger_alerts_become_daq_alerts(self) -> None:
+        h = self.h
+        h.queue(specification("A.4", h.source("a.fits")))
+        h.finish_merge(
+            alerts=[
+                {
+                    "category": "UnmergedData",
+                    "key": "src0",
+                    "severity": "Warning",
+                    "description": "primary data of src0 not merged",
+                }
+            ]
+        )
+        final = h.notifications()[-1]
+        self.assertEqual(final["substate"], "Completed")
+        self.assertFalse(final["error"])
+        self.assertEqual(
+            [(a["category"], a["key"], a["severity"]) for a in final["alerts"]],
+            [("UnmergedData", "src0", "Warning")],
+        )
+
+    def test_receivers_get_hard_links_named_after_the_file_id(self) -> None:
+        h = self.h
+        inbox = [h.root / "olas1", h.root / "olas2"]
+        for folder in inbox:
+            folder.mkdir()
+        receivers = [{"type": "olasReceiver", "path": str(folder)} for folder in inbox]
+        spec = specification("A.5", h.source("a.fits"), receivers=receivers)
+        spec["target"]["filePrefix"] = "pre_"
+        h.queue(spec)
+        product = h.finish_merge()
+        self.assertEqual(product.name, "pre_A.5.fits")
+        for folder in inbox:
+            self.assertEqual((folder / "A.5.fits").read_bytes(), FITS_BLOCK)
+        self.assertEqual(os.stat(inbox[0] / "A.5.fits").st_nlink, 2)
+        self.assertEqual(h.notifications()[-1]["result"], str(inbox[0] / "A.5.fits"))
+
+    def test_get_active_daqs_oldest_first(self) -> None:
+        h = self.h
+        for name in ("B.1", "B.2", "B.3"):
+            h.queue(specification(name, h.source("a.fits")))
+        statuses = h.test.successResultOf(h.manager.get_active_daqs())
+        self.assertEqual(
+            [(s.id, s.substate) for s in statuses],
+            [("B.1", S.Merging), ("B.2", S.Scheduled), ("B.3", S.Scheduled)],
+        )
+
+
+class RefusalTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+
+    def test_duplicate_ids(self) -> None:
+        h = self.h
+        h.queue(specification("D.1", h.source("a.fits")))
+        self.assertIn("already queued", h.refused(h.manager.queue_daq(specification("D.1"))))
+        h.finish_merge()
+        self.assertIn("already archived", h.refused(h.manager.queue_daq(specification("D.1"))))
+
+    def test_invalid_specifications_name_the_problem(self) -> None:
+        h = self.h
+        cases = [
+            ("{", "not valid JSON"),
+            (json.dumps({"id": "X"}), "$"),
+            ({**specification("bad/id"), "target": {"fileId": "OK"}}, "$.id"),
+            ({**specification(".."), "target": {"fileId": "OK"}}, "$.id"),
+            ({**specification("x" * 129), "target": {"fileId": "OK"}}, "$.id"),
+            ({**specification("OK.1"), "target": {"fileId": "a b"}}, "$.target.fileId"),
+            ({**specification("OK.2"), "sources": [{"type": "fitsFile", "sourceName": "s"}]},
+             "$.sources[0]"),
+        ]  # fmt: skip
+        for document, named in cases:
+            with self.subTest(document=document):
+                message = h.refused(h.manager.queue_daq(document))
+                self.assertIn("invalid specification", message)
+                self.assertIn(named, message)
+        self.assertEqual(h.notifications(), [])
+
+    def test_unknown_ids(self) -> None:
+        h = self.h
+        for call in (h.manager.get_daq_status, h.manager.abort_daq, h.manager.retry_merge_daq,
+                     h.manager.get_internal_daq_status):  # fmt: skip
+            self.assertEqual(h.refused(call("NOPE")), "unknown DAQ id 'NOPE'")
+
+    def test_specification_kept_exactly_as_received(self) -> None:
+        h = self.h
+        text = json.dumps(specification("E.1", h.source("a.fits")), indent=4) + "\n\n"
+        h.queue(text)
+        stored = (h.workspace.daq_dir("E.1") / "specification.json").read_text()
+        self.assertEqual(stored, text)
+
+
+class FailureAndRetryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+
+    def test_missing_source_then_retry(self) -> None:
+        h = self.h
+        missing = h.root / "data" / "late.fits"
+        h.queue(specification("F.1", h.source("a.fits"), str(missing)))
+        status = h.status("F.1")
+        self.assertEqual(status.substate, S.Collecting)
+        self.assertTrue(status.error)
+        [alert] = status.alerts
+        self.assertEqual((alert.category, alert.key), ("SourceFileCollectionError", "src1"))
+        self.assertIn(str(missing), alert.description)
+        missing.write_bytes(FITS_BLOCK)
+        self.assertIsNone(h.test.successResultOf(h.manager.retry_merge_daq("F.1")))
+        h.settle()
+        self.assertEqual(h.status("F.1").substate, S.Merging)
+        self.assertFalse(h.status("F.1").error)
+
+    def test_every_bad_source_gets_its_own_alert(self) -> None:
+        h = self.h
+        not_fits = h.root / "data" / "notes.txt"
+        not_fits.parent.mkdir(parents=True, exist_ok=True)
+        not_fits.write_text("hello")
+        h.queue(specification("F.2", "/no/such/file.fits", str(not_fits), "dcs-host:/x.fits",
+                              str(h.root / "data")))  # fmt: skip
+        alerts = {a.key: a.description for a in h.status("F.2").alerts}
+        self.assertIn("does not exist", alerts["src0"])
+        self.assertIn("not a FITS file", alerts["src1"])
+        self.assertIn("remote collection is not available", alerts["src2"])
+        self.assertIn("not a regular file", alerts["src3"])
+
+    def test_failed_merge_then_retry(self) -> None:
+        h = self.h
+        h.queue(specification("F.3", h.source("a.fits")))
+        first = h.merger()
+        h.fail_merge(4, b"cannot open src0")
+        status = h.status("F.3")
+        self.assertEqual(status.substate, S.Merging)
+        [alert] = status.alerts
+        self.assertEqual((alert.category, alert.key, alert.severity.value),
+                         ("MergeError", "merge", "Error"))  # fmt: skip
+        self.assertIn("exit status 4", alert.description)
+        self.assertIn("cannot open src0", alert.description)
+        self.assertEqual(h.reactor.running_processes(), [])
+        h.test.successResultOf(h.manager.retry_merge_daq("F.3"))
+        h.settle()
+        second = h.merger()
+        self.assertIsNot(first, second)
+        h.finish_merge()
+        self.assertEqual(h.notifications()[-1]["substate"], "Completed")
+
+    def test_failed_release_then_retry_skips_done_receivers(self) -> None:
+        h = self.h
+        ready, late = h.root / "ready", h.root / "late"
+        ready.mkdir()
+        receivers = [{"type": "olasReceiver", "path": str(ready)},
+                     {"type": "olasReceiver", "path": str(late)}]  # fmt: skip
+        h.queue(specification("F.4", h.source("a.fits"), receivers=receivers))
+        h.finish_merge()
+        status = h.status("F.4")
+        self.assertEqual(status.substate, S.Releasing)
+        [alert] = status.alerts
+        self.assertEqual((alert.category, alert.key), ("SourceFileReleasingError", "1"))
+        (ready / "F.4.fits").unlink()  # proves the retry does not send to receiver 0 again
+        late.mkdir()
+        h.test.successResultOf(h.manager.retry_merge_daq("F.4"))
+        h.settle()
+        self.assertEqual(h.notifications()[-1]["substate"], "Completed")
+        self.assertTrue((late / "F.4.fits").exists())
+        self.assertFalse((ready / "F.4.fits").exists())
+
+    def test_release_refuses_to_overwrite_another_file(self) -> None:
+        h = self.h
+        (h.config.release_dir).mkdir(parents=True)
+        (h.config.release_dir / "F.5.fits").write_bytes(b"someone else's")
+        h.queue(specification("F.5", h.source("a.fits")))
+        h.finish_merge()
+        [alert] = h.status("F.5").alerts
+        self.assertEqual(alert.key, "release_dir")
+        self.assertIn("already there", alert.description)
+
+    def test_retry_is_refused_when_nothing_failed(self) -> None:
+        h = self.h
+        h.queue(specification("F.6", h.source("a.fits")))
+        h.queue(specification("F.7", h.source("b.fits")))
+        self.assertIn("Scheduled", h.refused(h.manager.retry_merge_daq("F.7")))
+        self.assertIn("nothing to retry", h.refused(h.manager.retry_merge_daq("F.6")))
+        h.finish_merge()
+        self.assertIn("archived", h.refused(h.manager.retry_merge_daq("F.6")))
+
+
+class AbortTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+
+    def test_abort_scheduled_is_immediate(self) -> None:
+        h = self.h
+        h.queue(specification("G.1", h.source("a.fits")))
+        h.queue(specification("G.2", h.source("b.fits")))
+        reply = h.test.successResultOf(h.manager.abort_daq("G.2"))
+        self.assertEqual(reply.id, "G.2")
+        self.assertTrue(h.workspace.archived_dir("G.2").exists())
+        last = h.notifications()[-1]
+        self.assertEqual((last["id"], last["substate"], last["state"]),
+                         ("G.2", "Aborted", "StateCompleted"))  # fmt: skip
+
+    def test_abort_blocked_collection(self) -> None:
+        h = self.h
+        h.queue(specification("G.3", "/missing.fits"))
+        self.assertTrue(h.status("G.3").error)
+        h.test.successResultOf(h.manager.abort_daq("G.3"))
+        final = h.notifications()[-1]
+        self.assertEqual(final["substate"], "Aborted")
+        self.assertFalse(final["error"])
+
+    def test_abort_while_merging_stops_the_merger_and_removes_partial_files(self) -> None:
+        h = self.h
+        h.queue(specification("G.4", h.source("a.fits")))
+        merger = h.merger()
+        folder = h.workspace.daq_dir("G.4")
+        partial = folder / ".G.4.fits.123.dpmd-tmp"
+        partial.write_bytes(b"half")
+        aborting = h.manager.abort_daq("G.4")
+        self.assertNoResult(aborting)
+        self.assertEqual(h.status("G.4").substate, S.Aborting)
+        self.assertEqual(h.terminate_signals(merger), [signal.SIGTERM])
+        merger.killed(signal.SIGTERM)
+        h.settle()
+        self.assertEqual(h.test.successResultOf(aborting).id, "G.4")
+        self.assertEqual(h.substates()[-2:], ["Aborting", "Aborted"])
+        self.assertFalse((h.workspace.archived_dir("G.4") / partial.name).exists())
+
+    def test_abort_kills_a_merger_that_ignores_sigterm(self) -> None:
+        h = self.h
+        h.queue(specification("G.5", h.source("a.fits")))
+        merger = h.merger()
+        aborting = h.manager.abort_daq("G.5")
+        h.reactor.advance(h.config.shutdown_timeout)
+        self.assertEqual(h.terminate_signals(merger), [signal.SIGTERM, signal.SIGKILL])
+        merger.killed(signal.SIGKILL)
+        h.settle()
+        h.test.successResultOf(aborting)
+
+    def test_abort_fails_fast_when_the_merger_cannot_be_stopped(self) -> None:
+        h = self.h
+        h.queue(specification("G.6", h.source("a.fits")))
+        merger = h.merger()
+        aborting = h.manager.abort_daq("G.6")
+        h.reactor.advance(h.config.shutdown_timeout)
+        h.reactor.advance(h.config.shutdown_timeout)
+        message = h.refused(aborting)
+        self.assertIn("stays Aborting", message)
+        status = h.status("G.6")
+        self.assertEqual(status.substate, S.Aborting)
+        self.assertTrue(status.error)
+        self.assertEqual(status.alerts[-1].category, "FailedOperation")
+        self.assertEqual(status.alerts[-1].key, "AbortDaq")
+        again = h.manager.abort_daq("G.6")
+        merger.killed(signal.SIGKILL)
+        h.settle()
+        h.test.successResultOf(again)
+        self.assertEqual(h.notifications()[-1]["substate"], "Aborted")
+
+    def test_two_aborts_get_the_same_answer(self) -> None:
+        h = self.h
+        h.queue(specification("G.7", h.source("a.fits")))
+        merger = h.merger()
+        first, second = h.manager.abort_daq("G.7"), h.manager.abort_daq("G.7")
+        merger.killed(signal.SIGTERM)
+        h.settle()
+        self.assertEqual(h.test.successResultOf(first), h.test.successResultOf(second))
+
+    def test_abort_while_releasing(self) -> None:
+        h = self.h
+        receivers = [{"type": "olasReceiver", "path": str(h.root / "nowhere")}]
+        h.queue(specification("G.8", h.source("a.fits"), receivers=receivers))
+        product = h.finish_merge()
+        self.assertEqual(h.status("G.8").substate, S.Releasing)
+        h.test.successResultOf(h.manager.abort_daq("G.8"))
+        self.assertFalse(product.exists())
+        self.assertEqual(h.notifications()[-1]["substate"], "Aborted")
+
+    def test_abort_of_a_finished_daq_is_refused(self) -> None:
+        h = self.h
+        h.queue(specification("G.9", h.source("a.fits")))
+        h.finish_merge()
+        self.assertIn("archived", h.refused(h.manager.abort_daq("G.9")))
+
+
+class LimitTests(SynchronousTestCase):
+    def test_one_daq_at_a_time_and_a_blocked_daq_holds_its_slot(self) -> None:
+        h = Harness(self)
+        h.queue(specification("H.1", "/missing.fits"))
+        h.queue(specification("H.2", h.source("b.fits")))
+        self.assertEqual(h.status("H.1").substate, S.Collecting)
+        self.assertEqual(h.status("H.2").substate, S.Scheduled)
+        h.test.successResultOf(h.manager.abort_daq("H.1"))
+        h.settle()
+        self.assertEqual(h.status("H.2").substate, S.Merging)
+
+    def test_merge_limit_queues_merges(self) -> None:
+        h = Harness(self, **{"limits.daq": 3, "limits.merge": 1})
+        for name in ("H.3", "H.4"):
+            h.queue(specification(name, h.source(f"{name}.fits")))
+        self.assertEqual([h.status(n).substate for n in ("H.3", "H.4")], [S.Merging, S.Merging])
+        first = h.merger()
+        self.assertIn("waiting", h.internal("H.4")["detail"]["progress"]["stage"])
+        h.finish_merge(first)
+        second = h.merger()
+        self.assertIn("H.4", second.argv[-1])
+
+    def test_parallel_merges_within_the_limit(self) -> None:
+        h = Harness(self, **{"limits.daq": 2, "limits.merge": 2})
+        for name in ("H.5", "H.6", "H.7"):
+            h.queue(specification(name, h.source(f"{name}.fits")))
+        self.assertEqual(len(h.reactor.running_processes()), 2)
+        self.assertEqual(h.status("H.7").substate, S.Scheduled)
+
+
+class RecoveryTests(SynchronousTestCase):
+    def restart(self, old: Harness) -> Harness:
+        """A new server on the same workspace, as after a kill -9 of the old one."""
+        return Harness(self, root=old.root)
+
+    def test_interrupted_merge_runs_again_and_queued_daqs_survive(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.1", old.source("a.fits")))
+        old.queue(specification("R.2", old.source("b.fits")))
+        (old.workspace.daq_dir("R.1") / ".R.1.fits.9.dpmd-tmp").write_bytes(b"half")
+        new = self.restart(old)
+        self.assertEqual(
+            [s.id for s in self.successResultOf(new.manager.get_active_daqs())], ["R.1", "R.2"]
+        )
+        merger = new.merger()
+        self.assertIn("R.1", merger.argv[-1])
+        self.assertEqual(list(new.workspace.daq_dir("R.1").glob(".*dpmd-tmp")), [])
+        new.finish_merge()
+        new.finish_merge()
+        self.assertEqual(
+            [s["substate"] for s in new.notifications() if s["id"] == "R.2"][-1], "Completed"
+        )
+        self.assertTrue(new.workspace.archived_dir("R.2").exists())
+
+    def test_blocked_daq_stays_blocked(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.3", "/missing.fits"))
+        new = self.restart(old)
+        status = new.status("R.3")
+        self.assertTrue(status.error)
+        self.assertEqual(status.substate, S.Collecting)
+        self.assertEqual(new.reactor.processes, [])
+
+    def test_aborting_daq_finishes_aborting(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.4", old.source("a.fits")))
+        old.manager.abort_daq("R.4")
+        self.assertEqual(old.status("R.4").substate, S.Aborting)
+        new = self.restart(old)
+        self.assertEqual(new.notifications()[-1]["substate"], "Aborted")
+        self.assertTrue(new.workspace.archived_dir("R.4").exists())
+
+    def test_finished_daq_is_archived_at_start(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.5", old.source("a.fits")))
+        folder = old.workspace.daq_dir("R.5")
+        record = json.loads((folder / "status.json").read_text())
+        record["substate"] = "Completed"
+        (folder / "status.json").write_text(json.dumps(record))
+        new = self.restart(old)
+        self.assertTrue(new.workspace.archived_dir("R.5").exists())
+
+    def test_corrupt_folders_are_set_aside(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.6", old.source("a.fits")))
+        old.queue(specification("R.7", old.source("b.fits")))
+        old.queue(specification("R.8", old.source("c.fits")))
+        (old.workspace.daq_dir("R.6") / "status.json").write_text("{not json")
+        (old.workspace.daq_dir("R.7") / "specification.json").write_text("{}")
+        (old.workspace.daqs / "stray-file").write_text("x")
+        new = self.restart(old)
+        self.assertEqual(
+            [s.id for s in self.successResultOf(new.manager.get_active_daqs())], ["R.8"]
+        )
+        aside = sorted(path.name for path in new.workspace.corrupt.iterdir())
+        self.assertEqual(aside, ["R.6.0", "R.7.0", "stray-file.0"])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_unacknowledged_arrivals_are_dropped(self) -> None:
+        old = Harness(self)
+        half = old.workspace.incoming / "R.9"
+        half.mkdir()
+        (half / "specification.json").write_text("{")
+        new = self.restart(old)
+        self.assertFalse(half.exists())
+        self.assertEqual(self.successResultOf(new.manager.get_active_daqs()), [])
+
+    def test_next_queue_number_follows_the_recovered_ones(self) -> None:
+        old = Harness(self)
+        old.queue(specification("R.10", "/missing.fits"))
+        new = self.restart(old)
+        new.queue(specification("R.11", new.source("a.fits")))
+        records = [json.loads((new.workspace.daq_dir(n) / "status.json").read_text())
+                   for n in ("R.10", "R.11")]  # fmt: skip
+        self.assertLess(records[0]["seq"], records[1]["seq"])
+
+
+class DurabilityTests(SynchronousTestCase):
+    def test_reply_waits_for_the_workspace(self) -> None:
+        h = Harness(self)
+        writes: list[Deferred[Any]] = []
+
+        def held(function: Any, *args: Any) -> Deferred[Any]:
+            pending: Deferred[Any] = Deferred()
+            pending.addCallback(lambda _: function(*args))
+            writes.append(pending)
+            return pending
+
+        h.manager._run_serial = held
+        reply = h.manager.queue_daq(specification("W.0", h.source("a.fits")))
+        self.assertNoResult(reply)
+        self.assertFalse(h.workspace.daq_dir("W.0").exists())
+        writes[0].callback(None)
+        self.assertTrue((h.workspace.daq_dir("W.0") / "status.json").exists())
+        self.assertEqual(self.successResultOf(reply).id, "W.0")
+
+    def test_status_file_is_rewritten_at_each_change(self) -> None:
+        h = Harness(self)
+        h.queue(specification("W.1", "/missing.fits"))
+        folder = h.workspace.daq_dir("W.1")
+        record = json.loads((folder / "status.json").read_text())
+        self.assertEqual(record["substate"], "Collecting")
+        self.assertEqual(record["alerts"][0]["category"], "SourceFileCollectionError")
+        self.assertEqual(
+            sorted(p.name for p in folder.iterdir()),
+            ["logs", "sources", "specification.json", "status.json"],
+        )
+
+    def test_workspace_full_refuses_the_daq(self) -> None:
+        h = Harness(self)
+
+        def full(function: Any, *args: Any) -> Deferred[Any]:
+            return fail(OSError(errno.ENOSPC, "No space left on device"))
+
+        h.manager._run_serial = full
+        message = h.refused(h.manager.queue_daq(specification("W.2", h.source("a.fits"))))
+        self.assertIn("No space left on device", message)
+        self.assertEqual(self.successResultOf(h.manager.get_active_daqs()), [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
