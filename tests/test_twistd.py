@@ -20,11 +20,14 @@ SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def twistd(directory: Path, *arguments: str) -> subprocess.Popen[bytes]:
+def twistd(
+    directory: Path, *arguments: str, logfile: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Run ``twistd -n dpmd`` in ``directory`` with this checkout importable."""
     environ = dict(os.environ, PYTHONPATH=SOURCE_ROOT, DATAROOT=str(directory))
+    log_options = [f"--logfile={logfile}"] if logfile else []
     return subprocess.Popen(
-        [*TWISTD, "--nodaemon", "--pidfile=", "dpmd", *arguments],
+        [*TWISTD, "--nodaemon", "--pidfile=", *log_options, "dpmd", *arguments],
         cwd=directory,
         env=environ,
         stdout=subprocess.PIPE,
@@ -54,8 +57,8 @@ class TwistdTests(TestCase):
 
     def start(self) -> subprocess.Popen[bytes]:
         process = twistd(self.directory, "--listen", f"unix:{self.socket_path}")
-        self.addCleanup(lambda: process.poll() is None and process.kill())
         self.addCleanup(process.communicate)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
         wait_for(self.socket_path, process)
         return process
 

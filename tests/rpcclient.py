@@ -1,0 +1,71 @@
+"""A minimal JSON-RPC caller over ``JsonLineClient`` for server tests.
+
+It keeps notifications apart from responses, so a test can await the answer
+to one call while status notifications keep arriving.
+"""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
+
+from dpmd.testing import JsonLineClient
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.code = error["code"]
+        self.data = error.get("data")
+
+
+class Caller(JsonLineClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids = count(1)
+        self._pending: dict[int, Deferred[Any]] = {}
+        self.notifications: list[dict[str, Any]] = []
+
+    def call(self, method: str, *params: Any) -> Deferred[Any]:
+        request_id = next(self._ids)
+        self._pending[request_id] = Deferred()
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)})
+        return self._pending[request_id]
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        while self.messages.pending:
+            message = self.messages.pending.pop(0)
+            if "id" not in message:
+                self.notifications.append(message["params"])
+                continue
+            waiter = self._pending.pop(message["id"])
+            if "error" in message:
+                waiter.errback(RpcError(message["error"]))
+            else:
+                waiter.callback(message["result"])
+
+    def statuses(self, daq_id: str) -> list[dict[str, Any]]:
+        return [n for n in self.notifications if n.get("id") == daq_id]
+
+    @inlineCallbacks
+    def wait_for(self, daq_id: str, substate: str, timeout: float = 60) -> Any:
+        """Poll the notifications until the DAQ reports ``substate``."""
+        for _ in range(int(timeout / 0.02)):
+            seen = [n for n in self.statuses(daq_id) if n["substate"] == substate]
+            if seen:
+                return seen[-1]
+            yield deferLater(reactor, 0.02, lambda: None)
+        raise AssertionError(f"{daq_id} never reached {substate}: {self.statuses(daq_id)}")
+
+
+@inlineCallbacks
+def connect(port: int) -> Any:
+    caller = Caller()
+    yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), caller)
+    return caller

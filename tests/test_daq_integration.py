@@ -1,0 +1,251 @@
+"""The /daq interface end to end: a real server, real sockets, the real merger, astropy files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from dpmd.config import build_config
+from dpmd.server import DpmService
+from dpmd.tap import build_service
+from tests.fitsfactory import image_hdu, open_verified, table_hdu, write_fits, write_raw_source
+from tests.rpcclient import Caller, RpcError, connect
+from tests.test_twistd import twistd
+
+
+def product_spec(daq_id: str, root: Path, **extra: Any) -> dict[str, Any]:
+    """Two sources made by astropy: a detector file and a focal-plane file."""
+    detector = write_fits(
+        str(root / "dcs.fits"),
+        [("INSTRUME", "TEST"), ("HIERARCH ESO DET DIT", 1.5)],
+        extensions=[image_hdu("CHIP1", seed=1), image_hdu("CHIP2", seed=2)],
+    )
+    write_fits(  # referred to relative to dataroot below
+        str(root / "fcs.fits"),
+        [("HIERARCH ESO INS FILT1 ID", "R"), ("HIERARCH ESO INS TEMP1 VAL", 3.0)],
+        extensions=[table_hdu("FCS")],
+    )
+    spec = {
+        "id": daq_id,
+        "sources": [
+            {"type": "fitsKeywords", "sourceName": "ocm", "keywords": [
+                {"type": "valueKeyword", "name": "OBJECT", "value": "NGC 253"}]},
+            {"type": "fitsFile", "sourceName": "dcs", "location": detector},
+            {"type": "fitsFile", "sourceName": "fcs", "location": "fcs.fits",
+             "keywordRules": [{"type": "filter", "selectionPatterns": ["+e INS FILT* *"]}]},
+        ],
+        "target": {"fileId": daq_id},
+    }  # fmt: skip
+    spec.update(extra)
+    return spec
+
+
+class ServerTests(TestCase):
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        config = build_config(
+            {"dataroot": str(self.root), "listen": ["tcp:0:interface=127.0.0.1"]}, environ={}
+        )
+        self.service: DpmService = build_service(config, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        caller: Caller = yield connect(self.service.ports[0].getHost().port)
+        self.addCleanup(caller.transport.loseConnection)
+        yield caller.call("Subscribe", "/daq/status")
+        return caller
+
+    @inlineCallbacks
+    def test_queue_to_completed_with_a_correct_product(self) -> None:
+        caller = yield self.start()
+        inbox = self.root / "olas"
+        inbox.mkdir()
+        spec = product_spec("INT.1", self.root,
+                            receivers=[{"type": "olasReceiver", "path": str(inbox)}])  # fmt: skip
+        reply = yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        self.assertEqual(reply, {"id": "INT.1", "error": False})
+        final = yield caller.wait_for("INT.1", "Completed")
+        product = inbox / "INT.1.fits"
+        self.assertEqual(final["result"], str(product))
+        self.assertFalse(final["error"])
+        substates = [n["substate"] for n in caller.statuses("INT.1")]
+        self.assertEqual(
+            [s for i, s in enumerate(substates) if i == 0 or s != substates[i - 1]],
+            ["Scheduled", "Collecting", "Merging", "Releasing", "Completed"],
+        )
+        with open_verified(str(product)) as hdus:
+            header = hdus[0].header
+            self.assertEqual(header["OBJECT"], "NGC 253")
+            self.assertEqual(header["INSTRUME"], "TEST")
+            self.assertEqual(header["HIERARCH ESO INS FILT1 ID"], "R")
+            self.assertNotIn("HIERARCH ESO INS TEMP1 VAL", header)
+            self.assertEqual(header["ARCFILE"], "INT.1.fits")
+            self.assertEqual([hdu.name for hdu in hdus[1:]], ["CHIP1", "CHIP2", "FCS"])
+            self.assertTrue((hdus["CHIP2"].data == image_hdu("CHIP2", seed=2).data).all())
+        with self.assertRaises(RpcError) as raised:
+            yield caller.call("/daq/GetDaqStatus", "INT.1")
+        self.assertEqual(raised.exception.code, -32000)
+        internal = yield caller.call("/daq/GetInternalDaqStatus", "INT.1")
+        self.assertTrue(internal["detail"]["archived"])
+        log = Path(internal["detail"]["workspace"]) / "logs" / "merge.log"
+        self.assertTrue(log.exists())
+
+    @inlineCallbacks
+    def test_refusals_are_daq_exceptions(self) -> None:
+        caller = yield self.start()
+        spec = product_spec("INT.2", self.root)
+        yield caller.call("/daq/QueueDaq", spec)  # an object is accepted too
+        with self.assertRaises(RpcError) as duplicate:
+            yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        self.assertEqual(duplicate.exception.code, -32000)
+        self.assertEqual(duplicate.exception.data["exception"], "DaqException")
+        self.assertEqual(duplicate.exception.data["id"], "INT.2")
+        bad = {
+            **spec,
+            "id": "INT.3",
+            "sources": [
+                {"type": "fitsFile", "sourceName": "x", "location": "a.fits", "colour": "red"}
+            ],
+        }
+        with self.assertRaises(RpcError) as invalid:
+            yield caller.call("/daq/QueueDaq", json.dumps(bad))
+        self.assertIn("$.sources[0]", invalid.exception.data["message"])
+        with self.assertRaises(RpcError) as wrong_type:
+            yield caller.call("/daq/QueueDaq", 42)
+        self.assertEqual(wrong_type.exception.code, -32602)
+        self.assertIn("specification", str(wrong_type.exception))
+
+    @inlineCallbacks
+    def test_missing_source_then_retry_completes(self) -> None:
+        caller = yield self.start()
+        spec = product_spec("INT.4", self.root)
+        late = self.root / "late.fits"
+        spec["sources"].append({"type": "fitsFile", "sourceName": "late", "location": str(late)})
+        yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        for _ in range(500):
+            status = yield caller.call("/daq/GetDaqStatus", "INT.4")
+            if status["error"]:
+                break
+        [alert] = status["alerts"]
+        self.assertEqual((alert["category"], alert["key"]), ("SourceFileCollectionError", "late"))
+        write_fits(str(late), [("HIERARCH ESO TEL AIRM START", 1.2)])
+        self.assertIsNone((yield caller.call("/daq/RetryMergeDaq", "INT.4")))
+        final = yield caller.wait_for("INT.4", "Completed")
+        with fits.open(final["result"]) as hdus:
+            self.assertEqual(hdus[0].header["HIERARCH ESO TEL AIRM START"], 1.2)
+
+    @inlineCallbacks
+    def test_abort_a_running_merge(self) -> None:
+        caller = yield self.start()
+        big = write_raw_source(str(self.root / "big.fits"), 64 << 20, extensions=4)
+        spec = product_spec("INT.5", self.root)
+        spec["sources"].append({"type": "fitsFile", "sourceName": "big", "location": big})
+        yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        yield caller.wait_for("INT.5", "Merging")
+        reply = yield caller.call("/daq/AbortDaq", "INT.5")
+        self.assertEqual(reply["id"], "INT.5")
+        final = caller.statuses("INT.5")[-1]
+        self.assertEqual(final["substate"], "Aborted")
+        archived = self.root / "dpm" / "archive" / "INT.5"
+        self.assertEqual([p.name for p in archived.iterdir() if p.suffix == ".fits"], [])
+        self.assertEqual(list(archived.glob(".*")), [])
+
+
+class CrashTests(TestCase):
+    """``kill -9`` of the server while it merges, then a restart: nothing is lost."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+        self.config = self.root / "dpmd.yaml"
+        self.config.write_text("listen: ['tcp:0:interface=127.0.0.1']\n")
+
+    def start(self) -> tuple[subprocess.Popen[bytes], int]:
+        log = self.root / f"twistd-{time.monotonic_ns()}.log"
+        process = twistd(self.root, "--config", str(self.config), logfile=log)
+        self.addCleanup(process.communicate)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            text = log.read_text() if log.exists() else ""
+            for line in text.splitlines():
+                if "dpmd serving workspace" in line:
+                    return process, int(line.rsplit(":", 1)[1])
+            time.sleep(0.05)
+        raise AssertionError(f"dpmd did not start: {log.read_text() if log.exists() else ''}")
+
+    def rpc(self, port: int, *requests: tuple[str, list[Any]]) -> list[Any]:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            for number, (method, params) in enumerate(requests):
+                request = {"jsonrpc": "2.0", "id": number, "method": method, "params": params}
+                client.sendall(json.dumps(request).encode() + b"\n")
+            client.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+        replies = {m["id"]: m for m in map(json.loads, data.splitlines())}
+        return [replies[number].get("result", replies[number].get("error"))
+                for number in range(len(requests))]  # fmt: skip
+
+    def test_kill_while_merging_then_restart_finishes_every_daq(self) -> None:
+        process, port = self.start()
+        big = write_raw_source(str(self.root / "big.fits"), 32 << 20, extensions=4)
+        names = ["CRASH.1", "CRASH.2", "CRASH.3"]
+        for name in names:
+            spec = product_spec(name, self.root)
+            spec["sources"].append({"type": "fitsFile", "sourceName": "big", "location": big})
+            [reply] = self.rpc(port, ("/daq/QueueDaq", [json.dumps(spec)]))
+            self.assertEqual(reply, {"id": name, "error": False})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            [internal] = self.rpc(port, ("/daq/GetInternalDaqStatus", ["CRASH.1"]))
+            if internal["detail"]["processes"]:
+                break
+            time.sleep(0.01)
+        merger_pid = internal["detail"]["processes"][0]["pid"]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        for _ in range(500):  # the merger dies with its parent
+            try:
+                os.kill(merger_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+        else:
+            self.fail(f"merger {merger_pid} outlived the killed server")
+        process, port = self.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            [active] = self.rpc(port, ("/daq/GetActiveDaqs", []))
+            if not active:
+                break
+            time.sleep(0.1)
+        self.assertEqual(active, [])
+        for name in names:
+            [internal] = self.rpc(port, ("/daq/GetInternalDaqStatus", [name]))
+            self.assertEqual(internal["status"]["substate"], "Completed", internal)
+            with fits.open(internal["status"]["result"], checksum=True) as hdus:
+                self.assertEqual(hdus[0].verify_checksum(), 1)
+                self.assertEqual(hdus[0].header["ARCFILE"], f"{name}.fits")
+                self.assertEqual(
+                    [hdu.name for hdu in hdus[1:]],
+                    ["CHIP1", "CHIP2", "FCS", "RAW0", "RAW1", "RAW2", "RAW3"],
+                )
+                self.assertEqual(hdus["RAW3"].header["NAXIS1"], 32 << 20)
+        self.rpc(port, ("/dpm/Exit", []))
+        self.assertEqual(process.wait(timeout=60), 0)
