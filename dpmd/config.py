@@ -91,6 +91,14 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {_type_name(value)}")
+    if value < 0:
+        raise ValueError(f"must not be negative, not {value}")
+    return value
+
+
 def _line_bytes(value: Any) -> int:
     size = _positive_int(value)
     if size < 1024:
@@ -120,6 +128,18 @@ KEYS: tuple[Key, ...] = (
     Key("max_line_bytes", _line_bytes, 16 * 1024 * 1024, "longest request line"),
     Key("storage_interval", _positive_seconds, 60.0, "seconds between /dpm/storage samples"),
     Key("shutdown_timeout", _positive_seconds, 30.0, "seconds a child has between TERM and KILL"),
+    Key("transfer.rsync", _text, "rsync", "the rsync program"),
+    Key("transfer.rsync_options", _text_list, (), "extra rsync options, e.g. --bwlimit=50m"),
+    Key("transfer.ssh", _text, "ssh", "the ssh program rsync and releases use"),
+    Key(
+        "transfer.ssh_options",
+        _text_list,
+        ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10"),
+        "options given to every ssh",
+    ),
+    Key("transfer.timeout", _positive_seconds, 120.0, "seconds of silence before a transfer fails"),
+    Key("transfer.retries", _non_negative_int, 2, "retries of a failed transfer before the alert"),
+    Key("transfer.retry_delay", _positive_seconds, 5.0, "seconds before the first retry (doubles)"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -129,6 +149,19 @@ class Limits:
     daq: int
     merge: int
     transfer: int
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How files travel to and from other hosts (rsync over ssh)."""
+
+    rsync: str
+    rsync_options: tuple[str, ...]
+    ssh: str
+    ssh_options: tuple[str, ...]
+    timeout: float
+    retries: int
+    retry_delay: float
 
 
 @dataclass(frozen=True)
@@ -144,6 +177,7 @@ class Config:
     max_line_bytes: int
     storage_interval: float
     shutdown_timeout: float
+    transfer: TransferConfig
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -226,4 +260,13 @@ def build_config(
         max_line_bytes=checked["max_line_bytes"],
         storage_interval=checked["storage_interval"],
         shutdown_timeout=checked["shutdown_timeout"],
+        transfer=TransferConfig(
+            rsync=checked["transfer.rsync"],
+            rsync_options=checked["transfer.rsync_options"],
+            ssh=checked["transfer.ssh"],
+            ssh_options=checked["transfer.ssh_options"],
+            timeout=checked["transfer.timeout"],
+            retries=checked["transfer.retries"],
+            retry_delay=checked["transfer.retry_delay"],
+        ),
     )

@@ -55,7 +55,7 @@ class DpmService(MultiService):
             Workspace(config.workspace),
             self.hub,
             reactor,
-            ProcessRunner(reactor),
+            ProcessRunner(reactor, grace=config.shutdown_timeout),
             self._writer,
             run_blocking,
         )

@@ -1,9 +1,11 @@
 """Child-process supervision: spawn, read JSON lines, stop with TERM then KILL.
 
 Every child runs in a process group of its own, so that a stop reaches the
-programs it starts (``ssh`` under ``rsync``), and asks the kernel to kill it
-if dpmd dies: after a ``kill -9`` of the server no orphan goes on writing
-into a workspace that the restarted server is about to clean up.  Both are
+programs it starts (``ssh`` under ``rsync``), and asks the kernel to send it
+SIGTERM if dpmd dies: after a ``kill -9`` of the server no orphan goes on
+writing into a workspace that the restarted server is about to clean up,
+and the children still get to tidy up (rsync keeps its partial file so the
+next attempt resumes; the merger removes its temporary file).  Both are
 done by a tiny Python shim that then ``exec``s the real program, because
 ``spawnProcess`` offers no pre-exec hook.
 """
@@ -33,7 +35,7 @@ _SHIM = (
     "import os,sys\n"
     "os.setpgid(0,0)\n"
     "if sys.platform.startswith('linux'):\n"
-    " import ctypes;ctypes.CDLL(None).prctl(1,9)\n"  # PR_SET_PDEATHSIG, SIGKILL
+    " import ctypes;ctypes.CDLL(None).prctl(1,15)\n"  # PR_SET_PDEATHSIG, SIGTERM
     "os.execvp(sys.argv[1],sys.argv[1:])\n"
 )
 
@@ -87,9 +89,15 @@ class ChildProcess(ProcessProtocol):
         clock: Any,
         on_line: Callable[[bytes], None] | None = None,
         kill_group: Callable[[int, int], None] = os.killpg,
+        silence_timeout: float | None = None,
+        grace: float = 30.0,
     ) -> None:
         self.kind = kind
         self._kill_group = kill_group
+        self._silence_timeout = silence_timeout
+        self._grace = grace
+        self._silence_call: IDelayedCall | None = None
+        self.timed_out = False
         self.argv = list(argv)
         self.pid: int | None = None
         self.result: ExitStatus | None = None
@@ -103,9 +111,32 @@ class ChildProcess(ProcessProtocol):
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
         self.transport.closeStdin()
+        self._heard()
+
+    def _heard(self) -> None:
+        """The child said something: restart the silence watchdog."""
+        if self._silence_timeout is None or not self.running:
+            return
+        if self._silence_call is not None and self._silence_call.active():
+            self._silence_call.reset(self._silence_timeout)
+        else:
+            self._silence_call = self._clock.callLater(self._silence_timeout, self._silent)
+
+    def _silent(self) -> None:
+        self._silence_call = None
+        self.timed_out = True
+        log.warn(
+            "{kind} (pid {pid}) was silent for {seconds} s; stopping it",
+            kind=self.kind,
+            pid=self.pid,
+            seconds=self._silence_timeout,
+        )
+        self.terminate(self._grace)
 
     def outReceived(self, data: bytes) -> None:
-        self._partial += data
+        self._heard()
+        # Lines end with \n; progress meters (rsync) end theirs with \r.
+        self._partial += data.replace(b"\r", b"\n")
         *lines, self._partial = self._partial.split(b"\n")
         if len(self._partial) > MAX_LINE:
             log.warn("{kind} wrote an over-long line; it was cut", kind=self.kind)
@@ -116,16 +147,22 @@ class ChildProcess(ProcessProtocol):
                 self._on_line(line)
 
     def errReceived(self, data: bytes) -> None:
+        self._heard()
         self.stderr_tail = (self.stderr_tail + data)[-STDERR_TAIL:]
 
+    def error_lines(self) -> list[str]:
+        """The non-blank lines the child wrote to stderr (when it was captured), oldest first."""
+        text = self.stderr_tail.decode(errors="replace")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
     def last_error_line(self) -> str:
-        """The last non-blank line the child wrote to stderr (when it was captured)."""
-        lines = [line for line in self.stderr_tail.decode(errors="replace").splitlines() if line]
-        return lines[-1].strip() if lines else ""
+        lines = self.error_lines()
+        return lines[-1] if lines else ""
 
     def processEnded(self, reason: Failure) -> None:
-        if self._kill_call is not None and self._kill_call.active():
-            self._kill_call.cancel()
+        for call in (self._kill_call, self._silence_call):
+            if call is not None and call.active():
+                call.cancel()
         if self._partial.strip() and self._on_line is not None:
             self._on_line(self._partial)
         self._partial = b""
@@ -181,9 +218,15 @@ class ChildProcess(ProcessProtocol):
 class ProcessRunner:
     """Spawns children on an injected reactor and keeps track of the running ones."""
 
-    def __init__(self, reactor: Any, kill_group: Callable[[int, int], None] = os.killpg) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        kill_group: Callable[[int, int], None] = os.killpg,
+        grace: float = 30.0,
+    ) -> None:
         self._reactor = reactor
         self._kill_group = kill_group
+        self._grace = grace
         self.running: set[ChildProcess] = set()
 
     def spawn(
@@ -195,9 +238,17 @@ class ProcessRunner:
         stderr_path: Path | None = None,
         environment: Mapping[str, str] | None = None,
         directory: str | None = None,
+        silence_timeout: float | None = None,
     ) -> ChildProcess:
-        """Start ``argv``; stdout lines go to ``on_line``, stderr is appended to a file."""
-        child = ChildProcess(kind, argv, self._reactor, on_line, self._kill_group)
+        """Start ``argv``; stdout lines go to ``on_line``, stderr is appended to a file.
+
+        With ``silence_timeout``, a child that writes nothing for that many
+        seconds is stopped (TERM, then KILL after the runner's grace period)
+        and marked ``timed_out``.
+        """
+        child = ChildProcess(
+            kind, argv, self._reactor, on_line, self._kill_group, silence_timeout, self._grace
+        )
         stderr_fd = (
             os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             if stderr_path is not None

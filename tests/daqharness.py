@@ -65,7 +65,8 @@ class Harness:
             {"dataroot": str(root), "shutdown_timeout": 5, **config}, environ={}
         )
         self.reactor = FakeProcessReactor()
-        self.reactor.advance(1_000_000)
+        # Far in the future: every source file was written "before the DAQ was queued".
+        self.reactor.advance(4_000_000_000)
         self.hub = TopicHub()
         self.workspace = Workspace(self.config.workspace)
         self.config.workspace.mkdir(parents=True, exist_ok=True)

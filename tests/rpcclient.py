@@ -63,6 +63,16 @@ class Caller(JsonLineClient):
             yield deferLater(reactor, 0.02, lambda: None)
         raise AssertionError(f"{daq_id} never reached {substate}: {self.statuses(daq_id)}")
 
+    @inlineCallbacks
+    def wait_archived(self, daq_id: str, timeout: float = 60) -> Any:
+        """Poll the internal status until the DAQ is in the archive."""
+        for _ in range(int(timeout / 0.02)):
+            internal = yield self.call("/daq/GetInternalDaqStatus", daq_id)
+            if internal["detail"]["archived"]:
+                return internal
+            yield deferLater(reactor, 0.02, lambda: None)
+        raise AssertionError(f"{daq_id} was not archived")
+
 
 @inlineCallbacks
 def connect(port: int) -> Any:

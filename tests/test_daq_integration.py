@@ -164,8 +164,8 @@ class ServerTests(TestCase):
         self.assertEqual(list(archived.glob(".*")), [])
 
 
-class CrashTests(TestCase):
-    """``kill -9`` of the server while it merges, then a restart: nothing is lost."""
+class ChildServerTestCase(TestCase):
+    """Runs ``twistd dpmd`` as a child process in a temporary dataroot."""
 
     def setUp(self) -> None:
         self.root = Path(self.mktemp()).absolute()
@@ -201,6 +201,10 @@ class CrashTests(TestCase):
         replies = {m["id"]: m for m in map(json.loads, data.splitlines())}
         return [replies[number].get("result", replies[number].get("error"))
                 for number in range(len(requests))]  # fmt: skip
+
+
+class CrashTests(ChildServerTestCase):
+    """``kill -9`` of the server while it merges, then a restart: nothing is lost."""
 
     def test_kill_while_merging_then_restart_finishes_every_daq(self) -> None:
         process, port = self.start()

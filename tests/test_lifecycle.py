@@ -229,13 +229,11 @@ class FailureAndRetryTests(SynchronousTestCase):
         not_fits = h.root / "data" / "notes.txt"
         not_fits.parent.mkdir(parents=True, exist_ok=True)
         not_fits.write_text("hello")
-        h.queue(specification("F.2", "/no/such/file.fits", str(not_fits), "dcs-host:/x.fits",
-                              str(h.root / "data")))  # fmt: skip
+        h.queue(specification("F.2", "/no/such/file.fits", str(not_fits), str(h.root / "data")))
         alerts = {a.key: a.description for a in h.status("F.2").alerts}
         self.assertIn("does not exist", alerts["src0"])
         self.assertIn("not a FITS file", alerts["src1"])
-        self.assertIn("remote collection is not available", alerts["src2"])
-        self.assertIn("not a regular file", alerts["src3"])
+        self.assertIn("not a regular file", alerts["src2"])
 
     def test_failed_merge_then_retry(self) -> None:
         h = self.h

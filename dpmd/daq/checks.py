@@ -1,14 +1,17 @@
 """The server's own checks of a specification, beyond the merger's schema.
 
 The DAQ id and file id name folders and files in the workspace and at the
-receivers, so they are held to a portable file-name alphabet here, before
-anything touches the disk.
+receivers, so they are held to a portable file-name alphabet.  Locations and
+receivers become arguments of rsync and ssh, so anything that could be read
+as an option, or that holds control characters, is refused here, before
+anything touches the disk or the network.
 """
 
 from __future__ import annotations
 
 import re
 
+from dpmd.locations import location_problem, receiver_problem
 from dpmd.spec import Specification
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:+-]{1,128}")
@@ -16,16 +19,14 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9._:+-]{1,128}")
 
 def name_problem(what: str, value: str) -> str | None:
     if not NAME_PATTERN.fullmatch(value):
-        return (
-            f"{what} {value!r} must be 1 to 128 characters of letters, digits and . _ : + -"
-        )
+        return f"{what} {value!r} must be 1 to 128 characters of letters, digits and . _ : + -"
     if value in (".", ".."):
         return f"{what} must not be {value!r}"
     return None
 
 
 def server_problems(specification: Specification) -> list[str]:
-    """What makes a valid specification unusable by this server, each naming its path."""
+    """What makes a valid specification unusable by this server, each naming its source."""
     problems = [
         problem
         for problem in (
@@ -34,4 +35,12 @@ def server_problems(specification: Specification) -> list[str]:
         )
         if problem
     ]
+    for source in specification.file_sources():
+        problem = location_problem(source.location)
+        if problem:
+            problems.append(f"source '{source.source_name}': location {problem}")
+    for index, receiver in enumerate(specification.receivers):
+        problem = receiver_problem(receiver.host, receiver.path)
+        if problem:
+            problems.append(f"$.receivers[{index}]: {problem}")
     return problems

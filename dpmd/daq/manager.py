@@ -354,6 +354,7 @@ class DaqManager:
             run_blocking=self._run_blocking,
             merge_slots=self._merge_slots,
             transfer_slots=self._transfer_slots,
+            clock=self._clock,
         )
 
     def _run_stage(self, daq: Daq) -> None:

@@ -43,6 +43,7 @@ class StageContext:
     run_blocking: RunBlocking
     merge_slots: DeferredSemaphore
     transfer_slots: DeferredSemaphore
+    clock: Any
 
     def spawn(self, kind: str, argv: Sequence[str], **options: Any) -> ChildProcess:
         """Start a child that belongs to this DAQ (so that an abort stops it)."""

@@ -1,10 +1,16 @@
 """Collecting: make every source file of the specification available locally.
 
 A local source is read where it is, never copied: the merger only reads it
-and writes the product elsewhere.  Collection checks that each file is a
-readable FITS file and records its path, size and modification time, so the
-internal status shows exactly what will be merged.  Every problem is
-reported at once, one alert per source, so a single retry can fix them all.
+and writes the product elsewhere.  A remote source (``host:/path``) is
+fetched with rsync over ssh into the DAQ's ``sources/`` folder, several at
+once within ``limits.transfer``.  Every file is then checked (present,
+regular, readable, FITS) and its path, size and modification time are
+recorded, so the internal status shows exactly what will be merged.
+
+A file modified after the DAQ was queued may have been copied while still
+being written: it raises the *SuspiciousSourceFileTimestamp* warning.  Every
+problem is reported at once, one alert per source, so that a single retry
+can fix them all.
 """
 
 from __future__ import annotations
@@ -14,20 +20,19 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import DeferredList, inlineCallbacks
 
+from dpmd.locations import RemoteFile, split_location
+from dpmd.model import AlertSeverity
 from dpmd.spec import FitsFileSource
 from dpmd.stages import StageContext, StageError
+from dpmd.stages.transfer import Meter, TransferFailed, part_name, rsync_argv, run_with_retries
 
 FITS_SIGNATURE = b"SIMPLE  ="
+SUSPICIOUS = "SuspiciousSourceFileTimestamp"
 
 
-def local_path(location: str, dataroot: Path) -> Path:
-    """A local ``location`` is absolute or relative to ``dataroot``."""
-    return dataroot / location
-
-
-def inspect_local_source(source: FitsFileSource, path: Path) -> dict[str, Any]:
+def inspect_file(source: FitsFileSource, path: Path) -> dict[str, Any]:
     """Check one local file (blocking); raise ``ValueError`` saying what is wrong."""
     name, where = source.source_name, f"'{path}'"
     try:
@@ -55,41 +60,92 @@ def inspect_local_source(source: FitsFileSource, path: Path) -> dict[str, Any]:
     }
 
 
-def _check_all(sources: list[tuple[FitsFileSource, Path | None]]) -> list[dict[str, Any]]:
-    collected: list[dict[str, Any]] = []
-    problems: list[tuple[str, str]] = []
-    for source, path in sources:
-        if path is None:
-            problems.append(
-                (
-                    source.source_name,
-                    f"source '{source.source_name}': remote location '{source.location}' "
-                    "cannot be collected: remote collection is not available in this dpmd",
-                )
-            )
-            continue
+def prepare_copy(final: Path) -> None:
+    """Let rsync resume on a complete earlier copy too (its quick check skips it)."""
+    part = final.with_name(part_name(final.name))
+    if final.exists() and not part.exists():
+        os.rename(final, part)
+
+
+def finish_copy(final: Path) -> None:
+    os.replace(final.with_name(part_name(final.name)), final)
+    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Collection:
+    """One run of the stage for one DAQ."""
+
+    def __init__(self, context: StageContext) -> None:
+        self.context = context
+        self.meters: dict[str, Meter] = {}
+
+    def show_progress(self) -> None:
+        done = sum(meter.done for meter in self.meters.values())
+        total = sum(meter.total for meter in self.meters.values())
+        self.context.set_progress("collecting", done, total, "bytes")
+
+    @inlineCallbacks
+    def fetch(self, source: FitsFileSource, remote: RemoteFile) -> Any:
+        """rsync one remote file into ``sources/``; fires with its local path."""
+        context = self.context
+        final = context.directory / "sources" / f"{source.source_name}.fits"
+        yield context.run_blocking(prepare_copy, final)
+        meter = self.meters[source.source_name] = Meter()
+        argv = rsync_argv(
+            context.config.transfer,
+            remote.rsync_argument,
+            str(final.with_name(part_name(final.name))),
+        )
         try:
-            collected.append(inspect_local_source(source, path))
-        except ValueError as error:
-            problems.append((source.source_name, str(error)))
+            yield run_with_retries(context, "rsync", argv, meter, self.show_progress)
+        except TransferFailed as error:
+            raise ValueError(
+                f"source '{source.source_name}': cannot collect {source.location}: {error}"
+            ) from None
+        yield context.run_blocking(finish_copy, final)
+        return final
+
+    @inlineCallbacks
+    def collect_one(self, source: FitsFileSource) -> Any:
+        where = split_location(source.location)
+        if isinstance(where, RemoteFile):
+            path = yield self.fetch(source, where)
+        else:
+            path = self.context.config.dataroot / where
+        record = yield self.context.run_blocking(inspect_file, source, path)
+        return record
+
+
+@inlineCallbacks
+def collect(context: StageContext) -> Any:
+    """Collect every file source (the in-place target first); fires with their records."""
+    collection = Collection(context)
+    sources = context.daq.specification.file_sources()
+    outcomes = yield DeferredList(
+        [collection.collect_one(source) for source in sources], consumeErrors=True
+    )
+    records: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    for source, (succeeded, outcome) in zip(sources, outcomes, strict=True):
+        if succeeded:
+            records.append(outcome)
+        else:
+            outcome.trap(ValueError)
+            problems.append((source.source_name, str(outcome.value)))
+    queued_at = context.daq.record.queued_at
+    for record in records:
+        if record["mtime"] > queued_at:
+            yield context.alert(
+                SUSPICIOUS,
+                record["name"],
+                AlertSeverity.Warning,
+                f"source '{record['name']}': {record['local_path']} was modified after the DAQ "
+                "was queued; it may have been copied while still being written",
+            )
     if problems:
         raise StageError(problems)
-    return collected
-
-
-def collect(context: StageContext) -> Deferred[list[dict[str, Any]]]:
-    """Collect every file source (the in-place target first); fires with their records."""
-    specification = context.daq.specification
-    dataroot = context.config.dataroot
-    sources = [
-        (source, None if source.is_remote else local_path(source.location, dataroot))
-        for source in specification.file_sources()
-    ]
-    total = len(sources)
-    context.set_progress("collecting", 0, total, "files")
-
-    def done(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        context.set_progress("collecting", total, total, "files")
-        return records
-
-    return context.run_blocking(_check_all, sources).addCallback(done)
+    return records

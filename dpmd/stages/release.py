@@ -1,5 +1,9 @@
 """Releasing: deliver the product to each receiver as ``{fileId}.fits``.
 
+A receiver on another host (``host`` set, and not this machine) gets the
+product by rsync over ssh to a hidden temporary name in its ``path``, then an
+ssh ``mv`` to the final name, so its ingestion never sees a partial file.
+
 For a receiver on this host (no ``host``) the product is delivered by a hard
 link; where that is impossible (another file system), by a symbolic link if
 the receiver allows it, else by a copy to a hidden temporary name that is
@@ -20,8 +24,17 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from dpmd.copyfile import temporary_name
+from dpmd.locations import RemoteFile, is_local_host
 from dpmd.spec import OlasReceiver
 from dpmd.stages import StageContext, StageError
+from dpmd.stages.transfer import (
+    Meter,
+    TransferFailed,
+    part_name,
+    remote_rename_argv,
+    rsync_argv,
+    run_with_retries,
+)
 from dpmd.workers import python_command
 from dpmd.workspace import fsync_directory
 
@@ -40,7 +53,12 @@ def destinations(receivers: tuple[OlasReceiver, ...], release_dir: Path) -> list
     if not receivers:
         return [Destination(RELEASE_DIR_KEY, release_dir, "", False)]
     return [
-        Destination(str(index), Path(receiver.path), receiver.host, receiver.allow_symlink)
+        Destination(
+            str(index),
+            Path(receiver.path),
+            "" if is_local_host(receiver.host) else receiver.host,
+            receiver.allow_symlink,
+        )
         for index, receiver in enumerate(receivers)
     ]
 
@@ -101,6 +119,34 @@ def deliver(context: StageContext, product: Path, destination: Destination) -> A
 
 
 @inlineCallbacks
+def deliver_remote(context: StageContext, product: Path, destination: Destination) -> Any:
+    """rsync to a hidden name at the receiver, then rename it there; fires with (path, how)."""
+    name = context.daq.specification.archive_name
+    final = str(destination.directory / name)
+    part = str(destination.directory / part_name(name))
+    remote = RemoteFile(host=destination.host, path=part)
+    transfer = context.config.transfer
+    meter = Meter()
+
+    def show_progress() -> None:
+        context.set_progress("releasing", meter.done, meter.total, "bytes")
+
+    try:
+        yield run_with_retries(
+            context, "rsync", rsync_argv(transfer, str(product), remote.rsync_argument), meter,
+            show_progress,
+        )  # fmt: skip
+        yield run_with_retries(
+            context, "ssh", remote_rename_argv(transfer, remote, part, final), Meter(),
+            lambda: None,
+        )  # fmt: skip
+    except TransferFailed as error:
+        where = f"{destination.host}:{destination.directory}"
+        raise OSError(errno.EIO, str(error), where) from None
+    return f"{destination.host}:{final}", "rsync"
+
+
+@inlineCallbacks
 def release(context: StageContext) -> Any:
     """Deliver to every destination not yet served; fires with the first one's path."""
     daq = context.daq
@@ -112,17 +158,9 @@ def release(context: StageContext) -> Any:
         context.set_progress("releasing", number, len(targets), "files")
         if destination.key in record.released:
             continue
-        if destination.host:
-            problems.append(
-                (
-                    destination.key,
-                    f"receiver {destination.key}: remote release to host "
-                    f"'{destination.host}' is not available in this dpmd",
-                )
-            )
-            continue
+        send = deliver_remote if destination.host else deliver
         try:
-            path, how = yield deliver(context, product, destination)
+            path, how = yield send(context, product, destination)
         except OSError as error:
             where = error.filename or destination.directory
             problems.append(

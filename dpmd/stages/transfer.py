@@ -1,0 +1,157 @@
+"""Moving files between hosts with the tools operators trust: rsync over ssh.
+
+Every command is an argument vector, never a shell line: host, user and path
+come from specifications and are checked at ``QueueDaq`` (``dpmd.locations``),
+rsync gets ``--protect-args`` so the remote side does not split the path
+either, and the one remote command (``mv``) quotes its operands for the
+remote shell.  A transfer writes to a hidden ``.dpmd-part`` name that is
+renamed when complete, keeps a partial file when it is interrupted
+(``--partial``) so the next attempt resumes, and is retried with a doubling
+back-off before the stage gives up.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+
+from dpmd.config import TransferConfig
+from dpmd.locations import RemoteFile
+from dpmd.stages import StageContext
+from dpmd.workers import ChildProcess
+
+PART_SUFFIX = ".dpmd-part"
+_PROGRESS = re.compile(rb"^\s*([\d,.]+)\s+(\d+)%")
+
+RSYNC_EXIT = {
+    5: "error starting the client-server protocol",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in the rsync protocol data stream",
+    23: "some files could not be transferred",
+    24: "the source file vanished",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for the daemon connection",
+    255: "ssh failed (host unreachable, authentication refused?)",
+}
+
+
+class TransferFailed(Exception):
+    """A transfer that still failed after its retries; the text says why."""
+
+
+def part_name(final_name: str) -> str:
+    return f".{final_name}{PART_SUFFIX}"
+
+
+def ssh_command(config: TransferConfig) -> list[str]:
+    return [config.ssh, *config.ssh_options]
+
+
+def rsync_argv(config: TransferConfig, source: str, destination: str) -> list[str]:
+    return [
+        config.rsync,
+        "--partial",
+        "--times",
+        "--fsync",
+        "--protect-args",
+        "--info=progress2",
+        f"--timeout={max(1, int(config.timeout))}",
+        *config.rsync_options,
+        "-e",
+        shlex.join(ssh_command(config)),
+        "--",
+        source,
+        destination,
+    ]
+
+
+def remote_rename_argv(config: TransferConfig, remote: RemoteFile, old: str, new: str) -> list[str]:
+    """``ssh host mv``: the operands are quoted because ssh hands them to a shell."""
+    return [
+        *ssh_command(config),
+        "--",
+        remote.login,
+        "mv",
+        "-f",
+        "--",
+        shlex.quote(old),
+        shlex.quote(new),
+    ]
+
+
+@dataclass
+class Meter:
+    """Bytes done of one transfer, from rsync's ``--info=progress2`` lines."""
+
+    done: int = 0
+    total: int = 0
+
+    def line_received(self, line: bytes) -> bool:
+        match = _PROGRESS.match(line)
+        if not match:
+            return False
+        self.done = int(match.group(1).replace(b",", b"").replace(b".", b""))
+        percent = int(match.group(2))
+        if percent:
+            self.total = max(self.total, self.done * 100 // percent)
+        return True
+
+
+def describe_failure(child: ChildProcess, timeout: float) -> str:
+    if child.timed_out:
+        return f"no progress for {timeout:g} s"
+    status = child.result
+    assert status is not None
+    if status.signal is not None:
+        return status.describe()
+    meaning = RSYNC_EXIT.get(status.code or 0, "failed")
+    detail = first_cause(child.error_lines())
+    return f"exit status {status.code} ({meaning})" + (f": {detail}" if detail else "")
+
+
+def first_cause(lines: list[str]) -> str:
+    """rsync reports the cause first (``rsync: … failed: No such file``), then summaries."""
+    causes = [line for line in lines if line.startswith("rsync:") or line.startswith("ssh:")]
+    return (causes or lines or [""])[0]
+
+
+@inlineCallbacks
+def run_with_retries(
+    context: StageContext,
+    kind: str,
+    argv: list[str],
+    meter: Meter,
+    on_progress: Callable[[], None],
+) -> Any:
+    """Run one transfer command in a transfer slot, retrying with back-off."""
+    transfer = context.config.transfer
+    attempts = transfer.retries + 1
+    for attempt in range(attempts):
+        yield context.transfer_slots.acquire()
+        try:
+
+            def line_received(line: bytes) -> None:
+                if meter.line_received(line):
+                    on_progress()
+
+            child = context.spawn(
+                kind, argv, on_line=line_received, silence_timeout=transfer.timeout
+            )
+            status = yield child.wait()
+        finally:
+            context.transfer_slots.release()
+        if status.ok:
+            return
+        reason = describe_failure(child, transfer.timeout)
+        if attempt + 1 == attempts:
+            tries = f" after {attempts} attempts" if attempts > 1 else ""
+            raise TransferFailed(f"{reason}{tries}")
+        delay = transfer.retry_delay * 2**attempt
+        yield deferLater(context.clock, delay, lambda: None)
