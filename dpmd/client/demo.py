@@ -1,0 +1,234 @@
+"""``dpmctl demo``: a real data product from generated sources, start to finish.
+
+It writes what an instrument would leave behind after an exposure: a
+detector file (an empty primary HDU with detector keywords and one image
+extension per chip) and a focal-plane file (``INS`` keywords in its primary
+header and a binary table of device positions).  The specification adds the
+observation keywords OCM would send and keyword rules that take only the
+focal plane's ``INS`` keywords, except its raw temperature sensor.  The
+demo queues it, follows it to ``Completed`` and shows the product.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy
+from astropy.io import fits
+
+from dpmd.client.render import human_size
+from dpmd.client.watch import SilentView, Watcher, WatchView
+from dpmd.model import DaqStatus, DaqSubState
+
+if TYPE_CHECKING:
+    from dpmd.client.cli import Context
+
+SHOWN_KEYWORDS = (
+    "ORIGIN",
+    "INSTRUME",
+    "OBJECT",
+    "RA",
+    "DEC",
+    "DATE-OBS",
+    "ARCFILE",
+    "HIERARCH ESO OBS TPLNO",
+    "HIERARCH ESO DET DIT",
+    "HIERARCH ESO DET NDIT",
+    "HIERARCH ESO INS FILT1 NAME",
+    "HIERARCH ESO INS MODE",
+)
+"""Keywords of the product's primary header that the summary shows, when present."""
+
+
+def daq_id_for(now: float) -> str:
+    """``DEMO.<UTC time to the millisecond>``: unique per run, in the ids' character set."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return "DEMO." + moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
+def _star_field(rng: numpy.random.Generator, shape: tuple[int, int], stars: int) -> numpy.ndarray:
+    """Sky background with noise and a few Gaussian stars: a plausible raw frame."""
+    rows, columns = numpy.indices(shape)
+    image = rng.normal(1000.0, 12.0, shape)
+    for _ in range(stars):
+        y, x = rng.uniform(4, shape[0] - 4), rng.uniform(4, shape[1] - 4)
+        flux, width = rng.uniform(2e3, 4e4), rng.uniform(1.2, 2.5)
+        image += flux * numpy.exp(-((rows - y) ** 2 + (columns - x) ** 2) / (2 * width**2))
+    return image.astype(numpy.float32)
+
+
+def write_detector_file(path: Path, date_obs: str) -> None:
+    rng = numpy.random.default_rng(20240201)
+    primary = fits.PrimaryHDU()
+    primary.header["INSTRUME"] = ("DEMO", "Instrument used")
+    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
+    primary.header["HIERARCH ESO DET DIT"] = (10.0, "[s] Detector integration time")
+    primary.header["HIERARCH ESO DET NDIT"] = (3, "Number of integrations")
+    primary.header["HIERARCH ESO DET READ MODE"] = ("SLOW", "Readout mode")
+    chips = []
+    for number in (1, 2):
+        chip = fits.ImageHDU(_star_field(rng, (128, 128), 6), name=f"CHIP{number}")
+        chip.header["HIERARCH ESO DET CHIP ID"] = (f"DEMO-CCD-{number}", "Chip identifier")
+        chip.header["BUNIT"] = ("adu", "Pixel unit")
+        chips.append(chip)
+    fits.HDUList([primary, *chips]).writeto(path, checksum=True)
+
+
+def write_focal_plane_file(path: Path, date_obs: str) -> None:
+    primary = fits.PrimaryHDU()
+    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
+    primary.header["HIERARCH ESO INS MODE"] = ("IMAGING", "Instrument mode")
+    primary.header["HIERARCH ESO INS FILT1 ID"] = ("FILT-4", "Filter wheel position id")
+    primary.header["HIERARCH ESO INS FILT1 NAME"] = ("Ks", "Filter name")
+    primary.header["HIERARCH ESO INS OPTI1 NAME"] = ("WIDE", "Camera optics")
+    primary.header["HIERARCH ESO INS TEMP1 VAL"] = (71.9, "[K] Raw sensor: not for the archive")
+    primary.header["HIERARCH ESO INS TEMP2 VAL"] = (72.4, "[K] Detector housing")
+    primary.header["HIERARCH ESO TEL FOCU VALUE"] = (0.25, "[mm] Not the focal plane's")
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column("TIME", "D", unit="s", array=numpy.linspace(0.0, 30.0, 5)),
+            fits.Column("DEVICE", "8A", array=["FILT1", "FILT1", "OPTI1", "FILT1", "OPTI1"]),
+            fits.Column("POSITION", "E", unit="deg", array=[0.0, 45.0, 12.5, 45.0, 12.5]),
+        ],
+        name="FCS_EVENTS",
+    )
+    fits.HDUList([primary, table]).writeto(path, checksum=True)
+
+
+def specification(daq_id: str, detector: Path, focal_plane: Path) -> dict[str, Any]:
+    """The Data Product Specification OCM would send for these two files."""
+    return {
+        "id": daq_id,
+        "sources": [
+            {
+                "type": "fitsKeywords",
+                "sourceName": "ocm",
+                "keywords": [
+                    {"type": "valueKeyword", "name": "ORIGIN", "value": "ESO-PARANAL"},
+                    {"type": "valueKeyword", "name": "OBJECT", "value": "NGC 1365"},
+                    {
+                        "type": "valueKeyword",
+                        "name": "RA",
+                        "value": 53.401917,
+                        "comment": "[deg] 03:33:36.4 RA (J2000) pointing",
+                    },
+                    {
+                        "type": "valueKeyword",
+                        "name": "DEC",
+                        "value": -36.140528,
+                        "comment": "[deg] -36:08:25.9 DEC (J2000) pointing",
+                    },
+                    {"type": "esoKeyword", "name": "OBS TPLNO", "value": 1},
+                    {"type": "literalKeyword", "value": "HISTORY Merged by dpmctl demo"},
+                ],
+            },
+            {"type": "fitsFile", "sourceName": "dcs", "location": str(detector)},
+            {
+                "type": "fitsFile",
+                "sourceName": "fcs",
+                "location": str(focal_plane),
+                "keywordRules": [
+                    {"type": "filter", "selectionPatterns": ["+e INS *", "-e INS TEMP1 *"]}
+                ],
+            },
+        ],
+        "target": {"fileId": daq_id},
+    }
+
+
+def prepare_sources(directory: Path, daq_id: str) -> dict[str, Any]:
+    """Write both source files and ``spec.json`` under ``directory``; the specification."""
+    date_obs = daq_id.removeprefix("DEMO.")
+    detector = directory / "dcs_0001.fits"
+    focal_plane = directory / "fcs_0001.fits"
+    write_detector_file(detector, date_obs)
+    write_focal_plane_file(focal_plane, date_obs)
+    spec = specification(daq_id, detector, focal_plane)
+    (directory / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return spec
+
+
+def summary(path: str) -> dict[str, Any]:
+    """The product's HDUs and a few primary keywords, as JSON-ready data."""
+    with fits.open(path) as product:
+        hdus = [
+            {
+                "index": index,
+                "name": hdu.name,
+                "type": type(hdu).__name__,
+                "shape": list(hdu.shape) if hdu.is_image and hdu.shape else None,
+                "rows": len(hdu.data) if isinstance(hdu, fits.BinTableHDU) else None,
+            }
+            for index, hdu in enumerate(product)
+        ]
+        header = product[0].header
+        keywords = {name: header[name] for name in SHOWN_KEYWORDS if name in header}
+    return {"hdus": hdus, "keywords": keywords, "size": Path(path).stat().st_size}
+
+
+def summary_text(product: str, facts: dict[str, Any]) -> str:
+    lines = [f"product: {product}", f"size:    {human_size(facts['size'])}", "HDUs:"]
+    for hdu in facts["hdus"]:
+        if hdu["shape"]:
+            extent = " x ".join(str(n) for n in reversed(hdu["shape"]))
+        elif hdu["rows"] is not None:
+            extent = f"{hdu['rows']} rows"
+        else:
+            extent = "header only"
+        lines.append(f"  {hdu['index']}  {hdu['name']:<10}  {hdu['type']:<12}  {extent}")
+    lines.append("keywords:")
+    width = max((len(name) for name in facts["keywords"]), default=0)
+    lines += [f"  {name:<{width}} = {value!r}" for name, value in facts["keywords"].items()]
+    return "\n".join(lines)
+
+
+def make_directory(given: str | None) -> Path:
+    """``--dir``, created if needed, or a new temporary directory (kept: the server reads it)."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="dpmctl-demo-"))
+    directory = Path(given).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _failure_text(status: DaqStatus) -> str:
+    alerts = "".join(
+        f"\n  {alert.severity.value} {alert.category}: {alert.description}"
+        for alert in status.alerts
+    )
+    return (
+        f"dpmctl: demo DAQ {status.id} stopped in {status.substate.value}"
+        f"{': ' + status.message if status.message else ''}{alerts}\n"
+        f"  details: dpmctl internal {status.id}\n"
+        f"  then: dpmctl retry {status.id}, or dpmctl abort {status.id}\n"
+    )
+
+
+async def run_demo(context: Context, directory: Path) -> int:
+    """Queue the demo DAQ, follow it and show the product; the exit status."""
+    console = context.console
+    daq_id = daq_id_for(context.reactor.seconds())
+    spec = prepare_sources(directory, daq_id)
+    view = SilentView() if console.as_json else WatchView(console.out, False, console.terminal)
+    watcher = Watcher(context.client, context.reactor, view, daq_id, stop_on_error=True)
+    if not console.as_json:
+        console.text(f"sources: {directory}\nqueueing {daq_id}")
+    await watcher.subscribe()  # before queueing, so that every stage is seen
+    await context.client.queue_daq(json.dumps(spec))
+    final = await watcher.follow()
+    if final.substate is not DaqSubState.Completed:
+        console.err.write(_failure_text(final))
+        return 1
+    if not Path(final.result).is_file():  # a server on another machine
+        console.show({"id": daq_id, "product": final.result}, f"product: {final.result}")
+        return 0
+    facts = summary(final.result)
+    if console.as_json:
+        console.json({"id": daq_id, "product": final.result, "sources": str(directory), **facts})
+    else:
+        console.text(summary_text(final.result, facts))
+    return 0

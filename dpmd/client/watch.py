@@ -1,0 +1,220 @@
+"""``dpmctl watch``: follow ``/daq/status`` and show progress while DAQs work.
+
+``Watcher`` keeps the newest status of each DAQ from the notifications (plus
+one initial query, so a DAQ that does not change is still shown) and, about
+once a second, asks ``GetInternalDaqStatus`` for the progress of the DAQs
+being collected or merged.  What it learns goes to a view: ``WatchView``
+writes JSON lines, plain lines, or, on a terminal, event lines with a block
+of live progress bars kept below them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, TextIO
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from dpmd.client.api import DAQ_STATUS_TOPIC, DpmClient
+from dpmd.client.errors import ConnectionLost, DaqError, ProtocolError, RpcError
+from dpmd.client.render import alert_text, clock_time, event_line, progress_bar, progress_text
+from dpmd.model import DaqStatus, DaqSubState, InternalDaqStatus
+
+POLLED = frozenset({DaqSubState.Collecting, DaqSubState.Merging})
+"""Substates whose progress is worth asking for."""
+
+POLL_INTERVAL = 1.0
+
+
+class View(Protocol):
+    def status(self, status: DaqStatus) -> None: ...
+
+    def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None: ...
+
+
+class SilentView:
+    """For ``demo --json``: watch without showing anything."""
+
+    def status(self, status: DaqStatus) -> None:
+        pass
+
+    def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None:
+        pass
+
+
+class WatchView:
+    """Writes what the watcher learns to ``stream`` in one of three styles.
+
+    * JSON: one object per line, ``{"event": "status", "status": …}`` or
+      ``{"event": "progress", "id": …, "progress": …}`` (progress only when
+      it changed);
+    * plain (not a terminal): one line per status change, alerts when they
+      appear or clear, and a progress line per stage and tenth of the way;
+    * terminal: the same lines, coloured, with a live progress bar per DAQ
+      redrawn in place below them.
+    """
+
+    def __init__(self, stream: TextIO, as_json: bool, terminal: bool) -> None:
+        self._stream = stream
+        self._json = as_json
+        self._terminal = terminal and not as_json
+        self._alerts: dict[str, dict[tuple[str, str], str]] = {}
+        self._progress: dict[str, dict[str, Any] | None] = {}
+        self._steps: dict[str, tuple[str, int]] = {}
+        self._bars: dict[str, dict[str, Any]] = {}
+        self._drawn = 0
+
+    def status(self, status: DaqStatus) -> None:
+        if self._json:
+            self._write_json({"event": "status", "status": status.to_json()})
+            return
+        lines = [event_line(status, self._terminal)]
+        lines += self._alert_changes(status)
+        if status.substate not in POLLED:
+            self._bars.pop(status.id, None)
+            self._steps.pop(status.id, None)
+        self._emit(lines)
+
+    def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None:
+        if self._json:
+            if self._progress.get(daq_id) != progress:
+                self._progress[daq_id] = progress
+                self._write_json({"event": "progress", "id": daq_id, "progress": progress})
+            return
+        if progress is None:
+            return
+        if self._terminal:
+            self._bars[daq_id] = progress
+            self._emit([])
+            return
+        tenth = 10 * progress["done"] // progress["total"] if progress["total"] > 0 else 0
+        step = (progress["stage"], tenth)
+        if self._steps.get(daq_id) != step:
+            self._steps[daq_id] = step
+            self._emit([f"{clock_time(now)}  {daq_id}  {progress_text(progress)}"])
+
+    def _alert_changes(self, status: DaqStatus) -> list[str]:
+        """Lines for alerts that are new or changed, and for those that cleared."""
+        before = self._alerts.get(status.id, {})
+        now = {(alert.category, alert.key): alert.description for alert in status.alerts}
+        self._alerts[status.id] = now
+        lines = [
+            f"    {alert_text(alert, self._terminal)}"
+            for alert in status.alerts
+            if before.get((alert.category, alert.key)) != alert.description
+        ]
+        for category, key in sorted(before.keys() - now.keys()):
+            lines.append(f"    cleared {category}{f'[{key}]' if key else ''}")
+        return lines
+
+    def _emit(self, lines: list[str]) -> None:
+        if self._terminal and self._drawn:
+            # Back to the first line of the bars and clear them: they go below the new lines.
+            self._stream.write(f"\x1b[{self._drawn}F\x1b[J")
+        for line in lines:
+            self._stream.write(line + "\n")
+        if self._terminal:
+            width = max((len(daq_id) for daq_id in self._bars), default=0)
+            for daq_id, progress in self._bars.items():
+                self._stream.write(f"{daq_id:<{width}}  {progress_bar(progress)}\n")
+            self._drawn = len(self._bars)
+        self._stream.flush()
+
+    def _write_json(self, message: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(message) + "\n")
+        self._stream.flush()
+
+
+class Watcher:
+    """Follows one DAQ until it is final, or every DAQ until the connection ends."""
+
+    def __init__(
+        self,
+        client: DpmClient,
+        clock: IReactorTime,
+        view: View,
+        daq_id: str | None = None,
+        stop_on_error: bool = False,
+        interval: float = POLL_INTERVAL,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._view = view
+        self._daq_id = daq_id
+        self._stop_on_error = stop_on_error
+        self._interval = interval
+        self._latest: dict[str, DaqStatus] = {}
+        self._polling: set[str] = set()
+        self._finished: Deferred[DaqStatus] = Deferred()
+
+    async def run(self) -> DaqStatus:
+        """The watched DAQ's last status: final, or with its error flag if ``stop_on_error``.
+
+        Without a DAQ id it only ends by failing with ``ConnectionLost``.
+        """
+        await self.subscribe()
+        return await self.follow()
+
+    async def subscribe(self) -> None:
+        """Start listening; a caller that is about to create the DAQ does this first."""
+        await self._client.subscribe(DAQ_STATUS_TOPIC, self._update)
+
+    async def follow(self) -> DaqStatus:
+        """Show the current state, then follow it; ``run`` after ``subscribe``."""
+        if self._daq_id is None:
+            for status in await self._client.get_active_daqs():
+                self._update(status)
+        else:
+            # GetInternalDaqStatus, not GetDaqStatus: it also answers once the DAQ is archived.
+            internal = await self._client.get_internal_daq_status(self._daq_id)
+            self._update(internal.status)
+            if not self._finished.called:
+                self._show_progress(internal)
+        self._client.when_closed().addCallback(self._connection_ended)
+        poller = LoopingCall(self._poll)
+        poller.clock = self._clock
+        if not self._finished.called:
+            # One DAQ's progress came with the first answer; for all DAQs, ask at once.
+            poller.start(self._interval, now=self._daq_id is None)
+        try:
+            return await self._finished
+        finally:
+            if poller.running:
+                poller.stop()
+
+    def _update(self, status: DaqStatus) -> None:
+        if self._daq_id is not None and status.id != self._daq_id:
+            return
+        known = self._latest.get(status.id)
+        if known is not None and (status == known or status.timestamp < known.timestamp):
+            return  # a notification older than the initial query's answer, or the same
+        self._latest[status.id] = status
+        self._view.status(status)
+        if self._finished.called or status.id != self._daq_id:
+            return
+        if status.substate.is_final or (self._stop_on_error and status.error):
+            self._finished.callback(status)
+
+    def _poll(self) -> None:
+        for daq_id, status in self._latest.items():
+            if status.substate in POLLED and daq_id not in self._polling:
+                self._polling.add(daq_id)
+                query = self._client.get_internal_daq_status(daq_id)
+                query.addCallbacks(self._show_progress, self._poll_failed)
+                query.addBoth(lambda _, daq_id=daq_id: self._polling.discard(daq_id))
+
+    def _show_progress(self, internal: InternalDaqStatus) -> None:
+        daq_id = internal.status.id
+        if self._latest[daq_id].substate in POLLED:
+            self._view.progress(daq_id, internal.detail.get("progress"), self._clock.seconds())
+
+    def _poll_failed(self, failure: Failure) -> None:
+        # Progress is a nicety: the status stream and the connection report real trouble.
+        failure.trap(ConnectionLost, DaqError, RpcError, ProtocolError)
+
+    def _connection_ended(self, reason: ConnectionLost) -> None:
+        if not self._finished.called:
+            self._finished.errback(reason)

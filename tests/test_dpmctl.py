@@ -1,0 +1,291 @@
+"""``dpmctl``: command lines, output styles and exit statuses."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+import dpmd
+from dpmd.client.cli import Console, Context, build_parser, execute, read_specification, run
+from dpmd.client.endpoints import DEFAULT_ENDPOINT
+from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
+from tests.test_client_support import FakeServer, short_directory, start_server, tcp_endpoint
+from tests.test_twistd import twistd, wait_for
+
+SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
+T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+STATUS = DaqStatus(
+    "TEST.1",
+    "INSTR.1",
+    DaqSubState.Merging,
+    (DaqAlert("MergeError", "", AlertSeverity.Error, "merger exited with status 4", T0),),
+    "merge failed",
+    "",
+    T0,
+)
+STORAGE = StorageStatus("/data/dpm", 4 * 1024**3, 3 * 1024**3, 2 * 1024**3, T0)
+
+
+def daq_exception(message: str, daq_id: str) -> dict[str, Any]:
+    data = {"exception": "DaqException", "id": daq_id, "message": message}
+    return {"code": -32000, "message": message, "data": data}
+
+
+class ParserTests(SynchronousTestCase):
+    def parse(self, *argv: str, environ: dict[str, str] | None = None) -> Any:
+        return build_parser(environ or {}).parse_args(argv)
+
+    def test_endpoint_from_option_environment_or_default(self) -> None:
+        self.assertEqual(self.parse("storage").connect, DEFAULT_ENDPOINT)
+        environ = {"DPMCTL_CONNECT": "unix:/run/dpm.sock"}
+        self.assertEqual(self.parse("storage", environ=environ).connect, "unix:/run/dpm.sock")
+        self.assertEqual(
+            self.parse("--connect", "tcp:h:1", "storage", environ=environ).connect, "tcp:h:1"
+        )
+
+    def test_options_before_or_after_the_command(self) -> None:
+        for argv in [
+            ("--json", "--connect", "tcp:h:1", "status", "A"),
+            ("status", "A", "--json", "--connect", "tcp:h:1"),
+            ("--connect", "tcp:other:2", "status", "--json", "A", "--connect", "tcp:h:1"),
+        ]:
+            options = self.parse(*argv)
+            self.assertEqual((options.json, options.connect, options.id), (True, "tcp:h:1", "A"))
+        self.assertFalse(self.parse("status", "A").json)
+
+    def test_usage_errors_exit_with_two(self) -> None:
+        stderr, sys.stderr = sys.stderr, io.StringIO()
+        self.addCleanup(setattr, sys, "stderr", stderr)
+        for argv in [(), ("nonsense",), ("status",), ("status", "A", "B"), ("--bogus", "active")]:
+            error = self.assertRaises(SystemExit, self.parse, *argv)
+            self.assertEqual(error.code, 2, argv)
+
+    def test_specification_from_a_file_or_stdin(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text('{"id": "A"}')
+        self.assertEqual(read_specification(str(path), io.StringIO()), '{"id": "A"}')
+        self.assertEqual(read_specification("-", io.StringIO("{}")), "{}")
+
+
+class CommandTests(SynchronousTestCase):
+    """Each command's requests and output, with the test playing the server."""
+
+    def command(self, *argv: str, as_json: bool = False, terminal: bool = False) -> Deferred[int]:
+        self.server = FakeServer()
+        self.out, self.err = io.StringIO(), io.StringIO()
+        options = build_parser({}).parse_args(argv)
+        clock = Clock()
+        clock.advance(T0 + 65)
+        console = Console(self.out, self.err, as_json, terminal)
+        specification = '{"id": "TEST.1"}' if options.command == "queue" else None
+        return ensureDeferred(
+            execute(Context(self.server.client, options, console, clock, specification))
+        )
+
+    def test_queue(self) -> None:
+        done = self.command("queue", "spec.json")
+        request = self.server.reply({"id": "TEST.1", "error": False})
+        self.assertEqual(request["params"], {"specification": '{"id": "TEST.1"}'})
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(self.out.getvalue(), "queued TEST.1\n")
+        done = self.command("--json", "queue", "spec.json", as_json=True)
+        self.server.reply({"id": "TEST.1", "error": True})
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(json.loads(self.out.getvalue()), {"id": "TEST.1", "error": True})
+
+    def test_refused_command_is_exit_status_one(self) -> None:
+        done = self.command("queue", "spec.json")
+        self.server.reply(error=daq_exception("DAQ id 'TEST.1' was queued before", "TEST.1"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.err.getvalue(), "dpmctl: DAQ id 'TEST.1' was queued before\n")
+        self.assertEqual(self.out.getvalue(), "")
+
+    def test_status(self) -> None:
+        done = self.command("status", "TEST.1")
+        request = self.server.reply(STATUS.to_json())
+        self.assertEqual(
+            (request["method"], request["params"]), ("/daq/GetDaqStatus", {"id": "TEST.1"})
+        )
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertIn("message  merge failed", self.out.getvalue())
+        self.assertIn("  Error   MergeError: merger exited with status 4", self.out.getvalue())
+        done = self.command("--json", "status", "TEST.1", as_json=True)
+        self.server.reply(STATUS.to_json())
+        self.successResultOf(done)
+        self.assertEqual(json.loads(self.out.getvalue()), STATUS.to_json())
+
+    def test_status_in_colour_on_a_terminal(self) -> None:
+        done = self.command("status", "TEST.1", terminal=True)
+        self.server.reply(STATUS.to_json())
+        self.successResultOf(done)
+        self.assertIn("\x1b[1;31mError  \x1b[0m MergeError", self.out.getvalue())
+
+    def test_internal(self) -> None:
+        detail = {"queued_at": T0, "workspace": "/dpm/TEST.1", "progress": None, "sources": []}
+        done = self.command("internal", "TEST.1")
+        request = self.server.reply({"status": STATUS.to_json(), "detail": detail})
+        self.assertEqual(request["method"], "/daq/GetInternalDaqStatus")
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertIn("workspace  /dpm/TEST.1", self.out.getvalue())
+        done = self.command("--json", "internal", "TEST.1", as_json=True)
+        self.server.reply({"status": STATUS.to_json(), "detail": detail})
+        self.successResultOf(done)
+        self.assertEqual(json.loads(self.out.getvalue())["detail"], detail)
+
+    def test_active(self) -> None:
+        done = self.command("active")
+        other = DaqStatus("TEST.2", "INSTR.2", DaqSubState.Scheduled, timestamp=T0)
+        self.server.reply([STATUS.to_json(), other.to_json()])
+        step = {"stage": "merging", "done": 2, "total": 3, "unit": "hdus"}
+        first = self.server.reply({"status": STATUS.to_json(), "detail": {"progress": step}})
+        second = self.server.reply({"status": other.to_json(), "detail": {"queued_at": T0 + 60}})
+        self.assertEqual([first["params"], second["params"]], [{"id": "TEST.1"}, {"id": "TEST.2"}])
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(
+            self.out.getvalue().splitlines(),
+            [
+                "ID      SUBSTATE   ERROR  PROGRESS                  AGE",
+                "TEST.1  Merging    yes    merging 2/3 hdus (66.7%)  1m05s",
+                "TEST.2  Scheduled  -      -                         5s",
+            ],
+        )
+        done = self.command("--json", "active", as_json=True)
+        self.server.reply([STATUS.to_json()])
+        self.successResultOf(done)  # no second round of questions for JSON
+        self.assertEqual(json.loads(self.out.getvalue()), [STATUS.to_json()])
+
+    def test_abort_and_retry(self) -> None:
+        done = self.command("abort", "TEST.1")
+        request = self.server.reply({"id": "TEST.1", "error": False})
+        self.assertEqual(
+            (request["method"], request["params"]), ("/daq/AbortDaq", {"id": "TEST.1"})
+        )
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(self.out.getvalue(), "aborted TEST.1\n")
+        done = self.command("retry", "TEST.1")
+        request = self.server.reply(None)
+        self.assertEqual(request["method"], "/daq/RetryMergeDaq")
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(self.out.getvalue(), "retrying the merge of TEST.1\n")
+        done = self.command("--json", "retry", "TEST.1", as_json=True)
+        self.server.reply(error=daq_exception("DAQ 'TEST.1' is not waiting for a retry", "TEST.1"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.out.getvalue(), "")
+
+    def test_storage_and_exit(self) -> None:
+        done = self.command("storage")
+        self.server.reply(STORAGE.to_json())
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertIn("available  2.0 GiB (50.0%) to dpmd", self.out.getvalue())
+        done = self.command("--json", "exit", as_json=True)
+        self.assertEqual(self.server.reply("dpmd is shutting down")["method"], "/dpm/Exit")
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(json.loads(self.out.getvalue()), {"message": "dpmd is shutting down"})
+
+    def test_a_server_bug_is_exit_status_one(self) -> None:
+        done = self.command("storage")
+        self.server.reply({"path": "/x"})
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertIn("the server failed the command", self.err.getvalue())
+
+
+class RealServerTests(TestCase):
+    """``run`` in this process against a real dpmd."""
+
+    def run_dpmctl(self, *argv: str, stdin: str = "") -> Deferred[tuple[int, str, str]]:
+        options = build_parser({}).parse_args(argv)
+        out, err = io.StringIO(), io.StringIO()
+        console = Console(out, err, options.json, False)
+        finished = ensureDeferred(run(reactor, options, console, io.StringIO(stdin)))
+        return finished.addCallback(lambda status: (status, out.getvalue(), err.getvalue()))
+
+    @inlineCallbacks
+    def test_storage(self) -> Any:
+        service = start_server(self)
+        endpoint = tcp_endpoint(service)
+        status, out, err = yield self.run_dpmctl("--connect", endpoint, "storage")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(f"workspace  {service.config.workspace}\n", out)
+        self.assertIn("%) to dpmd", out)
+        status, out, _ = yield self.run_dpmctl("--connect", endpoint, "--json", "storage")
+        self.assertEqual(json.loads(out)["path"], str(service.config.workspace))
+
+    @inlineCallbacks
+    def test_cannot_connect_is_exit_status_three(self) -> Any:
+        service = start_server(self)
+        endpoint = tcp_endpoint(service)
+        yield service.ports[0].stopListening()
+        status, out, err = yield self.run_dpmctl("--connect", endpoint, "storage")
+        self.assertEqual((status, out), (3, ""))
+        self.assertIn(f"cannot connect to {endpoint}", err)
+        self.assertIn("twistd --nodaemon --pidfile= dpmd", err)
+        self.assertIn("DPMCTL_CONNECT", err)
+        missing = f"unix:{short_directory(self)}/dpm.sock"
+        status, _, err = yield self.run_dpmctl("--connect", missing, "storage")
+        self.assertEqual(status, 3)
+        self.assertIn("--listen unix:PATH", err)
+        status, _, err = yield self.run_dpmctl("--connect", "tls:localhost:1", "storage")
+        self.assertEqual(status, 3)
+        self.assertIn("trustRoots", err)
+
+    @inlineCallbacks
+    def test_usage_problems_are_found_before_connecting(self) -> Any:
+        service = start_server(self)
+        endpoint = tcp_endpoint(service)
+        yield service.ports[0].stopListening()  # nobody to connect to: the problem comes first
+        status, _, err = yield self.run_dpmctl("--connect", endpoint, "queue", "/nonexistent.json")
+        self.assertEqual(status, 2)
+        self.assertIn("cannot read specification /nonexistent.json", err)
+        status, _, err = yield self.run_dpmctl("--connect", "tcp:localhost", "storage")
+        self.assertEqual(status, 2)
+        self.assertIn("missing port", err)
+
+
+def dpmctl(*argv: str, environ: dict[str, str] | None = None) -> Deferred[tuple[bytes, bytes, int]]:
+    """The real console script as a child process (``main`` and its exit status)."""
+    return getProcessOutputAndValue(
+        sys.executable,
+        ["-c", "from dpmd.client.cli import main; main()", *argv],
+        env={**os.environ, "PYTHONPATH": SOURCE_ROOT, **(environ or {})},
+        reactor=reactor,
+    )
+
+
+class ProcessTests(TestCase):
+    @inlineCallbacks
+    def test_exit_statuses_of_the_real_command(self) -> Any:
+        service = start_server(self)
+        endpoint = tcp_endpoint(service)
+        out, err, status = yield dpmctl("--json", "storage", environ={"DPMCTL_CONNECT": endpoint})
+        self.assertEqual((status, err), (0, b""))
+        self.assertEqual(json.loads(out)["path"], str(service.config.workspace))
+        out, err, status = yield dpmctl("--connect", endpoint, "frobnicate")
+        self.assertEqual((status, out), (2, b""))
+        self.assertIn(b"invalid choice: 'frobnicate'", err)
+        yield service.ports[0].stopListening()
+        out, err, status = yield dpmctl("--connect", endpoint, "storage")
+        self.assertEqual((status, out), (3, b""))
+        self.assertIn(f"cannot connect to {endpoint}".encode(), err)
+
+    @inlineCallbacks
+    def test_exit_stops_a_running_server(self) -> Any:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        path = short_directory(self) / "dpm.sock"
+        server = twistd(directory, "--listen", f"unix:{path}")
+        self.addCleanup(lambda: server.poll() is None and server.kill())
+        self.addCleanup(server.communicate)
+        wait_for(path, server)
+        out, err, status = yield dpmctl("--connect", f"unix:{path}", "exit")
+        self.assertEqual((status, out, err), (0, b"dpmd is shutting down\n", b""))
+        self.assertEqual(server.wait(timeout=30), 0)

@@ -1,0 +1,270 @@
+"""``dpmctl watch`` logic on a fake wire and a fake clock: every stage, every style."""
+
+from __future__ import annotations
+
+import io
+import json
+from argparse import Namespace
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from dpmd.client.cli import Console, Context, execute
+from dpmd.client.watch import Watcher, WatchView
+from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
+from tests.test_client_support import FakeServer
+
+T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+ALERT = DaqAlert("SourceFileCollectionError", "fcs", AlertSeverity.Error, "host unreachable", T0)
+
+
+def status(substate: DaqSubState, at: float, *alerts: DaqAlert, **fields: Any) -> dict[str, Any]:
+    return DaqStatus(
+        **{"id": "TEST.1", "file_id": "INSTR.1", "substate": substate, "alerts": alerts, **fields},
+        timestamp=T0 + at,
+    ).to_json()
+
+
+def progress(stage: str, done: int, total: int, unit: str = "bytes") -> dict[str, Any]:
+    return {"stage": stage, "done": done, "total": total, "unit": unit}
+
+
+def internal(substate: DaqSubState, at: float, step: dict[str, Any] | None) -> dict[str, Any]:
+    return {"status": status(substate, at), "detail": {"progress": step}}
+
+
+class WatchScenario(SynchronousTestCase):
+    """A watch of TEST.1 started against a fake server; the test plays the server."""
+
+    terminal = False
+    as_json = False
+
+    def setUp(self) -> None:
+        self.server = FakeServer()
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+        console = Console(self.out, self.err, self.as_json, self.terminal)
+        options = Namespace(command="watch", id="TEST.1")
+        self.exit_status = ensureDeferred(
+            execute(Context(self.server.client, options, console, self.clock, None))
+        )
+
+    def start(self, first: dict[str, Any], step: dict[str, Any] | None = None) -> None:
+        subscribe = self.server.reply(None)
+        self.assertEqual(subscribe["params"], {"topic": "/daq/status"})
+        # The internal status, since it is given for archived DAQs too.
+        query = self.server.reply({"status": first, "detail": {"progress": step}})
+        self.assertEqual(
+            (query["method"], query["params"]), ("/daq/GetInternalDaqStatus", {"id": "TEST.1"})
+        )
+
+    def notify(self, params: dict[str, Any]) -> None:
+        self.server.send({"method": "/daq/status", "params": params})
+
+    def tick(self, answer: dict[str, Any] | None = None) -> None:
+        """A second passes; ``answer`` is the expected progress query's reply, if one is due."""
+        self.clock.advance(1)
+        if answer is None:
+            self.assertEqual(self.server.requests(), [])
+        else:
+            request = self.server.reply(answer)
+            self.assertEqual(request["method"], "/daq/GetInternalDaqStatus")
+            self.assertEqual(request["params"], {"id": "TEST.1"})
+
+    def every_stage(self) -> None:
+        self.start(status(DaqSubState.Scheduled, 0))
+        self.tick()  # nothing to ask while Scheduled
+        self.notify(status(DaqSubState.Collecting, 1, message="collecting 1 file"))
+        self.tick(internal(DaqSubState.Collecting, 1, progress("collecting", 0, 4096)))
+        self.tick(internal(DaqSubState.Collecting, 1, progress("collecting", 2048, 4096)))
+        self.tick(internal(DaqSubState.Collecting, 1, progress("collecting", 2100, 4096)))
+        self.notify(status(DaqSubState.Collecting, 4, ALERT))
+        self.notify(status(DaqSubState.Collecting, 5, message="collected"))
+        self.notify(status(DaqSubState.Merging, 6))
+        self.tick(internal(DaqSubState.Merging, 6, progress("merging", 1, 3, "hdus")))
+        self.notify(status(DaqSubState.Releasing, 7))
+        self.tick()
+        self.notify(status(DaqSubState.Completed, 8, result="/released/INSTR.1.fits"))
+
+
+class PlainWatchTests(WatchScenario):
+    def test_every_stage_to_completed(self) -> None:
+        self.every_stage()
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        self.assertEqual(
+            self.out.getvalue().splitlines(),
+            [
+                "00:00:00  TEST.1  Scheduled",
+                "00:00:01  TEST.1  Collecting  collecting 1 file",
+                "00:00:02  TEST.1  collecting 0 B/4.0 KiB (0.0%)",
+                "00:00:03  TEST.1  collecting 2.0 KiB/4.0 KiB (50.0%)",
+                # 2100 of 4096 is still the same tenth: no line
+                "00:00:04  TEST.1  Collecting ERROR",
+                "    Error   SourceFileCollectionError[fcs]: host unreachable",
+                "00:00:05  TEST.1  Collecting  collected",
+                "    cleared SourceFileCollectionError[fcs]",
+                "00:00:06  TEST.1  Merging",
+                "00:00:05  TEST.1  merging 1/3 hdus (33.3%)",
+                "00:00:07  TEST.1  Releasing",
+                "00:00:08  TEST.1  Completed",
+            ],
+        )
+        self.clock.advance(5)
+        self.assertEqual(self.server.requests(), [])  # polling stopped with the watch
+
+    def test_aborted_is_exit_status_one(self) -> None:
+        self.start(status(DaqSubState.Merging, 0))
+        self.notify(status(DaqSubState.Aborting, 1))
+        self.notify(status(DaqSubState.Aborted, 2))
+        self.assertEqual(self.successResultOf(self.exit_status), 1)
+
+    def test_a_final_daq_ends_the_watch_at_once(self) -> None:
+        self.start(status(DaqSubState.Completed, 0))
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        self.assertEqual(self.out.getvalue(), "00:00:00  TEST.1  Completed\n")
+
+    def test_older_repeated_and_other_statuses_are_skipped(self) -> None:
+        subscribe = self.server.reply(None)
+        self.assertEqual(subscribe["method"], "Subscribe")
+        # Notifications may overtake the answer to the initial query.
+        self.notify(status(DaqSubState.Merging, 2))
+        self.notify({**status(DaqSubState.Completed, 3), "id": "OTHER"})
+        self.server.reply(internal(DaqSubState.Collecting, 1, None))
+        self.notify(status(DaqSubState.Merging, 2))
+        self.notify(status(DaqSubState.Completed, 3))
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        self.assertEqual(
+            self.out.getvalue().splitlines(),
+            ["00:00:02  TEST.1  Merging", "00:00:03  TEST.1  Completed"],
+        )
+
+    def test_progress_comes_with_the_first_answer_then_once_at_a_time(self) -> None:
+        self.start(status(DaqSubState.Merging, 0), progress("merging", 0, 2, "hdus"))
+        self.assertEqual(
+            self.out.getvalue().splitlines()[-1], "00:00:00  TEST.1  merging 0/2 hdus (0.0%)"
+        )
+        self.assertEqual(self.server.requests(), [])  # no second question at once
+        self.clock.advance(1)
+        self.clock.advance(1)
+        [query] = self.server.requests()  # the first is not answered yet: no second one
+        self.assertEqual(query["method"], "/daq/GetInternalDaqStatus")
+
+    def test_unknown_daq_is_exit_status_one(self) -> None:
+        self.server.reply(None)
+        data = {"exception": "DaqException", "id": "TEST.1", "message": "unknown DAQ id 'TEST.1'"}
+        self.server.reply(error={"code": -32000, "message": data["message"], "data": data})
+        self.assertEqual(self.successResultOf(self.exit_status), 1)
+        self.assertEqual(self.err.getvalue(), "dpmctl: unknown DAQ id 'TEST.1'\n")
+
+    def test_lost_connection_is_exit_status_three(self) -> None:
+        self.start(status(DaqSubState.Merging, 0))
+        self.server.protocol.connectionLost(Failure(ConnectionError("server went away")))
+        self.assertEqual(self.successResultOf(self.exit_status), 3)
+        self.assertIn("server went away", self.err.getvalue())
+        self.clock.advance(5)  # the poller is stopped
+
+    def test_the_server_failing_is_exit_status_one(self) -> None:
+        self.server.reply(error={"code": -32603, "message": "internal error (incident ab12)"})
+        self.assertEqual(self.successResultOf(self.exit_status), 1)
+        self.assertIn("incident ab12", self.err.getvalue())
+
+
+class TerminalWatchTests(WatchScenario):
+    terminal = True
+
+    def test_colours_and_a_live_bar(self) -> None:
+        self.start(status(DaqSubState.Collecting, 0))
+        self.tick(internal(DaqSubState.Collecting, 0, progress("collecting", 1024, 4096)))
+        self.notify(status(DaqSubState.Collecting, 2, ALERT))
+        self.tick(internal(DaqSubState.Collecting, 2, progress("collecting", 3072, 4096)))
+        self.notify(status(DaqSubState.Completed, 4))
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        bar = "[{}] {:>6}  collecting {}/4.0 KiB\n"
+        red = "\x1b[1;31m"
+        erase = "\x1b[1F\x1b[J"
+        self.assertEqual(
+            self.out.getvalue(),
+            "00:00:00  TEST.1  Collecting\n"
+            + "TEST.1  "
+            + bar.format("#" * 7 + "-" * 23, "25.0%", "1.0 KiB")
+            + erase
+            + f"00:00:02  TEST.1  Collecting{red} ERROR\x1b[0m\n"
+            + f"    {red}Error  \x1b[0m SourceFileCollectionError[fcs]: host unreachable\n"
+            + "TEST.1  "
+            + bar.format("#" * 7 + "-" * 23, "25.0%", "1.0 KiB")
+            + erase
+            + "TEST.1  "
+            + bar.format("#" * 22 + "-" * 8, "75.0%", "3.0 KiB")
+            + erase
+            + "00:00:04  TEST.1  \x1b[32mCompleted\x1b[0m\n"
+            + "    cleared SourceFileCollectionError[fcs]\n",
+        )
+
+
+class JsonWatchTests(WatchScenario):
+    as_json = True
+
+    def test_one_object_per_line(self) -> None:
+        self.every_stage()
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        events = [json.loads(line) for line in self.out.getvalue().splitlines()]
+        self.assertEqual(
+            [
+                (event["event"], event.get("status", {}).get("substate"), event.get("progress"))
+                for event in events
+            ],
+            [
+                ("status", "Scheduled", None),
+                ("status", "Collecting", None),
+                ("progress", None, progress("collecting", 0, 4096)),
+                ("progress", None, progress("collecting", 2048, 4096)),
+                ("progress", None, progress("collecting", 2100, 4096)),
+                ("status", "Collecting", None),
+                ("status", "Collecting", None),
+                ("status", "Merging", None),
+                ("progress", None, progress("merging", 1, 3, "hdus")),
+                ("status", "Releasing", None),
+                ("status", "Completed", None),
+            ],
+        )
+        self.assertEqual(events[-1]["status"]["result"], "/released/INSTR.1.fits")
+
+
+class WatchAllTests(SynchronousTestCase):
+    def test_every_daq_until_the_connection_ends(self) -> None:
+        server = FakeServer()
+        clock = Clock()
+        clock.advance(T0)
+        out = io.StringIO()
+        watching = ensureDeferred(Watcher(server.client, clock, WatchView(out, False, False)).run())
+        server.reply(None)
+        query = server.reply(
+            [status(DaqSubState.Merging, 0), {**status(DaqSubState.Scheduled, 0), "id": "A"}]
+        )
+        self.assertEqual(query["method"], "/daq/GetActiveDaqs")
+        poll = server.reply(internal(DaqSubState.Merging, 0, progress("merging", 0, 2, "hdus")))
+        self.assertEqual(poll["params"], {"id": "TEST.1"})  # asked at once, not a second later
+        server.send(
+            {"method": "/daq/status", "params": {**status(DaqSubState.Scheduled, 1), "id": "B"}}
+        )
+        server.send({"method": "/daq/status", "params": status(DaqSubState.Completed, 2)})
+        clock.advance(1)
+        self.assertEqual(server.requests(), [])  # nothing is being collected or merged now
+        self.assertNoResult(watching)
+        server.protocol.connectionLost(Failure(ConnectionError("bye")))
+        self.assertIn("bye", str(self.failureResultOf(watching).value))
+        self.assertEqual(
+            out.getvalue().splitlines(),
+            [
+                "00:00:00  TEST.1  Merging",
+                "00:00:00  A  Scheduled",
+                "00:00:00  TEST.1  merging 0/2 hdus (0.0%)",
+                "00:00:01  B  Scheduled",
+                "00:00:02  TEST.1  Completed",
+            ],
+        )
