@@ -43,12 +43,20 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {_type_name(value)}")
-    if value < 1:
-        raise ValueError(f"must be at least 1, not {value}")
-    return value
+def _integer_from(minimum: int) -> Callable[[Any], int]:
+    """A check for integers of at least ``minimum`` (booleans are not integers here)."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, not {_type_name(value)}")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return check
+
+
+_positive_int = _integer_from(1)
 
 
 def _positive_seconds(value: Any) -> float:
@@ -91,21 +99,6 @@ def _log_level(value: Any) -> str:
     return level
 
 
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {_type_name(value)}")
-    if value < 0:
-        raise ValueError(f"must not be negative, not {value}")
-    return value
-
-
-def _line_bytes(value: Any) -> int:
-    size = _positive_int(value)
-    if size < 1024:
-        raise ValueError(f"must be at least 1024 bytes, not {size}")
-    return size
-
-
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its dotted name, its check and its default."""
@@ -125,7 +118,7 @@ KEYS: tuple[Key, ...] = (
     Key("limits.daq", _positive_int, 1, "DAQs past Scheduled at once"),
     Key("limits.merge", _positive_int, 1, "merges at once"),
     Key("limits.transfer", _positive_int, 2, "file transfers at once"),
-    Key("max_line_bytes", _line_bytes, 16 * 1024 * 1024, "longest request line"),
+    Key("max_line_bytes", _integer_from(1024), 16 * 1024 * 1024, "longest request line"),
     Key("storage_interval", _positive_seconds, 60.0, "seconds between /dpm/storage samples"),
     Key("shutdown_timeout", _positive_seconds, 30.0, "seconds a child has between TERM and KILL"),
     Key("transfer.rsync", _text, "rsync", "the rsync program"),
@@ -138,7 +131,7 @@ KEYS: tuple[Key, ...] = (
         "options given to every ssh",
     ),
     Key("transfer.timeout", _positive_seconds, 120.0, "seconds of silence before a transfer fails"),
-    Key("transfer.retries", _non_negative_int, 2, "retries of a failed transfer before the alert"),
+    Key("transfer.retries", _integer_from(0), 2, "retries of a failed transfer before the alert"),
     Key("transfer.retry_delay", _positive_seconds, 5.0, "seconds before the first retry (doubles)"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from dpmd.durable import fsync_directory
+
 CHUNK = 64 * 1024 * 1024
 PROGRESS_EVERY = 256 * 1024 * 1024
 
@@ -42,11 +44,7 @@ def copy_durably(source: Path, target: Path) -> int:
                 print(json.dumps({"type": "progress", "done": done, "total": size}), flush=True)
         os.fsync(writer.fileno())
     os.replace(temporary, target)
-    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(target.parent)
     print(json.dumps({"type": "progress", "done": done, "total": size}), flush=True)
     return done
 

@@ -7,13 +7,17 @@ to one call while status notifications keep arriving.
 from __future__ import annotations
 
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
 
+from dpmd.config import build_config
+from dpmd.tap import build_service
 from dpmd.testing import JsonLineClient
 
 
@@ -79,3 +83,17 @@ def connect(port: int) -> Any:
     caller = Caller()
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), caller)
     return caller
+
+
+@inlineCallbacks
+def start_server(test: TestCase, root: Path, **values: Any) -> Any:
+    """An in-process dpmd on port 0 of the test's reactor, and a caller subscribed to
+    ``/daq/status``; both are stopped when the test ends."""
+    settings = {"dataroot": str(root), "listen": ["tcp:0:interface=127.0.0.1"], **values}
+    service = build_service(build_config(settings, environ={}), reactor)
+    service.startService()
+    test.addCleanup(service.stopService)
+    caller: Caller = yield connect(service.ports[0].getHost().port)
+    test.addCleanup(caller.transport.loseConnection)
+    yield caller.call("Subscribe", "/daq/status")
+    return service, caller

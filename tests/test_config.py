@@ -69,6 +69,13 @@ class BadValueTests(SynchronousTestCase):
         ({"storage_interval": float("nan")}, "storage_interval", "positive"),
         ({"shutdown_timeout": "30s"}, "shutdown_timeout", "number of seconds"),
         ({"shutdown_timeout": -1}, "shutdown_timeout", "positive"),
+        ({"transfer.rsync": ""}, "transfer.rsync", "must not be empty"),
+        ({"transfer.rsync_options": [1]}, "transfer.rsync_options", "must be a string"),
+        ({"transfer.ssh": None}, "transfer.ssh", "not null"),
+        ({"transfer.ssh_options": "-v"}, "transfer.ssh_options", "list of strings"),
+        ({"transfer.timeout": 0}, "transfer.timeout", "positive"),
+        ({"transfer.retries": -1}, "transfer.retries", "at least 0"),
+        ({"transfer.retry_delay": "5"}, "transfer.retry_delay", "number of seconds"),
     ]
 
     def test_each_bad_value_names_its_key(self) -> None:

@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from dpmd.config import build_config
-from dpmd.server import DpmService
-from dpmd.tap import build_service
 from tests.fitsfactory import image_hdu, open_verified, table_hdu, write_fits, write_raw_source
-from tests.rpcclient import Caller, RpcError, connect
+from tests.rpcclient import RpcError, start_server
 from tests.test_twistd import twistd
 
 
@@ -57,15 +53,7 @@ class ServerTests(TestCase):
 
     @inlineCallbacks
     def start(self) -> Any:
-        config = build_config(
-            {"dataroot": str(self.root), "listen": ["tcp:0:interface=127.0.0.1"]}, environ={}
-        )
-        self.service: DpmService = build_service(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        caller: Caller = yield connect(self.service.ports[0].getHost().port)
-        self.addCleanup(caller.transport.loseConnection)
-        yield caller.call("Subscribe", "/daq/status")
+        self.service, caller = yield start_server(self, self.root)
         return caller
 
     @inlineCallbacks

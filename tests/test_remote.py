@@ -16,13 +16,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from dpmd.config import build_config
 from dpmd.daq.checks import server_problems
 from dpmd.locations import RemoteFile, split_location
 from dpmd.spec import parse_specification
-from dpmd.tap import build_service
 from tests.fitsfactory import image_hdu, write_fits, write_raw_source
-from tests.rpcclient import Caller, RpcError, connect
+from tests.rpcclient import RpcError, start_server
 from tests.sshd import HOST_ALIAS, SshServer
 from tests.test_daq_integration import ChildServerTestCase
 
@@ -89,19 +87,8 @@ class RemoteTests(TestCase):
 
     @inlineCallbacks
     def start(self, **values: Any) -> Any:
-        settings = {
-            "dataroot": str(self.root),
-            "listen": ["tcp:0:interface=127.0.0.1"],
-            "transfer.ssh_options": self.sshd.ssh_options,
-            "transfer.retries": 0,
-            **values,
-        }
-        self.service = build_service(build_config(settings, environ={}), reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        caller: Caller = yield connect(self.service.ports[0].getHost().port)
-        self.addCleanup(caller.transport.loseConnection)
-        yield caller.call("Subscribe", "/daq/status")
+        options = {"transfer.ssh_options": self.sshd.ssh_options, "transfer.retries": 0}
+        self.service, caller = yield start_server(self, self.root, **options, **values)
         return caller
 
     @inlineCallbacks

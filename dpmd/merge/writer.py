@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 
+from dpmd.durable import fsync_directory
 from dpmd.spec.cards import BLOCK
 
 from .errors import MergeError, OutputError, SourceError
@@ -26,15 +27,6 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 def _output_error(exc: OSError, what: str) -> OutputError:
     return OutputError(f"{what}: {exc.strerror or exc}")
-
-
-def fsync_directory(directory: str) -> None:
-    """Make a rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reserve(fd: int, offset: int, length: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
+from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
 from dpmd.spec import FitsFileSource
@@ -69,11 +70,7 @@ def prepare_copy(final: Path) -> None:
 
 def finish_copy(final: Path) -> None:
     os.replace(final.with_name(part_name(final.name)), final)
-    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(final.parent)
 
 
 class Collection:

@@ -16,11 +16,12 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
+from dpmd.durable import write_durably
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
 from dpmd.stages import StageContext, StageError
 from dpmd.workers import python_command
-from dpmd.workspace import SPECIFICATION, write_durably
+from dpmd.workspace import SPECIFICATION
 
 log = get_logger(__name__)
 

@@ -24,6 +24,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from dpmd.copyfile import temporary_name
+from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, is_local_host
 from dpmd.spec import OlasReceiver
 from dpmd.stages import StageContext, StageError
@@ -36,7 +37,6 @@ from dpmd.stages.transfer import (
     run_with_retries,
 )
 from dpmd.workers import python_command
-from dpmd.workspace import fsync_directory
 
 RELEASE_DIR_KEY = "release_dir"
 
