@@ -12,6 +12,7 @@ Layout (see docs/workspace.md)::
         logs/merge.log       the merger's log
         <product>.fits       the data product, until it is released
       archive/<id>/        finished DAQs (Completed or Aborted)
+      linked/<id>/         products that receivers reach through a symbolic link
       corrupt/<id>.<n>/    DAQ folders that could not be read, set aside
 
 A DAQ is accepted when its folder appears in ``daqs/`` by an atomic rename
@@ -82,6 +83,9 @@ class Workspace:
 
     def archived_dir(self, daq_id: str) -> Path:
         return self.archive / daq_id
+
+    def linked_dir(self, daq_id: str) -> Path:
+        return self.root / "linked" / daq_id
 
     def create(self, daq_id: str, specification: bytes, record: dict[str, Any]) -> Path:
         """Make a DAQ's folder appear complete and durable, or raise ``DuplicateDaq``."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.fitsfactory import image_hdu, open_verified, table_hdu, write_fits, write_raw_source
 from tests.rpcclient import RpcError, start_server
@@ -90,6 +92,42 @@ class ServerTests(TestCase):
         self.assertTrue(internal["detail"]["archived"])
         log = Path(internal["detail"]["workspace"]) / "logs" / "merge.log"
         self.assertTrue(log.exists())
+
+    def other_file_system(self) -> Path:
+        """A folder on another file system than the workspace, where hard links fail."""
+        shm = Path("/dev/shm")
+        if not shm.is_dir() or shm.stat().st_dev == self.root.stat().st_dev:
+            raise SkipTest("no second file system (/dev/shm) to release across")
+        folder = Path(tempfile.mkdtemp(prefix="dpmd-release-", dir=shm))
+        self.addCleanup(shutil.rmtree, folder, True)
+        return folder
+
+    @inlineCallbacks
+    def test_release_across_file_systems_symlinks_or_copies(self) -> None:
+        caller = yield self.start()
+        far = self.other_file_system()
+        (far / "linked").mkdir()
+        (far / "copied").mkdir()
+        receivers = [
+            {"type": "olasReceiver", "path": str(far / "linked")},
+            {"type": "olasReceiver", "path": str(far / "copied"),
+             "options": {"allowSymlink": False}},
+        ]  # fmt: skip
+        yield caller.call("/daq/QueueDaq", product_spec("INT.6", self.root, receivers=receivers))
+        yield caller.wait_for("INT.6", "Completed")
+        internal = yield caller.wait_archived("INT.6")
+        linked, copied = far / "linked" / "INT.6.fits", far / "copied" / "INT.6.fits"
+        self.assertTrue(linked.is_symlink())
+        self.assertFalse(copied.is_symlink())
+        self.assertEqual(copied.read_bytes(), linked.read_bytes())
+        self.assertEqual(
+            {key: entry["how"] for key, entry in internal["detail"]["released"].items()},
+            {"0": "symlink", "1": "copy"},
+        )
+        # What a symlink points at never moves, not even when the DAQ is archived.
+        self.assertEqual(linked.resolve(), self.root / "dpm" / "linked" / "INT.6" / "INT.6.fits")
+        self.assertFalse(any(Path(internal["detail"]["workspace"]).glob("*.fits")))
+        self.assertEqual(sorted(p.name for p in (far / "copied").iterdir()), ["INT.6.fits"])
 
     @inlineCallbacks
     def test_refusals_are_daq_exceptions(self) -> None:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, DaqRecord, Event, IllegalRequest
 from dpmd.model import DaqSubState
 from dpmd.spec import parse_specification
+from dpmd.testing import FakeProcess
 from tests.daqharness import FITS_BLOCK, Harness, specification
 
 S = DaqSubState
@@ -552,3 +554,92 @@ class DurabilityTests(SynchronousTestCase):
         self.assertIn("No space left on device", message)
         self.assertEqual(self.successResultOf(h.manager.get_active_daqs()), [])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+
+class RemoteCollectionTests(SynchronousTestCase):
+    """Collection of ``host:/path`` sources with (fake) rsync children."""
+
+    def setUp(self) -> None:
+        self.h = Harness(
+            self, **{"limits.transfer": 2, "transfer.retries": 1, "transfer.retry_delay": 10,
+                     "transfer.timeout": 60}
+        )  # fmt: skip
+
+    def rsyncs(self) -> list[FakeProcess]:
+        return [p for p in self.h.reactor.running_processes() if p.argv[0] == "rsync"]
+
+    def land(self, process: FakeProcess) -> None:
+        """Play rsync: the copy appears under the name it was given, then it exits 0."""
+        Path(process.argv[-1]).write_bytes(FITS_BLOCK)
+        process.exit(0)
+        self.h.settle()
+
+    def test_transfers_run_in_parallel_within_the_limit(self) -> None:
+        h = self.h
+        h.queue(specification("T.1", "fcs:/d/a.fits", "fcs:/d/b.fits", "op@dcs:/d/c.fits"))
+        first = self.rsyncs()
+        self.assertEqual(len(first), 2)
+        self.assertEqual([p.argv[-2] for p in first], ["fcs:/d/a.fits", "fcs:/d/b.fits"])
+        self.assertIn("--partial", first[0].argv)
+        self.assertIn("--", first[0].argv)
+        self.land(first[0])
+        [third] = [p for p in self.rsyncs() if p not in first]
+        self.assertEqual(third.argv[-2], "op@dcs:/d/c.fits")
+        self.land(first[1])
+        self.land(third)
+        self.assertEqual(h.status("T.1").substate, S.Merging)
+        sources = {s["name"]: s for s in h.internal("T.1")["detail"]["sources"]}
+        self.assertEqual(sources["src2"]["local_path"],
+                         str(h.workspace.daq_dir("T.1") / "sources" / "src2.fits"))  # fmt: skip
+
+    def test_progress_counts_bytes(self) -> None:
+        h = self.h
+        h.queue(specification("T.2", "fcs:/d/a.fits"))
+        [rsync] = self.rsyncs()
+        rsync.protocol.childDataReceived(1, b"      1,048,576  50%   10.00MB/s    0:00:01\r")
+        self.assertEqual(h.internal("T.2")["detail"]["progress"],
+                         {"stage": "collecting", "done": 1048576, "total": 2097152,
+                          "unit": "bytes"})  # fmt: skip
+
+    def test_failed_transfer_is_retried_after_a_delay_then_alerted(self) -> None:
+        h = self.h
+        h.queue(specification("T.3", "fcs:/d/a.fits"))
+        [first] = self.rsyncs()
+        first.write_stderr(b'rsync: [sender] link_stat "/d/a.fits" failed: No such file (2)\n')
+        first.exit(23)
+        h.settle()
+        self.assertFalse(h.status("T.3").error, "no alert before the retries are spent")
+        self.assertEqual(self.rsyncs(), [])
+        h.reactor.advance(10)
+        [second] = self.rsyncs()
+        second.write_stderr(b'rsync: [sender] link_stat "/d/a.fits" failed: No such file (2)\n')
+        second.exit(23)
+        h.settle()
+        [alert] = h.status("T.3").alerts
+        self.assertEqual((alert.category, alert.key), ("SourceFileCollectionError", "src0"))
+        self.assertIn("link_stat", alert.description)
+        self.assertIn("after 2 attempts", alert.description)
+
+    def test_silent_transfer_is_stopped(self) -> None:
+        h = self.h
+        h.queue(specification("T.4", "fcs:/d/a.fits"))
+        [rsync] = self.rsyncs()
+        h.reactor.advance(59)
+        rsync.protocol.childDataReceived(1, b"  10  1%  1kB/s  0:00:09\r")
+        h.reactor.advance(59)
+        self.assertEqual(h.terminate_signals(rsync), [])
+        h.reactor.advance(1)
+        self.assertEqual(h.terminate_signals(rsync), [signal.SIGTERM])
+
+    def test_abort_while_collecting_stops_the_transfers(self) -> None:
+        h = self.h
+        h.queue(specification("T.5", "fcs:/d/a.fits", "fcs:/d/b.fits"))
+        transfers = self.rsyncs()
+        aborting = h.manager.abort_daq("T.5")
+        self.assertEqual([h.terminate_signals(p) for p in transfers], [[signal.SIGTERM]] * 2)
+        for process in transfers:
+            process.killed(signal.SIGTERM)
+        h.settle()
+        self.successResultOf(aborting)
+        self.assertEqual(h.notifications()[-1]["substate"], "Aborted")
+        self.assertEqual(self.rsyncs(), [])

@@ -349,6 +349,7 @@ class DaqManager:
         return StageContext(
             daq=daq,
             directory=self._workspace.daq_dir(daq.id),
+            linked_dir=self._workspace.linked_dir(daq.id),
             config=self._config,
             runner=self._runner,
             run_blocking=self._run_blocking,
@@ -416,10 +417,9 @@ class DaqManager:
     @inlineCallbacks
     def _archive(self, daq: Daq) -> Any:
         """Remove what is no longer needed, move the folder to ``archive/``, free the slot."""
-        keep_product = any(entry.get("how") == "symlink" for entry in daq.record.released.values())
         try:
             yield self._run_blocking(
-                _tidy_finished, self._workspace.daq_dir(daq.id), daq.record.product, keep_product
+                _tidy_finished, self._workspace.daq_dir(daq.id), daq.record.product
             )
             yield self._run_serial(self._workspace.archive_daq, daq.id)
         except OSError as error:
@@ -601,8 +601,8 @@ def _remove_partial_files(
     remove_partial_copies(specification.receivers, release_dir, specification.archive_name)
 
 
-def _tidy_finished(directory: Path, product: str, keep_product: bool) -> None:
-    """A released product is the receivers' now; keep it only if a symlink points at it."""
-    if product and not keep_product:
+def _tidy_finished(directory: Path, product: str) -> None:
+    """A released product is the receivers' now (symbolic links point into ``linked/``)."""
+    if product:
         Path(product).unlink(missing_ok=True)
     shutil.rmtree(directory / "sources", ignore_errors=True)

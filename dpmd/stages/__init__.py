@@ -38,6 +38,8 @@ class StageContext:
 
     daq: Daq
     directory: Path
+    linked_dir: Path
+    """Where products live that receivers reach by symbolic link (they never move)."""
     config: Config
     runner: ProcessRunner
     run_blocking: RunBlocking

@@ -103,7 +103,12 @@ class Collection:
             raise ValueError(
                 f"source '{source.source_name}': cannot collect {source.location}: {error}"
             ) from None
-        yield context.run_blocking(finish_copy, final)
+        try:
+            yield context.run_blocking(finish_copy, final)
+        except OSError as error:
+            raise ValueError(
+                f"source '{source.source_name}': cannot keep the copy {final}: {error.strerror}"
+            ) from None
         return final
 
     @inlineCallbacks

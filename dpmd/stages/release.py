@@ -67,8 +67,15 @@ class NeedsCopy(Exception):
     """A link cannot be made; the product must be copied."""
 
 
-def link_product(product: Path, destination: Destination, name: str, is_default: bool) -> str:
-    """Deliver by hard or symbolic link (blocking); return how, or raise ``NeedsCopy``."""
+def link_product(
+    product: Path, destination: Destination, name: str, is_default: bool, anchor: Path
+) -> str:
+    """Deliver by hard or symbolic link (blocking); return how, or raise ``NeedsCopy``.
+
+    A symbolic link must outlive the DAQ's folder, which moves to the archive
+    when the DAQ ends: it points at ``anchor``, a hard link of the product in
+    the workspace's ``linked/`` folder, which never moves.
+    """
     directory = destination.directory
     if is_default:
         directory.mkdir(parents=True, exist_ok=True)
@@ -79,7 +86,7 @@ def link_product(product: Path, destination: Destination, name: str, is_default:
     target = directory / name
     if target.exists() or target.is_symlink():
         if target.exists() and os.path.samefile(target, product):
-            return "link"
+            return "symlink" if target.is_symlink() else "link"
         raise OSError(errno.EEXIST, "a different file of that name is already there", str(target))
     try:
         os.link(product, target)
@@ -89,7 +96,11 @@ def link_product(product: Path, destination: Destination, name: str, is_default:
             raise
         if not destination.allow_symlink:
             raise NeedsCopy() from None
-        os.symlink(product, target)
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+        if not (anchor.exists() and os.path.samefile(anchor, product)):
+            os.link(product, anchor)
+            fsync_directory(anchor.parent)
+        os.symlink(anchor, target)
         how = "symlink"
     fsync_directory(directory)
     return how
@@ -101,7 +112,10 @@ def deliver(context: StageContext, product: Path, destination: Destination) -> A
     name = context.daq.specification.archive_name
     is_default = destination.key == RELEASE_DIR_KEY
     try:
-        how = yield context.run_blocking(link_product, product, destination, name, is_default)
+        anchor = context.linked_dir / name
+        how = yield context.run_blocking(
+            link_product, product, destination, name, is_default, anchor
+        )
         return str(destination.directory / name), how
     except NeedsCopy:
         pass
