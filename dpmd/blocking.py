@@ -30,8 +30,9 @@ class SerialExecutor:
         self._pool.start()
 
     def stop(self) -> None:
-        """Finish the calls already queued, then end the thread."""
-        self._pool.stop()
+        """Finish the calls already queued, then end the thread (once; later calls are no-ops)."""
+        if not self._pool.joined:
+            self._pool.stop()
 
     def __call__(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, function, *args)

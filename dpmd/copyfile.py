@@ -10,6 +10,7 @@ copies large files itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -42,6 +43,8 @@ def copy_durably(source: Path, target: Path) -> int:
             if done - reported >= PROGRESS_EVERY:
                 reported = done
                 print(json.dumps({"type": "progress", "done": done, "total": size}), flush=True)
+        if done != size:
+            raise OSError(errno.EIO, f"{source} changed size during the copy")
         os.fsync(writer.fileno())
     os.replace(temporary, target)
     fsync_directory(target.parent)

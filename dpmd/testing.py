@@ -74,8 +74,8 @@ class JsonLineClient(Protocol):
         self.closed.callback(None)
 
 
-SHIM_ARGUMENTS = 5
-"""``spawnProcess`` arguments before the real argv: python -S -I -c SHIM."""
+SHIM_ARGUMENTS = 6
+"""``spawnProcess`` arguments before the real argv: python -S -I -c SHIM PARENT-PID."""
 
 
 @dataclass

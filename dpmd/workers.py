@@ -36,7 +36,9 @@ _SHIM = (
     "os.setpgid(0,0)\n"
     "if sys.platform.startswith('linux'):\n"
     " import ctypes;ctypes.CDLL(None).prctl(1,15)\n"  # PR_SET_PDEATHSIG, SIGTERM
-    "os.execvp(sys.argv[1],sys.argv[1:])\n"
+    # The parent may have died before prctl: then no signal will ever come.
+    " if os.getppid()!=int(sys.argv[1]):os._exit(1)\n"
+    "os.execvp(sys.argv[2],sys.argv[2:])\n"
 )
 
 MAX_LINE = 1 << 20
@@ -106,6 +108,7 @@ class ChildProcess(ProcessProtocol):
         self._clock = clock
         self._on_line = on_line
         self._partial = b""
+        self._discarding = False
         self._kill_call: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -136,12 +139,18 @@ class ChildProcess(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self._heard()
         # Lines end with \n; progress meters (rsync) end theirs with \r.
-        self._partial += data.replace(b"\r", b"\n")
+        data = data.replace(b"\r", b"\n")
+        if self._discarding:  # the rest of a line already cut
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            data, self._discarding = data[end + 1 :], False
+        self._partial += data
         *lines, self._partial = self._partial.split(b"\n")
         if len(self._partial) > MAX_LINE:
             log.warn("{kind} wrote an over-long line; it was cut", kind=self.kind)
             lines.append(self._partial[:MAX_LINE])
-            self._partial = b""
+            self._partial, self._discarding = b"", True
         for line in lines:
             if line.strip() and self._on_line is not None:
                 self._on_line(line)
@@ -254,7 +263,7 @@ class ProcessRunner:
             if stderr_path is not None
             else "r"
         )
-        shim = [sys.executable, "-S", "-I", "-c", _SHIM, *argv]
+        shim = [sys.executable, "-S", "-I", "-c", _SHIM, str(os.getpid()), *argv]
         try:
             self._reactor.spawnProcess(
                 child,

@@ -57,6 +57,14 @@ class CorruptDaq:
     reason: str
 
 
+def remove(path: Path) -> None:
+    """Delete a folder and its contents, or a file or symbolic link, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"
 
@@ -74,7 +82,7 @@ class Workspace:
         for folder in (self.incoming, self.daqs, self.archive, self.corrupt):
             folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.incoming.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove(leftover)
         fsync_directory(self.root)
         return {entry.name for entry in self.archive.iterdir() if entry.is_dir()}
 
@@ -94,7 +102,7 @@ class Workspace:
                 where = "archived" if existing.parent == self.archive else "queued"
                 raise DuplicateDaq(f"DAQ id '{daq_id}' was already {where}")
         staging = self.incoming / daq_id
-        shutil.rmtree(staging, ignore_errors=True)
+        remove(staging)
         staging.mkdir()
         (staging / "sources").mkdir()
         (staging / "logs").mkdir()
@@ -125,7 +133,7 @@ class Workspace:
         for folder in sorted(self.daqs.iterdir()):
             try:
                 stored.append(self._load(folder))
-            except (OSError, ValueError, KeyError, TypeError) as error:
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
                 reason = f"{type(error).__name__}: {error}"
                 corrupt.append(CorruptDaq(folder.name, self.set_aside(folder), reason))
         return stored, corrupt

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, DaqRecord, Event, IllegalRequest
 from dpmd.model import DaqSubState
 from dpmd.spec import parse_specification
-from dpmd.testing import FakeProcess
+from dpmd.testing import FakeProcess, synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 
 S = DaqSubState
@@ -643,3 +643,24 @@ class RemoteCollectionTests(SynchronousTestCase):
         self.successResultOf(aborting)
         self.assertEqual(h.notifications()[-1]["substate"], "Aborted")
         self.assertEqual(self.rsyncs(), [])
+
+
+class QueueOrderTests(SynchronousTestCase):
+    def test_daqs_are_queued_in_order_of_arrival_whatever_order_validation_ends(self) -> None:
+        h = Harness(self)
+        parses: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+        def held(function: Any, *args: Any) -> Deferred[Any]:
+            pending: Deferred[Any] = Deferred()
+            parses.append((pending, function, args))
+            return pending
+
+        h.manager._run_blocking = held
+        replies = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (1, 2)]
+        h.manager._run_blocking = synchronous
+        for pending, function, args in reversed(parses):  # the second validation ends first
+            pending.callback(function(*args))
+        for reply in replies:
+            self.successResultOf(reply)
+        statuses = self.successResultOf(h.manager.get_active_daqs())
+        self.assertEqual([s.id for s in statuses], ["Q.1", "Q.2"])

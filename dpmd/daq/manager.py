@@ -211,9 +211,13 @@ class DaqManager:
     # -- queueing ---------------------------------------------------------------------
 
     def _queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
+        # The place in the queue and the queue time are those of arrival, not of the end
+        # of validation: requests sent one after the other are queued in that order.
+        arrival = (self._next_seq, self._clock.seconds())
+        self._next_seq += 1
         text = document.encode() if isinstance(document, str) else json.dumps(document).encode()
         return self._run_blocking(parse_specification, text).addCallbacks(
-            lambda specification: self._store_new(specification, text),
+            lambda specification: self._store_new(specification, text, *arrival),
             self._refuse_specification,
             errbackArgs=(document,),
         )
@@ -223,7 +227,9 @@ class DaqManager:
         daq_id = _claimed_id(document)
         raise DaqError(f"invalid specification: {failure.value}", daq_id)
 
-    def _store_new(self, specification: Any, text: bytes) -> Deferred[DaqReply]:
+    def _store_new(
+        self, specification: Specification, text: bytes, seq: int, now: float
+    ) -> Deferred[DaqReply]:
         daq_id = specification.id
         problems = server_problems(specification)
         if problems:
@@ -231,11 +237,10 @@ class DaqManager:
         if daq_id in self._daqs or daq_id in self._archived or daq_id in self._arriving:
             where = "archived" if daq_id in self._archived else "queued"
             raise DaqError(f"DAQ id '{daq_id}' was already {where}", daq_id)
-        now = self._clock.seconds()
         record = DaqRecord(
             id=daq_id,
             file_id=specification.file_id,
-            seq=self._next_seq,
+            seq=seq,
             substate=S.Scheduled,
             queued_at=now,
             timestamp=now,
@@ -248,12 +253,12 @@ class DaqManager:
                 for source in specification.file_sources()
             ],
         )  # fmt: skip
-        self._next_seq += 1
         self._arriving.add(daq_id)
 
         def stored(_: Any) -> DaqReply:
             daq = Daq(record, specification, self._clock, self._commit)
             self._daqs[daq_id] = daq
+            self._daqs = dict(sorted(self._daqs.items(), key=lambda item: item[1].record.seq))
             log.info("DAQ {daq_id} queued", daq_id=daq_id)
             self._hub.publish(STATUS_TOPIC, daq.status.to_json(), daq_id)
             self._later(self._schedule)
