@@ -110,16 +110,22 @@ def link_product(
 def deliver(context: StageContext, product: Path, destination: Destination) -> Any:
     """Deliver to one local destination; fires with (path, how)."""
     name = context.daq.specification.archive_name
+    target = destination.directory / name
     is_default = destination.key == RELEASE_DIR_KEY
+    anchor = context.linked_dir / name
     try:
-        anchor = context.linked_dir / name
         how = yield context.run_blocking(
             link_product, product, destination, name, is_default, anchor
         )
-        return str(destination.directory / name), how
     except NeedsCopy:
-        pass
-    target = destination.directory / name
+        yield copy_product(context, product, target)
+        how = "copy"
+    return str(target), how
+
+
+@inlineCallbacks
+def copy_product(context: StageContext, product: Path, target: Path) -> Any:
+    """Copy in a child process (``dpmd.copyfile``), within ``limits.transfer``."""
     yield context.transfer_slots.acquire()
     try:
         child = context.spawn("copy", python_command("dpmd.copyfile", str(product), str(target)))
@@ -129,7 +135,6 @@ def deliver(context: StageContext, product: Path, destination: Destination) -> A
     if not status.ok:
         reason = child.last_error_line() or status.describe()
         raise OSError(errno.EIO, reason, str(target))
-    return str(target), "copy"
 
 
 @inlineCallbacks
