@@ -12,6 +12,7 @@ done by a tiny Python shim that then ``exec``s the real program, because
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
@@ -197,6 +199,16 @@ class ChildProcess(ProcessProtocol):
     @property
     def running(self) -> bool:
         return self.result is None
+
+    def describe(self) -> dict[str, Any]:
+        """For the internal status: what runs, and how much memory it holds now."""
+        description: dict[str, Any] = {
+            "kind": self.kind, "pid": self.pid, "argv": self.argv, "rss_bytes": None
+        }  # fmt: skip
+        if self.running and self.pid is not None:
+            with contextlib.suppress(psutil.Error):
+                description["rss_bytes"] = psutil.Process(self.pid).memory_info().rss
+        return description
 
     def signal_group(self, signum: int) -> None:
         """Signal the child's process group (falling back to the child alone)."""

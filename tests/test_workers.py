@@ -239,6 +239,19 @@ class WaitTests(RunnerTestCase):
         self.assertEqual((yield late), ExitStatus(0))
 
     @inlineCallbacks
+    def test_describe_reports_the_memory_a_child_holds(self) -> None:
+        """The internal status shows each child's RSS, so an operator sees a merger's weight."""
+        child, lines = self.spawn([*PYTHON, "import sys, time; print('up', flush=True); "
+                                            "time.sleep(30)"])  # fmt: skip
+        while not lines:
+            yield deferLater(reactor, 0.01, lambda: None)
+        description = child.describe()
+        self.assertEqual((description["kind"], description["pid"]), ("test", child.pid))
+        self.assertGreater(description["rss_bytes"], 1 << 20)
+        yield child.terminate(1)
+        self.assertIsNone(child.describe()["rss_bytes"])
+
+    @inlineCallbacks
     def test_running_set_follows_the_children(self) -> None:
         """Shutdown stops what is in ``running``: a child is there exactly while it lives."""
         child, _ = self.spawn([*PYTHON, "import time; time.sleep(0.1)"])

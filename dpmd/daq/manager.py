@@ -322,10 +322,7 @@ class DaqManager:
             "workspace": str(folder),
             "progress": daq.progress if daq else None,
             "sources": record.sources,
-            "processes": [
-                {"kind": child.kind, "pid": child.pid, "argv": child.argv}
-                for child in (daq.children if daq else [])
-            ],
+            "processes": [child.describe() for child in (daq.children if daq else [])],
             "archived": archived,
             "history": record.history,
             "product": record.product,
