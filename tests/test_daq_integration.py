@@ -241,13 +241,7 @@ class CrashTests(ChildServerTestCase):
             spec["sources"].append({"type": "fitsFile", "sourceName": "big", "location": big})
             [reply] = self.rpc(port, ("/daq/QueueDaq", [json.dumps(spec)]))
             self.assertEqual(reply, {"id": name, "error": False})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            [internal] = self.rpc(port, ("/daq/GetInternalDaqStatus", ["CRASH.1"]))
-            if internal["detail"]["processes"]:
-                break
-            time.sleep(0.01)
-        merger_pid = internal["detail"]["processes"][0]["pid"]
+        merger_pid = self.wait_for_a_merger(port, names)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         for _ in range(500):  # the merger dies with its parent
@@ -279,3 +273,19 @@ class CrashTests(ChildServerTestCase):
                 self.assertEqual(hdus["RAW3"].header["NAXIS1"], 32 << 20)
         self.rpc(port, ("/dpm/Exit", []))
         self.assertEqual(process.wait(timeout=60), 0)
+
+    def wait_for_a_merger(self, port: int, names: list[str]) -> int:
+        """The pid of the first merger seen running for any of ``names``.
+
+        Every DAQ is watched: on a slow disk the first can finish merging while the
+        later ones are still being queued.
+        """
+        requests = [("/daq/GetInternalDaqStatus", [name]) for name in names]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for internal in self.rpc(port, *requests):
+                for child in internal["detail"]["processes"]:
+                    if child["kind"] == "merge":
+                        return int(child["pid"])
+            time.sleep(0.005)
+        self.fail(f"no merger was seen running: {internal}")
