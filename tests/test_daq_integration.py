@@ -236,9 +236,10 @@ class CrashTests(ChildServerTestCase):
         process, port = self.start()
         big = write_raw_source(str(self.root / "big.fits"), 32 << 20, extensions=4)
         names = ["CRASH.1", "CRASH.2", "CRASH.3"]
+        spec = product_spec("CRASH", self.root)  # writes the sources once, before any merge
+        spec["sources"].append({"type": "fitsFile", "sourceName": "big", "location": big})
         for name in names:
-            spec = product_spec(name, self.root)
-            spec["sources"].append({"type": "fitsFile", "sourceName": "big", "location": big})
+            spec.update(id=name, target={"fileId": name})
             [reply] = self.rpc(port, ("/daq/QueueDaq", [json.dumps(spec)]))
             self.assertEqual(reply, {"id": name, "error": False})
         merger_pid = self.wait_for_a_merger(port, names)
