@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 import numpy
 from astropy.io import fits
 
+from dpmd.workers import child_environment
+
 Card = tuple[str, object] | tuple[str, object, str]
 
 
@@ -104,13 +106,6 @@ def example(name: str) -> dict:
         return json.load(stream)
 
 
-def child_env() -> dict[str, str]:
-    """Environment for `python -m dpmd.merge` children: this checkout first on the path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def run_cli(args: Sequence[str], **kwargs):
     """Run the merger as a real child process; returns the CompletedProcess."""
     import subprocess
@@ -120,7 +115,7 @@ def run_cli(args: Sequence[str], **kwargs):
         [sys.executable, "-m", "dpmd.merge", *args],
         capture_output=True,
         text=True,
-        env=child_env(),
+        env=child_environment(),
         timeout=60,
         **kwargs,
     )

@@ -12,8 +12,9 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dpmd.workers import child_environment
+
 from .fitsfactory import (
-    child_env,
     image,
     image_hdu,
     open_verified,
@@ -214,7 +215,7 @@ class InterruptionTests(SynchronousTestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env=child_environment(),
         )
         self.addCleanup(lambda: child.poll() is None and child.kill())
         self.addCleanup(child.stderr.close)
