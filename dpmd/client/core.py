@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpmd.client.errors import DaqError, ProtocolError, RpcError
+from dpmd.lines import LineBuffer, LineTooLong
 
 DAQ_EXCEPTION = -32000
 
@@ -97,9 +98,7 @@ class ClientCore:
     """One connection's protocol state: ids in flight, the read buffer, unsent bytes."""
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
-        self._max_line_bytes = max_line_bytes
-        self._buffer = bytearray()
-        self._scanned = 0
+        self._lines = LineBuffer(max_line_bytes)
         self._outgoing = bytearray()
         self._next_id = 1
         self._pending: set[int] = set()
@@ -136,25 +135,18 @@ class ClientCore:
         """Feed bytes from the server; returns the events of every complete line."""
         if self._broken:
             return []
-        self._buffer += data
+        self._lines.feed(data)
         events: list[Event] = []
         while True:
-            end = self._buffer.find(b"\n", self._scanned)
-            if end < 0:
-                self._scanned = len(self._buffer)
-                if len(self._buffer) > self._max_line_bytes:
-                    events.append(self._break(self._too_long()))
+            try:
+                line = self._lines.next_line()
+            except LineTooLong:
+                limit = self._lines.max_line_bytes
+                error = ProtocolError(f"server sent a line longer than {limit} bytes")
+                events.append(self._break(error))
                 return events
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._scanned = 0
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self._max_line_bytes:
-                events.append(self._break(self._too_long()))
+            if line is None:
                 return events
-            if not line.strip():
-                continue
             try:
                 events.append(self._decode(line))
             except ProtocolError as error:
@@ -166,11 +158,8 @@ class ClientCore:
         self._broken = True
         abandoned = tuple(sorted(self._pending))
         self._pending.clear()
-        self._buffer.clear()
+        self._lines.clear()
         return abandoned
-
-    def _too_long(self) -> ProtocolError:
-        return ProtocolError(f"server sent a line longer than {self._max_line_bytes} bytes")
 
     def _break(self, error: ProtocolError) -> Broken:
         return Broken(error, self.connection_lost())

@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from dpmd.lines import LineBuffer, LineTooLong
 from dpmd.logs import get_logger
 from dpmd.rpc.dispatch import Dispatcher, encode
 from dpmd.rpc.errors import INVALID_REQUEST, RpcError
@@ -67,10 +68,8 @@ class JsonRpcProtocol(Protocol):
         self._dispatcher = dispatcher
         self._hub = hub
         self._registry = set() if registry is None else registry
-        self._max_line_bytes = max_line_bytes
+        self._lines = LineBuffer(max_line_bytes)
         self._max_in_flight = max_in_flight
-        self._buffer = bytearray()
-        self._scanned = 0
         self._in_flight = 0
         self._output_blocked = False
         self._reading_paused = False
@@ -104,7 +103,7 @@ class JsonRpcProtocol(Protocol):
             deferred.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
+        self._lines.feed(data)
         self._process_lines()
 
     def readConnectionLost(self) -> None:
@@ -158,22 +157,14 @@ class JsonRpcProtocol(Protocol):
 
     def _process_lines(self) -> None:
         while not self._reading_paused and not self._closing:
-            end = self._buffer.find(b"\n", self._scanned)
-            if end < 0:
-                self._scanned = len(self._buffer)
-                if len(self._buffer) > self._max_line_bytes:
-                    self._line_too_long()
-                return
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._scanned = 0
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self._max_line_bytes:
+            try:
+                line = self._lines.next_line()
+            except LineTooLong:
                 self._line_too_long()
                 return
-            if line.strip():
-                self._handle_line(line)
+            if line is None:
+                return
+            self._handle_line(line)
 
     def _handle_line(self, line: bytes) -> None:
         self._in_flight += 1
@@ -197,13 +188,14 @@ class JsonRpcProtocol(Protocol):
             self.transport.loseConnection()
 
     def _line_too_long(self) -> None:
+        limit = self._lines.max_line_bytes
         log.warn(
             "closing {peer}: request line longer than {limit} bytes",
             peer=self.connected_peer,
-            limit=self._max_line_bytes,
+            limit=limit,
         )
-        error = RpcError(INVALID_REQUEST, f"request line longer than {self._max_line_bytes} bytes")
-        self._buffer.clear()
+        error = RpcError(INVALID_REQUEST, f"request line longer than {limit} bytes")
+        self._lines.clear()
         self._send(_Outgoing(encode({"jsonrpc": "2.0", "id": None, "error": error.to_json()})))
         self.close_gracefully()
 
