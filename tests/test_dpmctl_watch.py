@@ -143,6 +143,14 @@ class PlainWatchTests(WatchScenario):
             ["00:00:02  TEST.1  Merging", "00:00:03  TEST.1  Completed"],
         )
 
+    def test_a_change_seen_only_by_the_progress_poll_still_ends_the_watch(self) -> None:
+        self.start(status(DaqSubState.Collecting, 0), progress("collecting", 0, 4096))
+        self.tick(internal(DaqSubState.Collecting, 0, progress("collecting", 4096, 4096)))
+        self.assertNoResult(self.exit_status)
+        self.tick(internal(DaqSubState.Completed, 3, None))  # its notification never came
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        self.assertEqual(self.out.getvalue().splitlines()[-1], "00:00:03  TEST.1  Completed")
+
     def test_progress_comes_with_the_first_answer_then_once_at_a_time(self) -> None:
         self.start(status(DaqSubState.Merging, 0), progress("merging", 0, 2, "hdus"))
         self.assertEqual(

@@ -208,6 +208,10 @@ class Watcher:
 
     def _show_progress(self, internal: InternalDaqStatus) -> None:
         daq_id = internal.status.id
+        if internal.status.timestamp > self._latest[daq_id].timestamp:
+            # A change whose notification has not come (or never will): the watch must
+            # not wait forever for a DAQ that the poll shows finished.
+            self._update(internal.status)
         if self._latest[daq_id].substate in POLLED:
             self._view.progress(daq_id, internal.detail.get("progress"), self._clock.seconds())
 
