@@ -17,7 +17,7 @@ from dpmd.daq.manager import DaqManager
 from dpmd.model import DaqError
 from dpmd.rpc.dispatch import Method, Param, json_type_name, string_param
 from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
-from dpmd.rpc.topics import Subscriber, TopicHub, UnknownTopic
+from dpmd.topics import Subscriber, TopicHub, UnknownTopic
 from dpmd.storage import StorageMonitor
 
 GOODBYE = "dpmd is shutting down"

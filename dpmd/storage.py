@@ -12,7 +12,7 @@ from twisted.internet.task import LoopingCall
 
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
-from dpmd.rpc.topics import Subscriber, TopicHub
+from dpmd.topics import Subscriber, TopicHub
 
 log = get_logger(__name__)
 

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcProtocol
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 
 
 def synchronous(function: Any, *args: Any) -> Deferred[Any]:

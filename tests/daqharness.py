@@ -18,7 +18,7 @@ from dpmd.config import build_config
 from dpmd.daq.manager import STATUS_TOPIC, DaqManager
 from dpmd.model import DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 from dpmd.testing import (
     FakeProcess,
     FakeProcessReactor,

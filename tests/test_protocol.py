@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 from dpmd.testing import connect_session, written_messages
 
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.config import build_config
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 from dpmd.server import DpmService, StartupError
 from dpmd.storage import STORAGE_TOPIC, StorageMonitor
 from dpmd.tap import build_service

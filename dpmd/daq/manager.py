@@ -49,7 +49,7 @@ from dpmd.model import (
     DaqSubState,
     InternalDaqStatus,
 )
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 from dpmd.spec import Specification, SpecificationError, parse_specification
 from dpmd.stages import StageContext, StageError
 from dpmd.stages.collect import collect

@@ -32,7 +32,7 @@ from dpmd.lines import LineBuffer, LineTooLong
 from dpmd.logs import get_logger
 from dpmd.rpc.dispatch import Dispatcher, encode
 from dpmd.rpc.errors import INVALID_REQUEST, RpcError
-from dpmd.rpc.topics import TopicHub
+from dpmd.topics import TopicHub
 
 log = get_logger(__name__)
 
