@@ -17,8 +17,8 @@ from dpmd.daq.manager import DaqManager
 from dpmd.model import DaqError
 from dpmd.rpc.dispatch import Method, Param, json_type_name, string_param
 from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
-from dpmd.topics import Subscriber, TopicHub, UnknownTopic
 from dpmd.storage import StorageMonitor
+from dpmd.topics import Subscriber, TopicHub, UnknownTopic
 
 GOODBYE = "dpmd is shutting down"
 

@@ -21,8 +21,8 @@ from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcFactory
-from dpmd.topics import TopicHub
 from dpmd.storage import StorageMonitor
+from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
 from dpmd.workspace import Workspace
 

@@ -18,7 +18,6 @@ from dpmd.config import build_config
 from dpmd.daq.manager import STATUS_TOPIC, DaqManager
 from dpmd.model import DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.topics import TopicHub
 from dpmd.testing import (
     FakeProcess,
     FakeProcessReactor,
@@ -27,6 +26,7 @@ from dpmd.testing import (
     synchronous,
     written_messages,
 )
+from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
 from dpmd.workspace import Workspace
 

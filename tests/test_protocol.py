@@ -9,8 +9,8 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
-from dpmd.topics import TopicHub
 from dpmd.testing import connect_session, written_messages
+from dpmd.topics import TopicHub
 
 
 def request(request_id: Any, method: str = "echo", params: Any = ("hi",)) -> bytes:

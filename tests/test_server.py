@@ -15,11 +15,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.config import build_config
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.topics import TopicHub
 from dpmd.server import DpmService, StartupError
 from dpmd.storage import STORAGE_TOPIC, StorageMonitor
 from dpmd.tap import build_service
 from dpmd.testing import JsonLineClient, connect_session, synchronous, written_messages
+from dpmd.topics import TopicHub
 
 
 def fake_statvfs(path: str) -> os.statvfs_result:

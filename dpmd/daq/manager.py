@@ -49,12 +49,12 @@ from dpmd.model import (
     DaqSubState,
     InternalDaqStatus,
 )
-from dpmd.topics import TopicHub
 from dpmd.spec import Specification, SpecificationError, parse_specification
 from dpmd.stages import StageContext, StageError
 from dpmd.stages.collect import collect
 from dpmd.stages.merge import MERGER_TEMPORARY_GLOB, merge
 from dpmd.stages.release import release, remove_partial_copies
+from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
 from dpmd.workspace import DuplicateDaq, StoredDaq, Workspace
 
