@@ -76,16 +76,17 @@ class DaqControl:
     def retry_merge_daq(self, id: str) -> Deferred[None]:
         return self._manager.retry_merge_daq(id).addCallback(lambda _: None)
 
-    def get_daq_status(self, id: str) -> Deferred[dict[str, Any]]:
-        return self._manager.get_daq_status(id).addCallback(_wire)
+    # The status commands answer a DAQ in memory at once (a plain value: no Deferred
+    # chain), an archived one after a look-up in the store (a Deferred).
 
-    def get_active_daqs(self) -> Deferred[list[dict[str, Any]]]:
-        return self._manager.get_active_daqs().addCallback(
-            lambda statuses: [status.to_json() for status in statuses]
-        )
+    def get_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        return self._manager.get_daq_status(id)
 
-    def get_internal_daq_status(self, id: str) -> Deferred[dict[str, Any]]:
-        return self._manager.get_internal_daq_status(id).addCallback(_wire)
+    def get_active_daqs(self) -> list[dict[str, Any]]:
+        return self._manager.get_active_daqs()
+
+    def get_internal_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        return self._manager.get_internal_daq_status(id)
 
     def methods(self) -> list[Method]:
         daq_id = (Param("id", string_param),)

@@ -133,6 +133,8 @@ KEYS: tuple[Key, ...] = (
     Key("transfer.timeout", _positive_seconds, 120.0, "seconds of silence before a transfer fails"),
     Key("transfer.retries", _integer_from(0), 2, "retries of a failed transfer before the alert"),
     Key("transfer.retry_delay", _positive_seconds, 5.0, "seconds before the first retry (doubles)"),
+    Key("archive.keep_days", _positive_seconds, 30.0, "days archived DAQ folders (logs) are kept"),
+    Key("archive.check_interval", _positive_seconds, 3600.0, "seconds between retention runs"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -158,6 +160,14 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """Retention of finished DAQs' folders (their records stay in the store for ever)."""
+
+    keep_days: float
+    check_interval: float
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration, with every path made absolute."""
 
@@ -171,6 +181,7 @@ class Config:
     storage_interval: float
     shutdown_timeout: float
     transfer: TransferConfig
+    archive: ArchiveConfig
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -261,5 +272,9 @@ def build_config(
             timeout=checked["transfer.timeout"],
             retries=checked["transfer.retries"],
             retry_delay=checked["transfer.retry_delay"],
+        ),
+        archive=ArchiveConfig(
+            keep_days=checked["archive.keep_days"],
+            check_interval=checked["archive.check_interval"],
         ),
     )

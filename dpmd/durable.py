@@ -6,8 +6,12 @@ it runs (the merger, the copier), which is why it depends on nothing else.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
@@ -36,3 +40,44 @@ def write_durably(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2``, or None where the C library has none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]  # fmt: skip
+    function.restype = ctypes.c_int
+    return cast(Callable[..., int], function)
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_no_replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` atomically, failing with ``FileExistsError`` if
+    ``target`` exists (a file, a directory or a symbolic link, which is never followed).
+
+    A plain ``rename`` would silently replace a file that someone else put at
+    ``target``.  Where the file system cannot do an atomic no-replace rename
+    (``EINVAL``), the check and the rename are two steps.
+    """
+    if _RENAMEAT2 is not None:
+        status = _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target),
+                            _RENAME_NOREPLACE)  # fmt: skip
+        if status == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(code, os.strerror(code), str(target))
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    os.rename(source, target)

@@ -1,4 +1,21 @@
-"""The service tree of one dpmd: listeners, the storage monitor, the workspace lock."""
+"""The service tree of one dpmd, built from Twisted's own services.
+
+::
+
+    DpmService (MultiService)            started in this order, stopped in reverse
+      store threads                      the journal's writer and reader threads
+      DAQ manager                        recovery from the store; stops children
+      TimerService(storage_interval)     /dpm/storage samples
+      TimerService(archive.check_interval)  retention of archived folders
+      strports.service(listen) …         one per listen string; they bind first
+
+Every listener binds in ``privilegedStartService``, before anything else
+starts: a port that cannot be bound stops start-up with one line naming it.
+Recovery runs in the manager's ``startService``, before the reactor runs, so
+clients are served only once every DAQ is back.  On stop the listeners go
+first, then the children are stopped and the store settles, each wait
+bounded by ``shutdown_timeout``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +23,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import serverFromString
+from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 
 from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
 from dpmd.blocking import SerialExecutor
 from dpmd.config import Config
 from dpmd.daq.manager import DaqManager
+from dpmd.daq.pipeline import settle
+from dpmd.daq.store import StoreError
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
 from dpmd.rpc.dispatch import Dispatcher
@@ -33,6 +52,39 @@ class StartupError(Exception):
     """The server cannot start; the text is the one line an operator needs."""
 
 
+class _Threads(Service):
+    """The store's threads: started before recovery's commits, stopped last."""
+
+    def __init__(self, *executors: SerialExecutor) -> None:
+        self._executors = executors
+
+    def startService(self) -> None:
+        super().startService()
+        for executor in self._executors:
+            executor.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for executor in self._executors:
+            executor.stop()
+
+
+class _Manager(Service):
+    def __init__(self, manager: DaqManager) -> None:
+        self.manager = manager
+
+    def startService(self) -> None:
+        try:
+            self.manager.start()
+        except StoreError as error:
+            raise StartupError(str(error)) from None
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.manager.stop().addBoth(lambda _: self.manager.close())
+
+
 class DpmService(MultiService):
     """Everything one dpmd runs, started and stopped as one service."""
 
@@ -46,19 +98,15 @@ class DpmService(MultiService):
         def run_blocking(function: Any, *args: Any) -> Deferred[Any]:
             return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
 
+        writer = SerialExecutor(reactor, "dpmd-store-writer")
+        reader = SerialExecutor(reactor, "dpmd-store-reader")
         self.storage = StorageMonitor(
             str(config.workspace), reactor, self.hub, config.storage_interval, run_blocking
         )
-        self._writer = SerialExecutor(reactor, "dpmd-workspace")
         self.manager = DaqManager(
-            config,
-            Workspace(config.workspace),
-            self.hub,
-            reactor,
-            ProcessRunner(reactor, grace=config.shutdown_timeout),
-            self._writer,
-            run_blocking,
-        )
+            config, Workspace(config.workspace), self.hub, reactor,
+            ProcessRunner(reactor, grace=config.shutdown_timeout), writer, reader, run_blocking,
+        )  # fmt: skip
         interfaces = [
             DpmControl(self.storage, self.request_exit),
             DaqControl(self.manager),
@@ -67,62 +115,87 @@ class DpmService(MultiService):
         self.dispatcher = Dispatcher(method_table(*interfaces), translate_error)
         self.stop_reactor: Callable[[], None] = reactor.stop
         """What ``/dpm/Exit`` calls last; twistd then stops every service and exits 0."""
+
+        _Threads(writer, reader).setServiceParent(self)
+        _Manager(self.manager).setServiceParent(self)
+        self._timer(config.storage_interval, self.storage.publish_sample)
+        self._timer(config.archive.check_interval, self._retention)
         self.factories: list[JsonRpcFactory] = []
+        self._listeners: dict[IService, str] = {}
+        for description in config.listen:
+            self._listener(description)
         self.ports: list[IListeningPort] = []
+        self._bound_once = False
+
+    def _timer(self, interval: float, call: Callable[[], Any]) -> None:
+        timer = TimerService(interval, call)
+        timer.clock = self._reactor
+        timer.setServiceParent(self)
+
+    def _retention(self) -> None:
+        settle(self.manager.archive.retention_pass(), "the retention task")
+
+    def _listener(self, description: str) -> None:
+        factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes)
+        factory.noisy = False
+        try:
+            listener = strports.service(description, factory, reactor=self._reactor)
+        except (ValueError, KeyError, TypeError) as error:
+            raise StartupError(f"listen endpoint {description!r} is not valid: {error}") from None
+        listener.setServiceParent(self)
+        self.factories.append(factory)
+        self._listeners[listener] = description
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener first; a failure names the listen string and stops start-up."""
+        self._bound_once = True
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except Exception as error:
+                description = self._listeners.get(service, "")
+                self._unbind()
+                raise StartupError(f"cannot listen on {description!r}: {_reason(error)}") from None
+            if isinstance(service, StreamServerEndpointService):
+                service._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort) -> IListeningPort:
+        self.ports.append(port)
+        return port
+
+    def _unbind(self) -> None:
+        for port in self.ports:
+            port.stopListening()
+        self.ports.clear()
 
     def startService(self) -> None:
+        if not self._bound_once:  # started without twistd (tests, embedding)
+            self.privilegedStartService()
         self.lock.record_owner()
-        for description in self.config.listen:
-            self._listen(description)
         super().startService()
-        self._writer.start()
-        self.manager.start()
-        self.storage.start()
         log.info(
             "dpmd serving workspace {workspace} on {addresses}",
             workspace=str(self.config.workspace),
             addresses=", ".join(describe_address(port.getHost()) for port in self.ports),
         )
 
-    def _listen(self, description: str) -> None:
-        factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes)
-        factory.noisy = False
-        outcome: list[Any] = []
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop the services in reverse order, each once the one before has stopped.
+
+        (``MultiService`` stops them all at once: the store's threads would end
+        while the manager still commits.)  The DAQs resume on the next start.
+        """
+        Service.stopService(self)
+        self.ports.clear()
         try:
-            endpoint = serverFromString(self._reactor, description)
-        except (ValueError, KeyError, TypeError) as error:
-            self._abandon_start()
-            raise StartupError(f"listen endpoint {description!r} is not valid: {error}") from None
-        endpoint.listen(factory).addBoth(outcome.append)
-        if not outcome:
-            self._abandon_start()
-            raise StartupError(f"listen endpoint {description!r} did not bind at start-up")
-        if isinstance(outcome[0], Failure):
-            self._abandon_start()
-            reason = outcome[0].getErrorMessage()
-            raise StartupError(f"cannot listen on {description!r}: {reason}")
-        self.factories.append(factory)
-        self.ports.append(outcome[0])
-
-    def _abandon_start(self) -> None:
-        for port in self.ports:
-            port.stopListening()
-        self.ports.clear()
-        self.factories.clear()
-
-    def stopService(self) -> Deferred[None]:
-        """Stop listening and stop the children; the DAQs resume on the next start."""
-        self.storage.stop()
-        stopping = [port.stopListening() for port in self.ports]
-        self.ports.clear()
-        stopping.append(super().stopService())
-        stopping.append(self.manager.stop())
-        return gatherResults([d for d in stopping if d is not None]).addBoth(self._release)
-
-    def _release(self, result: Any) -> Any:
-        self._writer.stop()
-        self.lock.release()
-        return result
+            for service in reversed(list(self)):
+                try:
+                    yield maybeDeferred(service.stopService)
+                except Exception:
+                    log.failure("stopping {service} failed", service=repr(service))
+        finally:
+            self.lock.release()
 
     def request_exit(self) -> None:
         """``/dpm/Exit``: on a later turn (after the reply is written), close and stop."""
@@ -134,6 +207,14 @@ class DpmService(MultiService):
         closing = gatherResults([session.close_gracefully() for session in sessions])
         closing.addTimeout(self.config.shutdown_timeout, self._reactor)
         closing.addBoth(lambda _: self.stop_reactor())
+
+
+def _reason(error: BaseException) -> str:
+    """The operating system's reason for a bind failure, without Twisted's wrapping."""
+    socket_error = getattr(error, "socketError", None)
+    if socket_error is not None:
+        return getattr(socket_error, "strerror", None) or str(socket_error)
+    return str(error)
 
 
 def describe_address(address: Any) -> str:

@@ -8,7 +8,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
@@ -42,20 +41,11 @@ class StorageMonitor:
         self._hub = hub
         self._run_blocking = run_blocking
         self._statvfs = statvfs
-        self._loop = LoopingCall(self._publish)
-        self._loop.clock = clock
         self._interval = interval
         hub.add_topic(STORAGE_TOPIC, self._greet)
 
     def query(self) -> Deferred[StorageStatus]:
         return self._run_blocking(self._statvfs, self._path).addCallback(self._to_status)
-
-    def start(self) -> None:
-        self._loop.start(self._interval, now=False)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
 
     def _to_status(self, result: os.statvfs_result) -> StorageStatus:
         return StorageStatus(
@@ -66,7 +56,8 @@ class StorageMonitor:
             timestamp=self._clock.seconds(),
         )
 
-    def _publish(self) -> Deferred[None] | None:
+    def publish_sample(self) -> Deferred[None] | None:
+        """One periodic sample for the subscribers (a ``TimerService`` calls it)."""
         if not self._hub.subscriber_count(STORAGE_TOPIC):
             return None
         return (

@@ -1,12 +1,15 @@
 """``twistd dpmd``: command-line options and the service tree twistd runs.
 
 Start-up problems (a bad configuration key, a locked workspace, a port that
-cannot be bound) end twistd with status 1 and one line on stderr naming the
-problem, instead of a traceback.
+cannot be bound, a store that cannot be opened) end twistd with status 1 and
+one line on stderr naming the problem, instead of a traceback — in twistd's
+default daemon mode too, where the problems found after the fork would
+otherwise be told only to the log file of a process that has no terminal.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -73,19 +76,62 @@ def build_service(config: Config, reactor: Any) -> DpmService:
     except OSError as error:
         raise StartupError(f"cannot lock workspace {config.workspace}: {error.strerror}") from None
     set_log_level(config.log_level)
-    return DpmService(config, reactor, lock)
+    try:
+        return DpmService(config, reactor, lock)
+    except StartupError:
+        lock.release()
+        raise
 
 
-class _ExitOnStartupError(MultiService):
-    """The root twistd sees: turns a failed start into one line and status 1."""
+class StartupFailed(Exception):
+    """Raised to twistd after a start-up problem was reported (daemon mode)."""
+
+
+class StartupGuard(MultiService):
+    """The root twistd sees: turns a failed start into one line on stderr and status 1.
+
+    In daemon mode twistd forks before the services start, and the process
+    that launched it waits for a word from the daemon.  The guard keeps a copy
+    of the launcher's stderr from before the fork: a problem is written there
+    as one line, and raised as an ordinary exception, on which twistd removes
+    its pid file and makes the launcher exit with status 1.  In the
+    foreground the line goes to stderr and the process exits with status 1.
+    """
+
+    def __init__(self, daemon: bool) -> None:
+        super().__init__()
+        self._daemon = daemon
+        self._launcher_stderr: int | None = os.dup(2) if daemon else None
+        if self._launcher_stderr is not None:
+            os.set_inheritable(self._launcher_stderr, False)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except StartupError as error:
+            self._fail(error)
 
     def startService(self) -> None:
         try:
             super().startService()
         except StartupError as error:
-            log.critical("dpmd cannot start: {reason}", reason=str(error))
+            self._fail(error)
+        self._forget_launcher()
+
+    def _fail(self, error: StartupError) -> None:
+        log.critical("dpmd cannot start: {reason}", reason=str(error))
+        if self._launcher_stderr is None:
             report_startup_error(error)
             raise SystemExit(1) from None
+        os.write(self._launcher_stderr, f"dpmd: {error}\n".encode(errors="replace"))
+        self._forget_launcher()
+        raise StartupFailed(str(error)) from None
+
+    def _forget_launcher(self) -> None:
+        """Once started, keep no descriptor of the launcher's terminal open."""
+        if self._launcher_stderr is not None:
+            os.close(self._launcher_stderr)
+            self._launcher_stderr = None
 
 
 def makeService(options: Options) -> IService:
@@ -96,6 +142,8 @@ def makeService(options: Options) -> IService:
     except (ConfigError, StartupError) as error:
         report_startup_error(error)
         raise SystemExit(1) from None
-    root = _ExitOnStartupError()
+    twistd_options = getattr(options, "parent", None)
+    daemon = twistd_options is not None and not twistd_options.get("nodaemon", True)
+    root = StartupGuard(daemon)
     service.setServiceParent(root)
     return root

@@ -224,10 +224,9 @@ class ChildProcess(ProcessProtocol):
 
     def terminate(self, timeout: float) -> Deferred[ExitStatus]:
         """SIGTERM now, SIGKILL after ``timeout`` seconds; fires when the child is gone."""
-        if self.running:
+        if self.running and self._kill_call is None:  # a second call waits for the first
             self.signal_group(signal.SIGTERM)
-            if self._kill_call is None:
-                self._kill_call = self._clock.callLater(timeout, self._kill)
+            self._kill_call = self._clock.callLater(timeout, self._kill)
         return self.wait()
 
     def _kill(self) -> None:

@@ -1,60 +1,36 @@
-"""The on-disk store of DAQs: the truth after a crash.
+"""The workspace's folders: files only (the records are in the store).
 
 Layout (see docs/workspace.md)::
 
     <workspace>/
       dpmd.lock            the workspace lock
-      incoming/<id>/       a DAQ being accepted (never acknowledged yet)
-      daqs/<id>/           every DAQ not yet archived
-        specification.json   exactly as received
-        status.json          the DAQ's record (state, alerts, history, sources…)
-        sources/             local copies of collected files
+      dpmd.sqlite3         the store: every DAQ's specification and record
+      daqs/<id>/           a DAQ that has started and is not archived
+        specification.json   the stored specification, written for the merger
+        resolve.json         source name -> local path, written for the merger
+        sources/             local copies of remote sources
         logs/merge.log       the merger's log
         <product>.fits       the data product, until it is released
-      archive/<id>/        finished DAQs (Completed or Aborted)
+      archive/<id>/        the logs of finished DAQs, until retention removes them
       linked/<id>/         products that receivers reach through a symbolic link
-      corrupt/<id>.<n>/    DAQ folders that could not be read, set aside
+      corrupt/<name>.<n>/  folders of an old workspace that could not be imported
 
-A DAQ is accepted when its folder appears in ``daqs/`` by an atomic rename
-of a complete, fsync'd folder from ``incoming/``; the queue order is the
-``seq`` number in each record.  Every later change replaces ``status.json``
-by write-temp, fsync, rename, fsync-directory.  All functions here block:
-the server calls them through a ``SerialExecutor``.
+A DAQ's folder is made when the DAQ starts, so queueing one writes nothing
+but its row in the store.  A folder in ``daqs/`` that belongs to no
+unfinished DAQ is a left-over of a crash: that of a DAQ whose final record
+is committed is archived, any other is removed at start.  Every function
+here blocks: the server calls them from threads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from dpmd.durable import fsync_directory, write_durably
+from dpmd.durable import fsync_directory
 
 SPECIFICATION = "specification.json"
-STATUS = "status.json"
-RECORD_FORMAT = 1
-
-
-class DuplicateDaq(Exception):
-    """The id is already in the workspace (queued, active or archived)."""
-
-
-@dataclass(frozen=True)
-class StoredDaq:
-    daq_id: str
-    path: Path
-    specification: bytes
-    record: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CorruptDaq:
-    name: str
-    moved_to: Path
-    reason: str
 
 
 def remove(path: Path) -> None:
@@ -65,26 +41,19 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"
-
-
 class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.incoming = root / "incoming"
         self.daqs = root / "daqs"
         self.archive = root / "archive"
+        self.linked = root / "linked"
         self.corrupt = root / "corrupt"
 
-    def prepare(self) -> set[str]:
-        """Create the folders, drop unacknowledged arrivals; return the archived ids."""
-        for folder in (self.incoming, self.daqs, self.archive, self.corrupt):
-            folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.incoming.iterdir():
-            remove(leftover)
+    def prepare(self) -> None:
+        """Create the folders (the workspace itself exists: it holds the lock)."""
+        for folder in (self.daqs, self.archive, self.linked, self.corrupt):
+            folder.mkdir(exist_ok=True)
         fsync_directory(self.root)
-        return {entry.name for entry in self.archive.iterdir() if entry.is_dir()}
 
     def daq_dir(self, daq_id: str) -> Path:
         return self.daqs / daq_id
@@ -93,74 +62,60 @@ class Workspace:
         return self.archive / daq_id
 
     def linked_dir(self, daq_id: str) -> Path:
-        return self.root / "linked" / daq_id
+        return self.linked / daq_id
 
-    def create(self, daq_id: str, specification: bytes, record: dict[str, Any]) -> Path:
-        """Make a DAQ's folder appear complete and durable, or raise ``DuplicateDaq``."""
-        for existing in (self.daq_dir(daq_id), self.archived_dir(daq_id)):
-            if existing.exists():
-                where = "archived" if existing.parent == self.archive else "queued"
-                raise DuplicateDaq(f"DAQ id '{daq_id}' was already {where}")
-        staging = self.incoming / daq_id
-        remove(staging)
-        staging.mkdir()
-        (staging / "sources").mkdir()
-        (staging / "logs").mkdir()
-        write_durably(staging / SPECIFICATION, specification)
-        write_durably(staging / STATUS, encode_record(record))
-        fsync_directory(self.incoming)
-        final = self.daq_dir(daq_id)
-        os.rename(staging, final)
-        fsync_directory(self.daqs)
-        fsync_directory(self.incoming)
-        return final
+    def prepare_daq(self, daq_id: str, specification: bytes) -> Path:
+        """Make a starting DAQ's folder and put its specification there for the merger."""
+        folder = self.daq_dir(daq_id)
+        (folder / "sources").mkdir(parents=True, exist_ok=True)
+        (folder / "logs").mkdir(exist_ok=True)
+        target = folder / SPECIFICATION
+        if not target.exists() or target.read_bytes() != specification:
+            temporary = folder / f".{SPECIFICATION}.tmp"
+            temporary.write_bytes(specification)
+            os.replace(temporary, target)
+        return folder
 
-    def save_record(self, daq_id: str, record: dict[str, Any]) -> None:
-        write_durably(self.daq_dir(daq_id) / STATUS, encode_record(record))
+    def file_away(self, daq_id: str, product: str) -> None:
+        """A finished DAQ: drop what the receivers have now, keep its logs in ``archive/``.
 
-    def archive_daq(self, daq_id: str) -> Path:
-        """Move a finished DAQ's folder into ``archive/``."""
+        A released product is the receivers' (a hard link shares its data; a
+        symbolic link points into ``linked/``); copies of remote sources are
+        not needed any more.  Safe to repeat after a crash.
+        """
+        folder = self.daq_dir(daq_id)
+        if not folder.exists():
+            return
+        if product:
+            Path(product).unlink(missing_ok=True)
+        shutil.rmtree(folder / "sources", ignore_errors=True)
         target = self.archived_dir(daq_id)
-        os.rename(self.daq_dir(daq_id), target)
+        if target.exists():
+            remove(target)
+        os.rename(folder, target)
         fsync_directory(self.archive)
         fsync_directory(self.daqs)
-        return target
 
-    def scan(self) -> tuple[list[StoredDaq], list[CorruptDaq]]:
-        """Read every DAQ folder; set aside the ones that cannot be read."""
-        stored: list[StoredDaq] = []
-        corrupt: list[CorruptDaq] = []
-        for folder in sorted(self.daqs.iterdir()):
-            try:
-                stored.append(self._load(folder))
-            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
-                reason = f"{type(error).__name__}: {error}"
-                corrupt.append(CorruptDaq(folder.name, self.set_aside(folder), reason))
-        return stored, corrupt
+    def leftovers(self, unfinished: set[str]) -> list[str]:
+        """Names of folders in ``daqs/`` that belong to no unfinished DAQ."""
+        return sorted(entry.name for entry in os.scandir(self.daqs) if entry.name not in unfinished)
 
-    def _load(self, folder: Path) -> StoredDaq:
-        if not folder.is_dir():
-            raise ValueError("not a folder")
-        specification = (folder / SPECIFICATION).read_bytes()
-        record = json.loads((folder / STATUS).read_bytes())
-        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-            raise ValueError(f"{STATUS} is not a DAQ record of format {RECORD_FORMAT}")
-        if record.get("id") != folder.name:
-            raise ValueError(f"{STATUS} names DAQ {record.get('id')!r}, not {folder.name!r}")
-        return StoredDaq(folder.name, folder, specification, record)
+    def remove_leftover(self, name: str) -> None:
+        remove(self.daqs / name)
+        fsync_directory(self.daqs)
+
+    def remove_archived(self, daq_id: str) -> None:
+        remove(self.archived_dir(daq_id))
+
+    def linked_names(self) -> list[str]:
+        return sorted(entry.name for entry in os.scandir(self.linked))
 
     def set_aside(self, folder: Path) -> Path:
-        """Move an unreadable DAQ folder into ``corrupt/`` so start-up can go on."""
+        """Move a folder that cannot be read into ``corrupt/`` so start-up can go on."""
         number = 0
         while (target := self.corrupt / f"{folder.name}.{number}").exists():
             number += 1
         os.rename(folder, target)
         fsync_directory(self.corrupt)
-        fsync_directory(self.daqs)
+        fsync_directory(folder.parent)
         return target
-
-    def read_archived_record(self, daq_id: str) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.archived_dir(daq_id) / STATUS).read_bytes())
-        except (OSError, ValueError):
-            return None

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
 from dpmd.daq.manager import STATUS_TOPIC, DaqManager
-from dpmd.model import DaqReply, DaqStatus
+from dpmd.digest import file_digest
+from dpmd.model import DaqError, DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.testing import (
     FakeProcess,
@@ -68,6 +72,10 @@ class Harness:
         # Far in the future: every source file was written "before the DAQ was queued".
         self.reactor.advance(4_000_000_000)
         self.hub = TopicHub()
+        self.run_writer: Any = synchronous
+        """How the store's writer runs a commit: a test may hold or fail commits."""
+        self.run_blocking: Any = synchronous
+        """How blocking work runs (validation, file checks): a test may hold it."""
         self.workspace = Workspace(self.config.workspace)
         self.config.workspace.mkdir(parents=True, exist_ok=True)
         self.manager = DaqManager(
@@ -76,18 +84,36 @@ class Harness:
             self.hub,
             self.reactor,
             ProcessRunner(self.reactor, GroupSignals(self.reactor)),
+            lambda function, *args: self.run_writer(function, *args),
             synchronous,
-            synchronous,
+            lambda function, *args: self.run_blocking(function, *args),
         )
         self.session, self.transport = connect_session(Dispatcher({}), self.hub)
         self.hub.subscribe(STATUS_TOPIC, self.session)
-        test.successResultOf(self.manager.start())
+        self.manager.start()
+        test.addCleanup(self.manager.close)
         self.settle()
 
     def settle(self) -> None:
-        """Run everything due now (stages start on later reactor turns)."""
+        """Run everything due now (stages start on later reactor turns).
+
+        The checksum children a release starts (``dpmd.digest``) are answered
+        as the real program would, by reading the file.
+        """
         for _ in range(20):
             self.reactor.advance(0)
+            for process in self.reactor.running_processes():
+                if "dpmd.digest" in process.argv:
+                    self.answer_digest(process)
+
+    def answer_digest(self, process: FakeProcess) -> None:
+        path = process.argv[-1]
+        try:
+            answer = {"path": path, **file_digest(path).to_json()}
+        except OSError as error:
+            answer = {"path": path, "error": error.strerror}
+        process.write_json(answer)
+        process.exit(0 if "error" not in answer else 1)
 
     def source(self, name: str) -> str:
         return str(make_fits(self.root / "data" / name))
@@ -98,15 +124,35 @@ class Harness:
         return reply
 
     def refused(self, deferred: Any) -> str:
-        from dpmd.model import DaqError
-
         return self.test.failureResultOf(deferred, DaqError).value.message
 
+    def stored(self, daq_id: str) -> dict[str, Any]:
+        """The DAQ's row in the store, read with a connection of the test's own."""
+        with closing(sqlite3.connect(self.workspace.root / "dpmd.sqlite3")) as db:
+            row = db.execute(
+                "SELECT seq, specification, record, substate, archived FROM daq WHERE id = ?",
+                (daq_id,),
+            ).fetchone()
+        self.test.assertIsNotNone(row, f"{daq_id} is not in the store")
+        seq, text, record, substate, archived = row
+        try:
+            decoded = json.loads(record)
+        except ValueError:
+            decoded = None  # a test made it unreadable
+        return {"seq": seq, "specification": bytes(text), "record": decoded,
+                "substate": substate, "archived": bool(archived)}  # fmt: skip
+
     def status(self, daq_id: str) -> DaqStatus:
-        return self.test.successResultOf(self.manager.get_daq_status(daq_id))
+        return DaqStatus.from_json(self.answer(self.manager.get_daq_status(daq_id)))
 
     def internal(self, daq_id: str) -> dict[str, Any]:
-        return self.test.successResultOf(self.manager.get_internal_daq_status(daq_id)).to_json()
+        return self.answer(self.manager.get_internal_daq_status(daq_id))
+
+    def answer(self, result: Any) -> Any:
+        """A query's value: at once for a DAQ in memory, from the store otherwise."""
+        if isinstance(result, Deferred):
+            return self.test.successResultOf(result)
+        return result
 
     def notifications(self) -> list[dict[str, Any]]:
         return [message["params"] for message in written_messages(self.transport)]

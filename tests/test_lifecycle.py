@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.daq.lifecycle import TRANSITIONS, Daq, DaqRecord, Event, IllegalRequest
+from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
+from dpmd.daq.record import DaqRecord
+from dpmd.daq.store import StoreError
+from dpmd.digest import file_digest
 from dpmd.model import DaqSubState
-from dpmd.spec import parse_specification
 from dpmd.testing import FakeProcess, synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 
@@ -23,13 +26,16 @@ S = DaqSubState
 
 class TransitionTableTests(SynchronousTestCase):
     def make(self, substate: DaqSubState) -> Daq:
-        from twisted.internet.defer import succeed
         from twisted.internet.task import Clock
 
         record = DaqRecord(id="X", file_id="X", seq=1, substate=substate, queued_at=0,
                            timestamp=0)  # fmt: skip
-        spec = parse_specification(specification("X"))
-        return Daq(record, spec, Clock(), lambda daq, status: succeed(None))
+
+        def commit(daq: Daq, record: DaqRecord) -> Deferred[None]:
+            daq.committed(record)
+            return succeed(None)
+
+        return Daq(record, Clock(), commit)
 
     def test_every_pair_outside_the_table_is_refused(self) -> None:
         for substate in DaqSubState:
@@ -50,7 +56,7 @@ class TransitionTableTests(SynchronousTestCase):
         daq = self.make(S.Releasing)
         daq.fire(Event.RELEASED, "done")
         self.assertIsNotNone(daq.record.finished_at)
-        self.assertEqual(daq.status.state.value, "StateCompleted")
+        self.assertEqual(daq.record.status().state.value, "StateCompleted")
 
 
 class HappyPathTests(SynchronousTestCase):
@@ -63,6 +69,7 @@ class HappyPathTests(SynchronousTestCase):
         reply = h.queue(specification("A.1", location))
         self.assertEqual(reply.to_json(), {"id": "A.1", "error": False})
         folder = h.workspace.daq_dir("A.1")
+        self.assertEqual(h.stored("A.1")["record"]["substate"], "Merging")
         self.assertEqual(json.loads((folder / "specification.json").read_text())["id"], "A.1")
         merger = h.merger()
         self.assertEqual(h.status("A.1").substate, S.Merging)
@@ -72,15 +79,19 @@ class HappyPathTests(SynchronousTestCase):
         h.finish_merge()
         released = h.config.release_dir / "A.1.fits"
         self.assertEqual(released.read_bytes(), FITS_BLOCK)
+        # Releasing: the plan (size and checksum), the product staged, then delivered.
         self.assertEqual(
             h.substates(),
-            ["Scheduled", "Collecting", "Merging", "Releasing", "Releasing", "Completed"],
-        )
+            ["Scheduled", "Collecting", "Merging", "Releasing", "Releasing", "Releasing",
+             "Releasing", "Completed"],
+        )  # fmt: skip
         self.assertFalse(folder.exists())
         archived = h.workspace.archived_dir("A.1")
-        self.assertTrue((archived / "status.json").exists())
+        self.assertTrue((archived / "logs").exists())
         self.assertFalse((archived / "A.1.fits").exists(), "a released product is not kept")
-        self.assertIn("archived", h.refused(h.manager.get_daq_status("A.1")))
+        self.assertTrue(h.stored("A.1")["archived"])
+        final = h.status("A.1")
+        self.assertEqual((final.substate, final.result), (S.Completed, str(released)))
         internal = h.internal("A.1")
         self.assertTrue(internal["detail"]["archived"])
         self.assertEqual(internal["status"]["result"], str(released))
@@ -155,10 +166,10 @@ class HappyPathTests(SynchronousTestCase):
         h = self.h
         for name in ("B.1", "B.2", "B.3"):
             h.queue(specification(name, h.source("a.fits")))
-        statuses = h.test.successResultOf(h.manager.get_active_daqs())
+        statuses = h.manager.get_active_daqs()
         self.assertEqual(
-            [(s.id, s.substate) for s in statuses],
-            [("B.1", S.Merging), ("B.2", S.Scheduled), ("B.3", S.Scheduled)],
+            [(s["id"], s["substate"]) for s in statuses],
+            [("B.1", "Merging"), ("B.2", "Scheduled"), ("B.3", "Scheduled")],
         )
 
 
@@ -168,10 +179,28 @@ class RefusalTests(SynchronousTestCase):
 
     def test_duplicate_ids(self) -> None:
         h = self.h
-        h.queue(specification("D.1", h.source("a.fits")))
-        self.assertIn("already queued", h.refused(h.manager.queue_daq(specification("D.1"))))
+        spec = specification("D.1", h.source("a.fits"))
+        h.queue(spec)
+        other = specification("D.1", h.source("b.fits"))
+        self.assertIn("already queued with a different specification",
+                      h.refused(h.manager.queue_daq(other)))  # fmt: skip
         h.finish_merge()
-        self.assertIn("already archived", h.refused(h.manager.queue_daq(specification("D.1"))))
+        self.assertIn("already archived with a different specification",
+                      h.refused(h.manager.queue_daq(other)))  # fmt: skip
+
+    def test_the_same_specification_again_is_answered_with_success(self) -> None:
+        """A coordinator that lost a reply sends QueueDaq again: the same DaqReply."""
+        h = self.h
+        text = json.dumps(specification("D.2", h.source("a.fits")))
+        first = h.queue(text)
+        h.notifications()
+        self.assertEqual(h.queue(text), first)
+        self.assertEqual(h.notifications(), [], "nothing is queued twice")
+        h.finish_merge()
+        self.assertEqual(h.queue(text), first, "archived DAQs too")
+        self.assertEqual(h.manager.get_active_daqs(), [])
+        same_object = specification("D.3", h.source("a.fits"))
+        self.assertEqual(h.queue(same_object), h.queue(same_object))
 
     def test_invalid_specifications_name_the_problem(self) -> None:
         h = self.h
@@ -202,8 +231,9 @@ class RefusalTests(SynchronousTestCase):
         h = self.h
         text = json.dumps(specification("E.1", h.source("a.fits")), indent=4) + "\n\n"
         h.queue(text)
-        stored = (h.workspace.daq_dir("E.1") / "specification.json").read_text()
-        self.assertEqual(stored, text)
+        self.assertEqual(h.stored("E.1")["specification"], text.encode())
+        written = (h.workspace.daq_dir("E.1") / "specification.json").read_text()
+        self.assertEqual(written, text, "the merger reads exactly what was received")
 
 
 class FailureAndRetryTests(SynchronousTestCase):
@@ -285,7 +315,12 @@ class FailureAndRetryTests(SynchronousTestCase):
         h.finish_merge()
         [alert] = h.status("F.5").alerts
         self.assertEqual(alert.key, "release_dir")
-        self.assertIn("already there", alert.description)
+        self.assertIn("a different file is already at", alert.description)
+        theirs = file_digest(h.config.release_dir / "F.5.fits").blake2b[:16]
+        self.assertIn(f"14 bytes, blake2b {theirs}", alert.description)
+        self.assertIn(f"{len(FITS_BLOCK)} bytes", alert.description)
+        self.assertEqual((h.config.release_dir / "F.5.fits").read_bytes(), b"someone else's")
+        self.assertEqual(h.reactor.running_processes(), [], "not retried in a loop")
 
     def test_retry_is_refused_when_nothing_failed(self) -> None:
         h = self.h
@@ -307,7 +342,8 @@ class AbortTests(SynchronousTestCase):
         h.queue(specification("G.2", h.source("b.fits")))
         reply = h.test.successResultOf(h.manager.abort_daq("G.2"))
         self.assertEqual(reply.id, "G.2")
-        self.assertTrue(h.workspace.archived_dir("G.2").exists())
+        self.assertTrue(h.stored("G.2")["archived"])
+        self.assertEqual(h.status("G.2").substate, S.Aborted)
         last = h.notifications()[-1]
         self.assertEqual((last["id"], last["substate"], last["state"]),
                          ("G.2", "Aborted", "StateCompleted"))  # fmt: skip
@@ -436,9 +472,7 @@ class RecoveryTests(SynchronousTestCase):
         old.queue(specification("R.2", old.source("b.fits")))
         (old.workspace.daq_dir("R.1") / ".R.1.fits.9.dpmd-tmp").write_bytes(b"half")
         new = self.restart(old)
-        self.assertEqual(
-            [s.id for s in self.successResultOf(new.manager.get_active_daqs())], ["R.1", "R.2"]
-        )
+        self.assertEqual([s["id"] for s in new.manager.get_active_daqs()], ["R.1", "R.2"])
         merger = new.merger()
         self.assertIn("R.1", merger.argv[-1])
         self.assertEqual(list(new.workspace.daq_dir("R.1").glob(".*dpmd-tmp")), [])
@@ -467,92 +501,92 @@ class RecoveryTests(SynchronousTestCase):
         self.assertEqual(new.notifications()[-1]["substate"], "Aborted")
         self.assertTrue(new.workspace.archived_dir("R.4").exists())
 
-    def test_finished_daq_is_archived_at_start(self) -> None:
+    def test_a_finished_daq_left_in_daqs_is_archived_at_start(self) -> None:
+        """Killed after the final record was committed, before its folder moved."""
         old = Harness(self)
         old.queue(specification("R.5", old.source("a.fits")))
-        folder = old.workspace.daq_dir("R.5")
-        record = json.loads((folder / "status.json").read_text())
-        record["substate"] = "Completed"
-        (folder / "status.json").write_text(json.dumps(record))
+        old.finish_merge()
+        os.rename(old.workspace.archived_dir("R.5"), old.workspace.daq_dir("R.5"))
         new = self.restart(old)
-        self.assertTrue(new.workspace.archived_dir("R.5").exists())
+        new.settle()
+        self.assertFalse(new.workspace.daq_dir("R.5").exists())
+        self.assertTrue((new.workspace.archived_dir("R.5") / "logs").exists())
 
-    def test_corrupt_folders_are_set_aside(self) -> None:
+    def test_unreadable_records_are_set_aside(self) -> None:
         old = Harness(self)
         old.queue(specification("R.6", old.source("a.fits")))
         old.queue(specification("R.7", old.source("b.fits")))
-        old.queue(specification("R.8", old.source("c.fits")))
-        (old.workspace.daq_dir("R.6") / "status.json").write_text("{not json")
-        (old.workspace.daq_dir("R.7") / "specification.json").write_text("{}")
-        (old.workspace.daqs / "stray-file").write_text("x")
+        with closing(sqlite3.connect(old.workspace.root / "dpmd.sqlite3")) as db, db:
+            db.execute("UPDATE daq SET record = '{not json' WHERE id = 'R.6'")
         new = self.restart(old)
-        self.assertEqual(
-            [s.id for s in self.successResultOf(new.manager.get_active_daqs())], ["R.8"]
-        )
-        aside = sorted(path.name for path in new.workspace.corrupt.iterdir())
-        self.assertEqual(aside, ["R.6.0", "R.7.0", "stray-file.0"])
+        self.assertEqual([s["id"] for s in new.manager.get_active_daqs()], ["R.7"])
+        self.assertEqual(new.stored("R.6")["substate"], "SetAside")
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
-    def test_unacknowledged_arrivals_are_dropped(self) -> None:
+    def test_left_over_folders_of_no_daq_are_removed(self) -> None:
         old = Harness(self)
-        half = old.workspace.incoming / "R.9"
-        half.mkdir()
-        (half / "specification.json").write_text("{")
+        stray = old.workspace.daq_dir("NEVER.1")
+        (stray / "sources").mkdir(parents=True)
         new = self.restart(old)
-        self.assertFalse(half.exists())
-        self.assertEqual(self.successResultOf(new.manager.get_active_daqs()), [])
+        new.settle()
+        self.assertFalse(stray.exists())
+        self.assertEqual(new.manager.get_active_daqs(), [])
 
     def test_next_queue_number_follows_the_recovered_ones(self) -> None:
         old = Harness(self)
         old.queue(specification("R.10", "/missing.fits"))
         new = self.restart(old)
         new.queue(specification("R.11", new.source("a.fits")))
-        records = [json.loads((new.workspace.daq_dir(n) / "status.json").read_text())
-                   for n in ("R.10", "R.11")]  # fmt: skip
-        self.assertLess(records[0]["seq"], records[1]["seq"])
+        self.assertLess(new.stored("R.10")["seq"], new.stored("R.11")["seq"])
 
 
 class DurabilityTests(SynchronousTestCase):
-    def test_reply_waits_for_the_workspace(self) -> None:
+    def test_reply_waits_for_the_store(self) -> None:
         h = Harness(self)
-        writes: list[Deferred[Any]] = []
+        commits: list[Deferred[Any]] = []
 
         def held(function: Any, *args: Any) -> Deferred[Any]:
             pending: Deferred[Any] = Deferred()
             pending.addCallback(lambda _: function(*args))
-            writes.append(pending)
+            commits.append(pending)
             return pending
 
-        h.manager._run_serial = held
+        h.run_writer = held
         reply = h.manager.queue_daq(specification("W.0", h.source("a.fits")))
         self.assertNoResult(reply)
-        self.assertFalse(h.workspace.daq_dir("W.0").exists())
-        writes[0].callback(None)
-        self.assertTrue((h.workspace.daq_dir("W.0") / "status.json").exists())
+        self.assertEqual(h.notifications(), [], "nothing is published before its commit")
+        commits[0].callback(None)
+        self.assertEqual(h.stored("W.0")["substate"], "Scheduled")
         self.assertEqual(self.successResultOf(reply).id, "W.0")
 
-    def test_status_file_is_rewritten_at_each_change(self) -> None:
+    def test_the_record_is_rewritten_at_each_change(self) -> None:
         h = Harness(self)
         h.queue(specification("W.1", "/missing.fits"))
-        folder = h.workspace.daq_dir("W.1")
-        record = json.loads((folder / "status.json").read_text())
+        record = h.stored("W.1")["record"]
         self.assertEqual(record["substate"], "Collecting")
         self.assertEqual(record["alerts"][0]["category"], "SourceFileCollectionError")
-        self.assertEqual(
-            sorted(p.name for p in folder.iterdir()),
-            ["logs", "sources", "specification.json", "status.json"],
-        )
+        folder = h.workspace.daq_dir("W.1")
+        self.assertEqual(sorted(p.name for p in folder.iterdir()),
+                         ["logs", "sources", "specification.json"])  # fmt: skip
 
-    def test_workspace_full_refuses_the_daq(self) -> None:
+    def test_a_queued_daq_writes_nothing_but_its_row(self) -> None:
+        h = Harness(self)
+        h.queue(specification("W.3", "/missing.fits"))
+        h.queue(specification("W.4", h.source("a.fits")))
+        self.assertEqual(h.stored("W.4")["substate"], "Scheduled")
+        self.assertFalse(h.workspace.daq_dir("W.4").exists())
+
+    def test_a_full_store_refuses_the_daq(self) -> None:
         h = Harness(self)
 
         def full(function: Any, *args: Any) -> Deferred[Any]:
-            return fail(OSError(errno.ENOSPC, "No space left on device"))
+            return fail(StoreError("database or disk is full"))
 
-        h.manager._run_serial = full
+        h.run_writer = full
         message = h.refused(h.manager.queue_daq(specification("W.2", h.source("a.fits"))))
-        self.assertIn("No space left on device", message)
-        self.assertEqual(self.successResultOf(h.manager.get_active_daqs()), [])
+        self.assertIn("database or disk is full", message)
+        self.assertEqual(h.manager.get_active_daqs(), [])
+        self.assertEqual(h.notifications(), [])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
 
@@ -655,12 +689,12 @@ class QueueOrderTests(SynchronousTestCase):
             parses.append((pending, function, args))
             return pending
 
-        h.manager._run_blocking = held
+        h.run_blocking = held
         replies = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (1, 2)]
-        h.manager._run_blocking = synchronous
+        h.run_blocking = synchronous
         for pending, function, args in reversed(parses):  # the second validation ends first
             pending.callback(function(*args))
         for reply in replies:
             self.successResultOf(reply)
-        statuses = self.successResultOf(h.manager.get_active_daqs())
-        self.assertEqual([s.id for s in statuses], ["Q.1", "Q.2"])
+        self.assertEqual([s["id"] for s in h.manager.get_active_daqs()], ["Q.1", "Q.2"])
+        self.assertLess(h.stored("Q.1")["seq"], h.stored("Q.2")["seq"])

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -49,7 +50,9 @@ class StorageMonitorTests(SynchronousTestCase):
         )
 
     def test_first_sample_at_subscription_then_every_interval(self) -> None:
-        self.monitor.start()
+        ticks = TimerService(60, self.monitor.publish_sample)  # as the server drives it
+        ticks.clock = self.clock
+        ticks.startService()
         self.hub.subscribe(STORAGE_TOPIC, self.session)
         self.assertEqual(written_messages(self.transport), [])  # not before the Subscribe reply
         self.clock.advance(0)
@@ -61,7 +64,7 @@ class StorageMonitorTests(SynchronousTestCase):
         self.clock.advance(1)
         [second] = written_messages(self.transport)
         self.assertEqual(second["params"]["timestamp"], 1060.0)
-        self.monitor.stop()
+        ticks.stopService()
         self.clock.advance(60)
         self.assertEqual(written_messages(self.transport), [])
 

@@ -1,30 +1,36 @@
-"""One DAQ: its record, the transition table, its alerts.
+"""One DAQ: the transition table, its alerts, and commit-then-publish.
 
 The substate moves only through ``TRANSITIONS``; any other request is an
 ``IllegalRequest`` (the client's ``DaqException``).  A failed stage does not
 move the substate: it raises an Error alert, which is data beside the state
 and makes ``error`` true until a retry clears it.
 
-Every change is committed through the ``commit`` callable the manager gives:
-it makes the record durable and only then publishes the status, so clients
-never see a state that a crash could take back.  Side effects (starting a
-stage) are the manager's, on a later reactor turn.
+Every change builds a new record from the newest one, hands it to the
+``commit`` callable (the store), and only when the store has it does it
+become the DAQ's record and get published: clients never see a state that a
+crash could take back.  When the store cannot commit, the DAQ shows a
+``WorkspaceError`` alert that lives in memory only — an alert saying the
+store failed cannot wait for the store — and goes on from its last committed
+record once ``RetryMergeDaq`` finds the store working again.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
-from dpmd.model import AlertSeverity, DaqAlert, DaqError, DaqStatus, DaqSubState
+from dpmd.daq.record import DaqRecord
+from dpmd.model import AlertSeverity, DaqAlert, DaqError, DaqSubState
 from dpmd.spec import Specification
-from dpmd.workspace import RECORD_FORMAT
 
 S = DaqSubState
+
+WORKSPACE_ERROR = "WorkspaceError"
 
 
 class Event(enum.Enum):
@@ -48,116 +54,39 @@ TRANSITIONS: dict[tuple[DaqSubState, Event], DaqSubState] = {
     (S.Aborting, Event.ABORTED): S.Aborted,
 }
 
-STAGES = (S.Collecting, S.Merging, S.Releasing)
+STAGE_SUBSTATES = (S.Collecting, S.Merging, S.Releasing)
 """The substates in which a stage runs; a DAQ in one of them holds a ``limits.daq`` slot."""
-
-STAGE_ERROR = {
-    S.Collecting: "SourceFileCollectionError",
-    S.Merging: "MergeError",
-    S.Releasing: "SourceFileReleasingError",
-}
-"""The Error alert each stage raises when it fails (and that ``RetryMergeDaq`` clears)."""
-
-STAGE_ALERTS = {
-    S.Collecting: ("SourceFileCollectionError", "SuspiciousSourceFileTimestamp"),
-    S.Merging: ("MergeError", "UnmergedData", "PrimaryHduResized"),
-    S.Releasing: ("SourceFileReleasingError",),
-}
-"""Alerts a stage owns: cleared when it runs again, as it will raise them anew if still true."""
 
 
 class IllegalRequest(DaqError):
     """A command that the DAQ's current state does not allow."""
 
 
-@dataclass
-class DaqRecord:
-    """Everything about a DAQ that survives a restart (``status.json``)."""
-
-    id: str
-    file_id: str
-    seq: int
-    substate: DaqSubState
-    queued_at: float
-    timestamp: float
-    alerts: list[DaqAlert] = field(default_factory=list)
-    message: str = ""
-    result: str = ""
-    started_at: float | None = None
-    finished_at: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    product: str = ""
-    released: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Deliveries done, by receiver key: ``{"path": …, "how": "link"|"symlink"|"copy"}``."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": RECORD_FORMAT,
-            "id": self.id,
-            "file_id": self.file_id,
-            "seq": self.seq,
-            "substate": self.substate.value,
-            "queued_at": self.queued_at,
-            "timestamp": self.timestamp,
-            "alerts": [alert.to_json() for alert in self.alerts],
-            "message": self.message,
-            "result": self.result,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "history": self.history,
-            "sources": self.sources,
-            "product": self.product,
-            "released": self.released,
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> DaqRecord:
-        return cls(
-            id=obj["id"],
-            file_id=obj["file_id"],
-            seq=int(obj["seq"]),
-            substate=DaqSubState(obj["substate"]),
-            queued_at=float(obj["queued_at"]),
-            timestamp=float(obj["timestamp"]),
-            alerts=[DaqAlert.from_json(alert) for alert in obj["alerts"]],
-            message=obj["message"],
-            result=obj["result"],
-            started_at=obj["started_at"],
-            finished_at=obj["finished_at"],
-            history=list(obj["history"]),
-            sources=list(obj["sources"]),
-            product=obj["product"],
-            released=dict(obj["released"]),
-        )
-
-    def status(self) -> DaqStatus:
-        return DaqStatus(
-            id=self.id,
-            file_id=self.file_id,
-            substate=self.substate,
-            alerts=tuple(self.alerts),
-            message=self.message,
-            result=self.result,
-            timestamp=self.timestamp,
-        )
-
-
-Commit = Callable[["Daq", DaqStatus], "Deferred[None]"]
+Commit = Callable[["Daq", DaqRecord], "Deferred[None]"]
+"""Make a DAQ's new record durable; then (and only then) it calls ``Daq.committed``."""
 
 
 class Daq:
-    """A DAQ in memory: its record, its specification and what is running for it."""
+    """A DAQ in memory: its committed record and what is running for it now."""
 
-    def __init__(
-        self, record: DaqRecord, specification: Specification, clock: Any, commit: Commit
-    ) -> None:
+    def __init__(self, record: DaqRecord, clock: IReactorTime, commit: Commit) -> None:
         self.record = record
-        self.specification = specification
+        """The newest record that is in the store: what clients see."""
+        self._newest = record
         self._clock = clock
         self._commit = commit
+        self.specification: Specification | None = None
+        """Parsed when the DAQ starts (a queued DAQ does not keep it in memory)."""
         self.progress: dict[str, Any] | None = None
         self.children: list[Any] = []
+        self.store_failure: DaqAlert | None = None
+        self.holds_slot = False
+        """It counts against ``limits.daq`` (set and cleared by the scheduler)."""
+        self.folder_ready = False
+        """Its folder in the workspace is made (when it first starts after a server start)."""
+        self.aborting = False
+        """An ``AbortDaq`` is under way: nothing new may start for it."""
+        self._wire: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -168,54 +97,93 @@ class Daq:
         return self.record.substate
 
     @property
-    def status(self) -> DaqStatus:
-        return self.record.status()
+    def alerts(self) -> tuple[DaqAlert, ...]:
+        extra = (self.store_failure,) if self.store_failure is not None else ()
+        return self.record.alerts + extra
 
     @property
     def blocked(self) -> bool:
-        """A stage failed and waits for ``RetryMergeDaq`` or ``AbortDaq``."""
-        return self.status.error
+        """An Error alert is active: the DAQ waits for ``RetryMergeDaq`` or ``AbortDaq``."""
+        return any(alert.severity is AlertSeverity.Error for alert in self.alerts)
 
-    def fire(self, event: Event, message: str) -> Deferred[None]:
+    def wire_status(self) -> dict[str, Any]:
+        """The status as it goes on the wire, made once per change."""
+        if self._wire is None:
+            extra = (self.store_failure,) if self.store_failure is not None else ()
+            self._wire = self.record.status(extra).to_json()
+        return self._wire
+
+    # -- changes ------------------------------------------------------------------
+
+    def fire(self, event: Event, message: str, **fields: Any) -> Deferred[None]:
         """Take the transition ``event`` names from the current substate and commit it."""
-        current = self.record.substate
+        current = self._newest.substate
         target = TRANSITIONS.get((current, event))
         if target is None:
             raise IllegalRequest(
                 f"DAQ '{self.id}' cannot {event.value} while {current.value}", self.id
             )
         now = self._clock.seconds()
-        self.record.substate = target
         if target is S.Collecting:
-            self.record.started_at = now
+            fields["started_at"] = now
         if target.is_final:
-            self.record.finished_at = now
-        self.record.history.append(
-            {"substate": target.value, "timestamp": now, "event": event.value, "message": message}
-        )
+            fields["finished_at"] = now
+        entry = {"substate": target.value, "timestamp": now, "event": event.value,
+                 "message": message}  # fmt: skip
         self.progress = None
-        return self._change(message)
+        return self.change(message, substate=target, history=(*self._newest.history, entry),
+                           **fields)  # fmt: skip
 
-    def raise_alert(
-        self, category: str, key: str, severity: AlertSeverity, description: str
-    ) -> Deferred[None]:
+    def raise_alert(self, category: str, key: str, severity: AlertSeverity,
+                    description: str, **fields: Any) -> Deferred[None]:  # fmt: skip
         """Set (or update) the alert of one condition; the message repeats its text."""
         alert = DaqAlert(category, key, severity, description, self._clock.seconds())
-        others = [a for a in self.record.alerts if (a.category, a.key) != (category, key)]
-        self.record.alerts = [*others, alert]
-        return self._change(description)
+        others = tuple(a for a in self._newest.alerts if (a.category, a.key) != (category, key))
+        return self.change(description, alerts=(*others, alert), **fields)
 
-    def clear_alerts(self, categories: tuple[str, ...], message: str) -> Deferred[None]:
-        self.record.alerts = [a for a in self.record.alerts if a.category not in categories]
-        return self._change(message)
+    def clear_alerts(self, categories: tuple[str, ...], message: str,
+                     **fields: Any) -> Deferred[None]:  # fmt: skip
+        """Remove the alerts of ``categories``."""
+        alerts = tuple(a for a in self._newest.alerts if a.category not in categories)
+        return self.change(message, alerts=alerts, **fields)
 
-    def note(self, message: str, **changes: Any) -> Deferred[None]:
-        """Record an event in words, with any changes to the record's data fields."""
-        for name, value in changes.items():
-            setattr(self.record, name, value)
-        return self._change(message)
+    def clear_errors(self, message: str, **fields: Any) -> Deferred[None]:
+        """Remove every Error alert (an abort ends what they were about)."""
+        alerts = tuple(a for a in self._newest.alerts if a.severity is not AlertSeverity.Error)
+        return self.change(message, alerts=alerts, **fields)
 
-    def _change(self, message: str) -> Deferred[None]:
-        self.record.message = message
-        self.record.timestamp = self._clock.seconds()
-        return self._commit(self, self.record.status())
+    def change(self, message: str, **fields: Any) -> Deferred[None]:
+        """Commit a new record: the newest one with ``fields`` and ``message``."""
+        record = replace(self._newest, message=message, timestamp=self._clock.seconds(),
+                         **fields)  # fmt: skip
+        self._newest = record
+        return self._commit(self, record)
+
+    @property
+    def newest(self) -> DaqRecord:
+        """The newest record built, committed or not (a stage reads its own changes here)."""
+        return self._newest
+
+    # -- what the store says -----------------------------------------------------------
+
+    def committed(self, record: DaqRecord) -> None:
+        """``record`` is on disk: it is now what clients see."""
+        self.record = record
+        self._wire = None
+
+    def not_committed(self, reason: str) -> None:
+        """The store refused a change: forget what was built on it, say why."""
+        self._newest = self.record
+        self.store_failure = DaqAlert(
+            WORKSPACE_ERROR,
+            "store",
+            AlertSeverity.Error,
+            f"the workspace store could not record a change ({reason}); the DAQ stays at "
+            "its last recorded state — free the space or fix the disk, then RetryMergeDaq",
+            self._clock.seconds(),
+        )
+        self._wire = None
+
+    def store_recovered(self) -> None:
+        self.store_failure = None
+        self._wire = None

@@ -1,27 +1,34 @@
 """The stages a DAQ goes through: collect, merge, release.
 
-A stage is a function of a ``StageContext`` returning a Deferred.  It fails
-with ``StageError`` for the problems an operator can fix (the manager turns
-each into an Error alert keyed as the contract says), and it is idempotent:
-it writes to temporary names and renames when done, so running it again from
-its start, after a retry or a crash, is always safe.  Abort cancels the
+A stage is a function of a ``StageHost`` returning a Deferred.  It fails
+with ``StageError`` for the problems an operator can fix (the DAQ core turns
+each into an Error alert keyed as the contract says), and it can always be
+run again from its start, after a retry or a crash: it writes to temporary
+names and renames when done, and what it did outside the workspace is
+recorded before and after it is done (see ``release``).  Abort cancels the
 stage's Deferred and stops its children.
+
+A stage sees its DAQ only through ``StageHost``: it reads the specification
+and the newest record, reports progress, notes changes to the record,
+raises alerts and runs children.  Which stage runs when, and what its
+result means for the record, is the DAQ core's (``dpmd.daq.stagespec``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.interfaces import IReactorTime
 
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
-from dpmd.daq.lifecycle import Daq
+from dpmd.daq.record import DaqRecord
 from dpmd.model import AlertSeverity
-from dpmd.workers import ChildProcess, ProcessRunner
+from dpmd.spec import Specification
+from dpmd.workers import ChildProcess
 
 
 class StageError(Exception):
@@ -32,32 +39,54 @@ class StageError(Exception):
         self.problems = list(problems)
 
 
-@dataclass
-class StageContext:
-    """What a stage may use: its DAQ, the DAQ's folder, the server's means."""
+class StageHost(Protocol):
+    """What a stage may know and do."""
 
-    daq: Daq
-    directory: Path
-    linked_dir: Path
-    """Where products live that receivers reach by symbolic link (they never move)."""
-    config: Config
-    runner: ProcessRunner
-    run_blocking: RunBlocking
-    merge_slots: DeferredSemaphore
-    transfer_slots: DeferredSemaphore
-    clock: Any
+    @property
+    def daq_id(self) -> str: ...
+
+    @property
+    def specification(self) -> Specification: ...
+
+    @property
+    def record(self) -> DaqRecord:
+        """The DAQ's newest record (with the changes this stage noted)."""
+        ...
+
+    @property
+    def directory(self) -> Path:
+        """The DAQ's folder in the workspace."""
+        ...
+
+    @property
+    def linked_dir(self) -> Path:
+        """Where products live that receivers reach by symbolic link (they never move)."""
+        ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def run_blocking(self) -> RunBlocking: ...
+
+    @property
+    def merge_slots(self) -> DeferredSemaphore: ...
+
+    @property
+    def transfer_slots(self) -> DeferredSemaphore: ...
 
     def spawn(self, kind: str, argv: Sequence[str], **options: Any) -> ChildProcess:
         """Start a child that belongs to this DAQ (so that an abort stops it)."""
-        child = self.runner.spawn(kind, argv, **options)
-        self.daq.children.append(child)
-        child.wait().addCallback(lambda _: self.daq.children.remove(child))
-        return child
+        ...
 
-    def set_progress(self, stage: str, done: int, total: int, unit: str) -> None:
-        self.daq.progress = {"stage": stage, "done": done, "total": total, "unit": unit}
+    def set_progress(self, stage: str, done: int, total: int, unit: str) -> None: ...
 
-    def alert(
-        self, category: str, key: str, severity: AlertSeverity, description: str
-    ) -> Deferred[None]:
-        return self.daq.raise_alert(category, key, severity, description)
+    def note(self, message: str, **changes: Any) -> Deferred[None]:
+        """Commit changes to the record's data fields, with a message."""
+        ...
+
+    def alert(self, category: str, key: str, severity: AlertSeverity,
+              description: str) -> Deferred[None]: ...  # fmt: skip

@@ -26,7 +26,7 @@ from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
 from dpmd.spec import FitsFileSource
-from dpmd.stages import StageContext, StageError
+from dpmd.stages import StageError, StageHost
 from dpmd.stages.transfer import Meter, TransferFailed, part_name, rsync_argv, run_with_retries
 
 FITS_SIGNATURE = b"SIMPLE  ="
@@ -76,35 +76,35 @@ def finish_copy(final: Path) -> None:
 class Collection:
     """One run of the stage for one DAQ."""
 
-    def __init__(self, context: StageContext) -> None:
-        self.context = context
+    def __init__(self, host: StageHost) -> None:
+        self.host = host
         self.meters: dict[str, Meter] = {}
 
     def show_progress(self) -> None:
         done = sum(meter.done for meter in self.meters.values())
         total = sum(meter.total for meter in self.meters.values())
-        self.context.set_progress("collecting", done, total, "bytes")
+        self.host.set_progress("collecting", done, total, "bytes")
 
     @inlineCallbacks
     def fetch(self, source: FitsFileSource, remote: RemoteFile) -> Any:
         """rsync one remote file into ``sources/``; fires with its local path."""
-        context = self.context
-        final = context.directory / "sources" / f"{source.source_name}.fits"
-        yield context.run_blocking(prepare_copy, final)
+        host = self.host
+        final = host.directory / "sources" / f"{source.source_name}.fits"
+        yield host.run_blocking(prepare_copy, final)
         meter = self.meters[source.source_name] = Meter()
         argv = rsync_argv(
-            context.config.transfer,
+            host.config.transfer,
             remote.rsync_argument,
             str(final.with_name(part_name(final.name))),
         )
         try:
-            yield run_with_retries(context, "rsync", argv, meter, self.show_progress)
+            yield run_with_retries(host, "rsync", argv, meter, self.show_progress)
         except TransferFailed as error:
             raise ValueError(
                 f"source '{source.source_name}': cannot collect {source.location}: {error}"
             ) from None
         try:
-            yield context.run_blocking(finish_copy, final)
+            yield host.run_blocking(finish_copy, final)
         except OSError as error:
             raise ValueError(
                 f"source '{source.source_name}': cannot keep the copy {final}: {error.strerror}"
@@ -117,16 +117,16 @@ class Collection:
         if isinstance(where, RemoteFile):
             path = yield self.fetch(source, where)
         else:
-            path = self.context.config.dataroot / where
-        record = yield self.context.run_blocking(inspect_file, source, path)
+            path = self.host.config.dataroot / where
+        record = yield self.host.run_blocking(inspect_file, source, path)
         return record
 
 
 @inlineCallbacks
-def collect(context: StageContext) -> Any:
+def collect(host: StageHost) -> Any:
     """Collect every file source (the in-place target first); fires with their records."""
-    collection = Collection(context)
-    sources = context.daq.specification.file_sources()
+    collection = Collection(host)
+    sources = host.specification.file_sources()
     outcomes = yield DeferredList(
         [collection.collect_one(source) for source in sources], consumeErrors=True
     )
@@ -138,10 +138,10 @@ def collect(context: StageContext) -> Any:
         else:
             outcome.trap(ValueError)
             problems.append((source.source_name, str(outcome.value)))
-    queued_at = context.daq.record.queued_at
+    queued_at = host.record.queued_at
     for record in records:
         if record["mtime"] > queued_at:
-            yield context.alert(
+            yield host.alert(
                 SUSPICIOUS,
                 record["name"],
                 AlertSeverity.Warning,

@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, FirstError, gatherResults, inlineCallbacks
+from twisted.python.failure import Failure
 
 from dpmd.durable import write_durably
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
-from dpmd.stages import StageContext, StageError
+from dpmd.stages import StageError, StageHost
 from dpmd.workers import python_command
 from dpmd.workspace import SPECIFICATION
 
@@ -65,9 +66,11 @@ def last_log_line(path: Path) -> str:
 class MergerOutput:
     """Interprets the merger's ``--json`` lines for one run."""
 
-    def __init__(self, context: StageContext) -> None:
-        self._context = context
+    def __init__(self, host: StageHost) -> None:
+        self._host = host
         self.product: str | None = None
+        self.recorded: list[Deferred[None]] = []
+        """The commits of the alerts it raised: the stage waits for them."""
 
     def line_received(self, line: bytes) -> None:
         try:
@@ -77,50 +80,52 @@ class MergerOutput:
             log.warn("unexpected merger output: {line!r}", line=line[:200])
             return
         if kind == "progress":
-            self._context.set_progress(
+            self._host.set_progress(
                 str(message.get("stage", "merging")),
                 int(message.get("done", 0)),
                 int(message.get("total", 0)),
                 str(message.get("unit", "bytes")),
             )
         elif kind == "alert" and message.get("category") in MERGER_ALERTS:
-            self._context.alert(
-                message["category"],
-                str(message.get("key", "")),
-                AlertSeverity(message.get("severity", "Warning")),
-                str(message.get("description", "")),
+            self.recorded.append(
+                self._host.alert(
+                    message["category"],
+                    str(message.get("key", "")),
+                    AlertSeverity(message.get("severity", "Warning")),
+                    str(message.get("description", "")),
+                )
             )
         elif kind == "result":
             self.product = str(message["path"])
 
 
 @inlineCallbacks
-def merge(context: StageContext) -> Any:
+def merge(host: StageHost) -> Any:
     """Run the merger; fires with the product's path."""
-    daq = context.daq
-    directory = context.directory
-    specification = daq.specification
+    directory = host.directory
+    specification = host.specification
     product = directory / specification.product_name
-    resolve = {entry["name"]: entry["local_path"] for entry in daq.record.sources}
-    yield context.run_blocking(prepare_merge, directory, resolve, product)
-    context.set_progress("waiting for a merge slot", 0, 0, "bytes")
-    yield context.merge_slots.acquire()
+    resolve = {entry["name"]: entry["local_path"] for entry in host.record.sources}
+    yield host.run_blocking(prepare_merge, directory, resolve, product)
+    host.set_progress("waiting for a merge slot", 0, 0, "bytes")
+    yield host.merge_slots.acquire()
     try:
-        output = MergerOutput(context)
+        output = MergerOutput(host)
         argv = python_command(
             "dpmd.merge",
             "--json",
             "--resolve", str(directory / RESOLVE_MAP),
-            "--root", str(context.config.dataroot),
+            "--root", str(host.config.dataroot),
             "-o", str(product),
             str(directory / SPECIFICATION),
         )  # fmt: skip
-        child = context.spawn(
+        child = host.spawn(
             "merge", argv, on_line=output.line_received, stderr_path=directory / MERGE_LOG
         )
         status = yield child.wait()
     finally:
-        context.merge_slots.release()
+        host.merge_slots.release()
+    yield gatherResults(output.recorded, consumeErrors=True).addErrback(_first_error)
     if status.ok and output.product:
         return output.product
     if status.ok:
@@ -129,8 +134,14 @@ def merge(context: StageContext) -> Any:
         reason = "it was stopped"
     else:
         reason = EXIT_MEANINGS.get(status.code, "the merge failed")
-    detail = yield context.run_blocking(last_log_line, directory / MERGE_LOG)
+    detail = yield host.run_blocking(last_log_line, directory / MERGE_LOG)
     description = f"dpmd-merge ended with {status.describe()}: {reason}"
     if detail:
         description += f" ({detail})"
     raise StageError([(MERGE_KEY, description + "; see logs/merge.log")])
+
+
+def _first_error(failure: Failure) -> Failure:
+    """The failure of the first alert that could not be recorded."""
+    failure.trap(FirstError)
+    return failure.value.subFailure

@@ -1,22 +1,33 @@
-"""Releasing: deliver the product to each receiver as ``{fileId}.fits``.
+"""Releasing: deliver the product to each receiver as ``{fileId}.fits``, exactly once.
 
-A receiver on another host (``host`` set, and not this machine) gets the
-product by rsync over ssh to a hidden temporary name in its ``path``, then an
-ssh ``mv`` to the final name, so its ingestion never sees a partial file.
+Every delivery takes the same three steps, each recorded in the store
+(``deliveries[key]["state"]``, see ``dpmd.daq.record.Delivery``):
 
-For a receiver on this host (no ``host``) the product is delivered by a hard
-link; where that is impossible (another file system), by a symbolic link if
-the receiver allows it, else by a copy to a hidden temporary name that is
-renamed when complete, so the ingestion directory never shows a partial
-file.  Without receivers the product goes to ``release_dir``.  A receiver
-that already has the product is not sent it again: the record keeps the
-deliveries, so a retry only visits the receivers that failed.
+1. **planned** — before anything is written at a receiver, the record holds
+   the product's size and checksum and, per receiver, where it goes;
+2. the complete product is put at the receiver under a hidden *staging* name
+   (``.{fileId}.fits.dpmd-part``) — by a hard link, a symbolic link to the
+   product's copy in ``linked/`` (another file system, if the receiver
+   allows it), a copy, or rsync to another host — then **staged**;
+3. one atomic rename that never replaces a file gives it its final name,
+   then **delivered**.
+
+The staging name is the evidence that survives a crash: when the record
+says *staged*, a staging file still there means the rename did not happen
+(it is done now); one that is gone means it did, even if the receiver has
+since taken the file away — so a receiver that empties itself on arrival
+gets the product once, never twice.  A file already under the final name
+counts as delivered when it is the product (same inode, or same size and
+checksum, however it got there); anything else there raises an Error alert
+naming both checksums and is never overwritten.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +35,19 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from dpmd.copyfile import temporary_name
-from dpmd.durable import fsync_directory
+from dpmd.daq.record import Delivery
+from dpmd.digest import ALGORITHM, Digest
+from dpmd.durable import fsync_directory, rename_no_replace
 from dpmd.locations import RemoteFile, is_local_host
 from dpmd.spec import OlasReceiver
-from dpmd.stages import StageContext, StageError
+from dpmd.stages import StageError, StageHost
 from dpmd.stages.transfer import (
     Meter,
     TransferFailed,
     part_name,
-    remote_rename_argv,
+    remote_script_argv,
     rsync_argv,
+    run_remote,
     run_with_retries,
 )
 from dpmd.workers import python_command
@@ -47,6 +61,10 @@ class Destination:
     directory: Path
     host: str = ""
     allow_symlink: bool = True
+
+    @property
+    def is_default(self) -> bool:
+        return self.key == RELEASE_DIR_KEY
 
 
 def destinations(receivers: tuple[OlasReceiver, ...], release_dir: Path) -> list[Destination]:
@@ -63,33 +81,56 @@ def destinations(receivers: tuple[OlasReceiver, ...], release_dir: Path) -> list
     ]
 
 
+class ReleaseProblem(Exception):
+    """One receiver cannot be served now; the text is its alert's description."""
+
+
 class NeedsCopy(Exception):
     """A link cannot be made; the product must be copied."""
 
 
-def link_product(
-    product: Path, destination: Destination, name: str, is_default: bool, anchor: Path
-) -> str:
-    """Deliver by hard or symbolic link (blocking); return how, or raise ``NeedsCopy``.
+# -- blocking steps at a local receiver (run off the reactor) ------------------------
 
-    A symbolic link must outlive the DAQ's folder, which moves to the archive
-    when the DAQ ends: it points at ``anchor``, a hard link of the product in
-    the workspace's ``linked/`` folder, which never moves.
-    """
-    directory = destination.directory
-    if is_default:
+
+def same_file(path: Path, product: Path) -> bool:
+    """``path`` (followed if a symbolic link) is the product's inode."""
+    try:
+        return os.path.samefile(path, product)
+    except OSError:
+        return False
+
+
+def usable_directory(directory: Path, create: bool) -> None:
+    if create:
         directory.mkdir(parents=True, exist_ok=True)
     if not directory.is_dir():
         raise OSError(errno.ENOTDIR, "not an existing directory", str(directory))
     if not os.access(directory, os.W_OK | os.X_OK):
         raise OSError(errno.EACCES, "not writable", str(directory))
-    target = directory / name
-    if target.exists() or target.is_symlink():
-        if target.exists() and os.path.samefile(target, product):
-            return "symlink" if target.is_symlink() else "link"
-        raise OSError(errno.EEXIST, "a different file of that name is already there", str(target))
+
+
+def remove_staging(staging: Path) -> None:
+    """Remove a staging name of ours (a file or a link; a link is never followed)."""
     try:
-        os.link(product, target)
+        info = os.lstat(staging)
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        raise OSError(errno.EEXIST, "something that is not a file is in the way", str(staging))
+    os.unlink(staging)
+
+
+def stage_by_link(product: Path, destination: Destination, staging: Path, anchor: Path) -> str:
+    """Put the product at ``staging`` by hard or symbolic link; or raise ``NeedsCopy``.
+
+    A symbolic link must outlive the DAQ's folder, which moves to the archive:
+    it points at ``anchor``, a hard link of the product in the workspace's
+    ``linked/`` folder, which never moves.
+    """
+    usable_directory(destination.directory, create=destination.is_default)
+    remove_staging(staging)
+    try:
+        os.link(product, staging)
         how = "link"
     except OSError as error:
         if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
@@ -97,110 +138,273 @@ def link_product(
         if not destination.allow_symlink:
             raise NeedsCopy() from None
         anchor.parent.mkdir(parents=True, exist_ok=True)
-        if not (anchor.exists() and os.path.samefile(anchor, product)):
+        if not same_file(anchor, product):
+            anchor.unlink(missing_ok=True)
             os.link(product, anchor)
             fsync_directory(anchor.parent)
-        os.symlink(anchor, target)
+        os.symlink(anchor, staging)
         how = "symlink"
-    fsync_directory(directory)
+    fsync_directory(destination.directory)
     return how
 
 
-@inlineCallbacks
-def deliver(context: StageContext, product: Path, destination: Destination) -> Any:
-    """Deliver to one local destination; fires with (path, how)."""
-    name = context.daq.specification.archive_name
-    target = destination.directory / name
-    is_default = destination.key == RELEASE_DIR_KEY
-    anchor = context.linked_dir / name
+def publish(staging: Path, final: Path) -> bool:
+    """Rename the staged product to its final name; False if a file is already there."""
     try:
-        how = yield context.run_blocking(
-            link_product, product, destination, name, is_default, anchor
-        )
-    except NeedsCopy:
-        yield copy_product(context, product, target)
-        how = "copy"
-    return str(target), how
+        rename_no_replace(staging, final)
+    except FileExistsError:
+        return False
+    fsync_directory(final.parent)
+    return True
 
 
-@inlineCallbacks
-def copy_product(context: StageContext, product: Path, target: Path) -> Any:
-    """Copy in a child process (``dpmd.copyfile``), within ``limits.transfer``."""
-    yield context.transfer_slots.acquire()
-    try:
-        child = context.spawn("copy", python_command("dpmd.copyfile", str(product), str(target)))
+def find_final(final: Path, product: Path) -> str:
+    """What the final name holds now: ``absent``, ``product`` (same inode) or ``other``."""
+    if not os.path.lexists(final):
+        return "absent"
+    return "product" if same_file(final, product) else "other"
+
+
+# -- one stage run ----------------------------------------------------------------------
+
+
+class Release:
+    def __init__(self, host: StageHost) -> None:
+        self.host = host
+        self.name = host.specification.archive_name
+        self.product = Path(host.record.product)
+        self.digest: Digest | None = None
+
+    def entry(self, key: str) -> dict[str, Any]:
+        return self.host.record.deliveries[key]
+
+    def record_state(self, key: str, state: str, message: str, **values: Any) -> Any:
+        deliveries = dict(self.host.record.deliveries)
+        deliveries[key] = {**deliveries[key], **values, "state": state}
+        return self.host.note(message, deliveries=deliveries)
+
+    @inlineCallbacks
+    def file_digest(self, path: str) -> Any:
+        """Size and checksum of a local file, computed by a child process."""
+        lines: list[bytes] = []
+        child = self.host.spawn("digest", python_command("dpmd.digest", path),
+                                on_line=lines.append)  # fmt: skip
         status = yield child.wait()
-    finally:
-        context.transfer_slots.release()
-    if not status.ok:
-        reason = child.last_error_line() or status.describe()
-        raise OSError(errno.EIO, reason, str(target))
+        answer = json.loads(lines[-1]) if lines else {}
+        if not status.ok or ALGORITHM not in answer:
+            reason = answer.get("error") or child.last_error_line() or status.describe()
+            raise OSError(errno.EIO, f"cannot read it to check it: {reason}", path)
+        return Digest.from_json(answer)
 
+    def conflict(self, destination: Destination, where: str, found: Digest) -> ReleaseProblem:
+        assert self.digest is not None
+        return ReleaseProblem(
+            f"receiver {destination.key}: a different file is already at {where} "
+            f"({found.describe()}; the product is {self.digest.describe()}); it is never "
+            "overwritten: move it away, then RetryMergeDaq"
+        )
 
-@inlineCallbacks
-def deliver_remote(context: StageContext, product: Path, destination: Destination) -> Any:
-    """rsync to a hidden name at the receiver, then rename it there; fires with (path, how)."""
-    name = context.daq.specification.archive_name
-    final = str(destination.directory / name)
-    part = str(destination.directory / part_name(name))
-    remote = RemoteFile(host=destination.host, path=part)
-    transfer = context.config.transfer
-    meter = Meter()
+    # -- local receivers ---------------------------------------------------------------
 
-    def show_progress() -> None:
-        context.set_progress("releasing", meter.done, meter.total, "bytes")
+    @inlineCallbacks
+    def deliver_local(self, destination: Destination) -> Any:
+        host, key = self.host, destination.key
+        final = destination.directory / self.name
+        staging = destination.directory / part_name(self.name)
+        if self.entry(key)["state"] == Delivery.STAGED:
+            if not (yield host.run_blocking(os.path.lexists, staging)):
+                yield self.record_state(key, Delivery.DELIVERED,
+                                        f"released to {final} (found done)")  # fmt: skip
+                return
+        else:
+            found = yield host.run_blocking(find_final, final, self.product)
+            if found != "absent":
+                yield self.accept_existing(destination, final, found)
+                return
+            how = yield self.stage_local(destination, staging)
+            yield self.record_state(key, Delivery.STAGED, f"receiver {key}: staged ({how})",
+                                    how=how)  # fmt: skip
+        if not (yield host.run_blocking(publish, staging, final)):
+            found = yield host.run_blocking(find_final, final, self.product)
+            yield self.accept_existing(destination, final, found)
+            yield host.run_blocking(remove_staging, staging)
+            return
+        how = self.entry(key)["how"]
+        yield self.record_state(key, Delivery.DELIVERED, f"released to {final} ({how})")
 
-    try:
-        yield run_with_retries(
-            context, "rsync", rsync_argv(transfer, str(product), remote.rsync_argument), meter,
-            show_progress,
-        )  # fmt: skip
-        yield run_with_retries(
-            context, "ssh", remote_rename_argv(transfer, remote, part, final), Meter(),
-            lambda: None,
-        )  # fmt: skip
-    except TransferFailed as error:
-        where = f"{destination.host}:{destination.directory}"
-        raise OSError(errno.EIO, str(error), where) from None
-    return f"{destination.host}:{final}", "rsync"
-
-
-@inlineCallbacks
-def release(context: StageContext) -> Any:
-    """Deliver to every destination not yet served; fires with the first one's path."""
-    daq = context.daq
-    record = daq.record
-    product = Path(record.product)
-    targets = destinations(daq.specification.receivers, context.config.release_dir)
-    problems: list[tuple[str, str]] = []
-    for number, destination in enumerate(targets):
-        context.set_progress("releasing", number, len(targets), "files")
-        if destination.key in record.released:
-            continue
-        send = deliver_remote if destination.host else deliver
+    @inlineCallbacks
+    def stage_local(self, destination: Destination, staging: Path) -> Any:
+        host = self.host
+        anchor = host.linked_dir / self.name
         try:
-            path, how = yield send(context, product, destination)
-        except OSError as error:
-            where = error.filename or destination.directory
-            problems.append(
-                (
-                    destination.key,
-                    f"receiver {destination.key}: cannot release to {where}: {error.strerror}",
-                )
-            )
+            how = yield host.run_blocking(stage_by_link, self.product, destination, staging,
+                                          anchor)  # fmt: skip
+        except NeedsCopy:
+            yield self.copy(staging)
+            how = "copy"
+        return how
+
+    @inlineCallbacks
+    def copy(self, staging: Path) -> Any:
+        """Copy in a child process (``dpmd.copyfile``), within ``limits.transfer``."""
+        host = self.host
+        yield host.transfer_slots.acquire()
+        try:
+            argv = python_command("dpmd.copyfile", str(self.product), str(staging))
+            child = host.spawn("copy", argv)
+            status = yield child.wait()
+        finally:
+            host.transfer_slots.release()
+        if not status.ok:
+            reason = child.last_error_line() or status.describe()
+            raise OSError(errno.EIO, reason, str(staging))
+
+    @inlineCallbacks
+    def accept_existing(self, destination: Destination, final: Path, found: str) -> Any:
+        """A file is at the final name: it counts as delivered only if it is the product."""
+        how = "existing"
+        if found == "product":
+            how = "symlink" if final.is_symlink() else "link"
+        else:
+            other = yield self.file_digest(str(final))
+            if other != self.digest:
+                raise self.conflict(destination, str(final), other)
+        yield self.record_state(destination.key, Delivery.DELIVERED,
+                                f"released to {final} (it was already there)", how=how)  # fmt: skip
+
+    # -- remote receivers ---------------------------------------------------------------
+
+    @inlineCallbacks
+    def deliver_remote(self, destination: Destination) -> Any:
+        key = destination.key
+        final = str(destination.directory / self.name)
+        staging = str(destination.directory / part_name(self.name))
+        remote = RemoteFile(host=destination.host, path=staging)
+        where = f"{destination.host}:{final}"
+        try:
+            if self.entry(key)["state"] == Delivery.STAGED:
+                if not (yield self.remote_exists(remote, staging)):
+                    yield self.record_state(key, Delivery.DELIVERED,
+                                            f"released to {where} (found done)")  # fmt: skip
+                    return
+            else:
+                found = yield self.remote_digest(remote, final)
+                if found is not None:
+                    if found != self.digest:
+                        raise self.conflict(destination, where, found)
+                    yield self.record_state(key, Delivery.DELIVERED,
+                                            f"released to {where} (it was already there)",
+                                            how="existing")  # fmt: skip
+                    return
+                yield self.rsync(remote)
+                yield self.record_state(key, Delivery.STAGED, f"receiver {key}: staged (rsync)",
+                                        how="rsync")  # fmt: skip
+            if not (yield self.remote_publish(remote, staging, final)):
+                found = yield self.remote_digest(remote, final)
+                if found != self.digest:
+                    raise self.conflict(destination, where, found or Digest(0, "?"))
+        except TransferFailed as error:
+            raise OSError(errno.EIO, str(error), where) from None
+        yield self.record_state(key, Delivery.DELIVERED, f"released to {where} (rsync)")
+
+    @inlineCallbacks
+    def rsync(self, remote: RemoteFile) -> Any:
+        meter = Meter()
+
+        def show_progress() -> None:
+            self.host.set_progress("releasing", meter.done, meter.total, "bytes")
+
+        argv = rsync_argv(self.host.config.transfer, str(self.product), remote.rsync_argument)
+        yield run_with_retries(self.host, "rsync", argv, meter, show_progress)
+
+    def remote_exists(self, remote: RemoteFile, path: str) -> Any:
+        script = "if [ -e {0} ] || [ -L {0} ]; then echo yes; else echo no; fi"
+        return self.remote(remote, script, path).addCallback(lambda lines: lines == ["yes"])
+
+    def remote_digest(self, remote: RemoteFile, path: str) -> Any:
+        """``Digest`` of a remote file (``b2sum``, as BLAKE2b-512), or None if it is absent."""
+        script = (
+            "if [ -e {0} ] || [ -L {0} ]; then wc -c < {0} && b2sum < {0}; else echo absent; fi"
+        )
+
+        def parsed(lines: list[str]) -> Digest | None:
+            if lines == ["absent"]:
+                return None
+            return Digest(int(lines[0]), lines[1].split()[0])
+
+        return self.remote(remote, script, path).addCallback(parsed)
+
+    def remote_publish(self, remote: RemoteFile, staging: str, final: str) -> Any:
+        """``mv`` that refuses to replace a file (answering ``taken``)."""
+        script = (
+            "if [ -e {1} ] || [ -L {1} ]; then echo taken; else mv -f -- {0} {1} && echo moved; fi"
+        )
+        return self.remote(remote, script, staging, final).addCallback(
+            lambda lines: lines == ["moved"]
+        )
+
+    def remote(self, remote: RemoteFile, script: str, *paths: str) -> Any:
+        argv = remote_script_argv(self.host.config.transfer, remote, script, *paths)
+        return run_remote(self.host, argv)
+
+
+@inlineCallbacks
+def release(host: StageHost) -> Any:
+    """Deliver to every receiver not yet served; fires with the first one's path."""
+    run = Release(host)
+    targets = destinations(host.specification.receivers, host.config.release_dir)
+    record = host.record
+    if record.product_digest is None:
+        digest = yield run.file_digest(record.product)
+        planned = {
+            target.key: {"path": release_path(target, run.name), "how": "",
+                         "state": Delivery.PLANNED}
+            for target in targets
+        }  # fmt: skip
+        yield host.note(f"releasing to {len(targets)} receiver(s)",
+                        product_digest=digest.to_json(), deliveries=planned)  # fmt: skip
+    run.digest = Digest.from_json(host.record.product_digest or {})
+    problems: list[tuple[str, str]] = []
+    for number, target in enumerate(targets):
+        host.set_progress("releasing", number, len(targets), "files")
+        if run.entry(target.key)["state"] == Delivery.DELIVERED:
             continue
-        released = {**record.released, destination.key: {"path": path, "how": how}}
-        yield daq.note(f"released to {path} ({how})", released=released)
+        deliver = run.deliver_remote if target.host else run.deliver_local
+        try:
+            yield deliver(target)
+        except ReleaseProblem as problem:
+            problems.append((target.key, str(problem)))
+        except OSError as error:
+            where = error.filename or target.directory
+            problems.append(
+                (target.key, f"receiver {target.key}: cannot release to {where}: {error.strerror}")
+            )
     if problems:
         raise StageError(problems)
-    context.set_progress("releasing", len(targets), len(targets), "files")
-    return record.released[targets[0].key]["path"]
+    host.set_progress("releasing", len(targets), len(targets), "files")
+    return host.record.deliveries[targets[0].key]["path"]
 
 
-def remove_partial_copies(
-    receivers: tuple[OlasReceiver, ...], release_dir: Path, name: str
+def release_path(destination: Destination, name: str) -> str:
+    final = str(destination.directory / name)
+    return f"{destination.host}:{final}" if destination.host else final
+
+
+def remove_partial_deliveries(
+    receivers: tuple[OlasReceiver, ...],
+    release_dir: Path,
+    name: str,
+    deliveries: dict[str, dict[str, Any]],
 ) -> None:
-    """Remove temporary copies an interrupted release left at local receivers (blocking)."""
+    """Remove staging files at local receivers that were not delivered (blocking).
+
+    An aborted DAQ leaves nothing half-made; a receiver that has the product
+    (``delivered``) keeps it.
+    """
     for destination in destinations(receivers, release_dir):
-        if not destination.host:
-            temporary_name(destination.directory / name).unlink(missing_ok=True)
+        state = deliveries.get(destination.key, {}).get("state")
+        if destination.host or state == Delivery.DELIVERED:
+            continue
+        staging = destination.directory / part_name(name)
+        remove_staging(temporary_name(staging))  # the copier's own temporary
+        remove_staging(staging)

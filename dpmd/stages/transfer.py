@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
 from dpmd.config import TransferConfig
 from dpmd.locations import RemoteFile
-from dpmd.stages import StageContext
+from dpmd.stages import StageHost
 from dpmd.workers import ChildProcess
 
 PART_SUFFIX = ".dpmd-part"
@@ -72,18 +72,16 @@ def rsync_argv(config: TransferConfig, source: str, destination: str) -> list[st
     ]
 
 
-def remote_rename_argv(config: TransferConfig, remote: RemoteFile, old: str, new: str) -> list[str]:
-    """``ssh host mv``: the operands are quoted because ssh hands them to a shell."""
-    return [
-        *ssh_command(config),
-        "--",
-        remote.login,
-        "mv",
-        "-f",
-        "--",
-        shlex.quote(old),
-        shlex.quote(new),
-    ]
+def remote_script_argv(
+    config: TransferConfig, remote: RemoteFile, script: str, *paths: str
+) -> list[str]:
+    """``ssh host SCRIPT``: ``{0}``, ``{1}``… in the script become the quoted ``paths``.
+
+    ssh hands its command to the remote user's shell, so every operand is
+    quoted for it; the script itself is ours, never a specification's.
+    """
+    command = script.format(*(shlex.quote(path) for path in paths))
+    return [*ssh_command(config), "--", remote.login, command]
 
 
 @dataclass
@@ -122,31 +120,57 @@ def first_cause(lines: list[str]) -> str:
     return (causes or lines or [""])[0]
 
 
-@inlineCallbacks
 def run_with_retries(
-    context: StageContext,
+    host: StageHost,
     kind: str,
     argv: list[str],
     meter: Meter,
     on_progress: Callable[[], None],
+) -> Deferred[None]:
+    """Run one transfer in a transfer slot, retrying with back-off; progress feeds ``meter``."""
+
+    def line_received(line: bytes) -> None:
+        if meter.line_received(line):
+            on_progress()
+
+    return run_transfer_command(host, kind, argv, line_received)
+
+
+def run_remote(host: StageHost, argv: list[str]) -> Deferred[list[str]]:
+    """Run a short remote command (with the transfer retries); fires with its output lines."""
+    lines: list[str] = []
+
+    def line_received(line: bytes) -> None:
+        lines.append(line.decode(errors="replace").strip())
+
+    def answer(_: Any) -> list[str]:
+        return lines
+
+    def start_over() -> None:
+        lines.clear()
+
+    return run_transfer_command(host, "ssh", argv, line_received, start_over).addCallback(answer)
+
+
+@inlineCallbacks
+def run_transfer_command(
+    host: StageHost,
+    kind: str,
+    argv: list[str],
+    on_line: Callable[[bytes], None],
+    on_retry: Callable[[], None] = lambda: None,
 ) -> Any:
-    """Run one transfer command in a transfer slot, retrying with back-off."""
-    transfer = context.config.transfer
+    """Run a command of the transfer tools in a transfer slot, retrying with back-off."""
+    transfer = host.config.transfer
     attempts = transfer.retries + 1
     for attempt in range(attempts):
-        yield context.transfer_slots.acquire()
+        yield host.transfer_slots.acquire()
+        on_retry()
         try:
-
-            def line_received(line: bytes) -> None:
-                if meter.line_received(line):
-                    on_progress()
-
-            child = context.spawn(
-                kind, argv, on_line=line_received, silence_timeout=transfer.timeout
-            )
+            child = host.spawn(kind, argv, on_line=on_line, silence_timeout=transfer.timeout)
             status = yield child.wait()
         finally:
-            context.transfer_slots.release()
+            host.transfer_slots.release()
         if status.ok:
             return
         reason = describe_failure(child, transfer.timeout)
@@ -154,4 +178,4 @@ def run_with_retries(
             tries = f" after {attempts} attempts" if attempts > 1 else ""
             raise TransferFailed(f"{reason}{tries}")
         delay = transfer.retry_delay * 2**attempt
-        yield deferLater(context.clock, delay, lambda: None)
+        yield deferLater(host.clock, delay, lambda: None)

@@ -1,0 +1,92 @@
+"""What a running stage may use of its DAQ and of the server (``dpmd.stages.StageHost``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.interfaces import IReactorTime
+
+from dpmd.blocking import RunBlocking
+from dpmd.config import Config
+from dpmd.daq.lifecycle import Daq
+from dpmd.daq.record import DaqRecord
+from dpmd.model import AlertSeverity
+from dpmd.spec import Specification
+from dpmd.workers import ChildProcess, ProcessRunner
+
+
+@dataclass
+class Means:
+    """The server's means that every stage shares."""
+
+    config: Config
+    clock: IReactorTime
+    runner: ProcessRunner
+    run_blocking: RunBlocking
+    merge_slots: DeferredSemaphore
+    transfer_slots: DeferredSemaphore
+
+
+class StageContext:
+    """A ``StageHost`` for one run of one stage of one DAQ."""
+
+    def __init__(self, daq: Daq, means: Means, directory: Path, linked_dir: Path) -> None:
+        self._daq = daq
+        self._means = means
+        self.directory = directory
+        self.linked_dir = linked_dir
+
+    @property
+    def daq_id(self) -> str:
+        return self._daq.id
+
+    @property
+    def specification(self) -> Specification:
+        specification = self._daq.specification
+        assert specification is not None, "a stage runs only once its specification is loaded"
+        return specification
+
+    @property
+    def record(self) -> DaqRecord:
+        return self._daq.newest
+
+    @property
+    def config(self) -> Config:
+        return self._means.config
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._means.clock
+
+    @property
+    def run_blocking(self) -> RunBlocking:
+        return self._means.run_blocking
+
+    @property
+    def merge_slots(self) -> DeferredSemaphore:
+        return self._means.merge_slots
+
+    @property
+    def transfer_slots(self) -> DeferredSemaphore:
+        return self._means.transfer_slots
+
+    def spawn(self, kind: str, argv: Sequence[str], **options: Any) -> ChildProcess:
+        child = self._means.runner.spawn(kind, argv, **options)
+        children = self._daq.children
+        children.append(child)
+        child.wait().addCallback(lambda _: children.remove(child))
+        return child
+
+    def set_progress(self, stage: str, done: int, total: int, unit: str) -> None:
+        self._daq.progress = {"stage": stage, "done": done, "total": total, "unit": unit}
+
+    def note(self, message: str, **changes: Any) -> Deferred[None]:
+        return self._daq.change(message, **changes)
+
+    def alert(self, category: str, key: str, severity: AlertSeverity,
+              description: str) -> Deferred[None]:  # fmt: skip
+        return self._daq.raise_alert(category, key, severity, description)

@@ -1,0 +1,105 @@
+"""The journal: group commit of every change to the store, off the reactor.
+
+Callers on the reactor hand in changes (a new DAQ, a DAQ's new record) and
+get a Deferred that fires once the change is on disk.  One writer thread
+commits: while it is busy, the changes that arrive wait, and the next
+transaction takes all of them at once, so twenty clients queueing at the same
+time cost one ``fsync``, not twenty.  Each caller is then answered in the
+order its change was made.  A failed transaction fails every caller in it
+with ``StoreError`` and leaves nothing of it in the store.
+
+Look-ups of DAQs that are not in memory (archived ones, the specification
+of a DAQ about to start) go through a reader thread with a connection of
+its own; WAL lets it read while the writer writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from dpmd.blocking import RunBlocking
+from dpmd.daq.store import Change, Store, StoredDaq, StoreError
+from dpmd.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Journal:
+    def __init__(self, writer: Store, reader: Store, run_writer: RunBlocking,
+                 run_reader: RunBlocking) -> None:  # fmt: skip
+        self._writer = writer
+        self._reader = reader
+        self._run_writer = run_writer
+        self._run_reader = run_reader
+        self._waiting: list[tuple[Change, Deferred[Any]]] = []
+        self._committing = False
+        self._stopped: Deferred[None] | None = None
+        self.batches = 0
+        """Transactions committed so far (for the internal status and the tests)."""
+
+    def commit(self, change: Change) -> Deferred[Any]:
+        """Fires with the change's outcome once it is on disk, or fails with ``StoreError``."""
+        waiter: Deferred[Any] = Deferred()
+        self._waiting.append((change, waiter))
+        self._next_batch()
+        return waiter
+
+    def find(self, daq_id: str) -> Deferred[StoredDaq | None]:
+        return self._run_reader(self._reader.find, daq_id)
+
+    def specification(self, daq_id: str) -> Deferred[bytes]:
+        return self._run_reader(self._reader.specification, daq_id)
+
+    def expired(self, finished_before: float, limit: int) -> Deferred[list[str]]:
+        return self._run_reader(self._reader.expired, finished_before, limit)
+
+    @property
+    def idle(self) -> bool:
+        return not self._committing and not self._waiting
+
+    def drain(self) -> Deferred[None]:
+        """Fires once every change handed in so far is committed (or has failed)."""
+        if self.idle:
+            done: Deferred[None] = Deferred()
+            done.callback(None)
+            return done
+        if self._stopped is None:
+            self._stopped = Deferred()
+        return self._stopped
+
+    def _next_batch(self) -> None:
+        if self._committing or not self._waiting:
+            return
+        batch, self._waiting = self._waiting, []
+        self._committing = True
+        changes = [change for change, _ in batch]
+        self._run_writer(self._writer.commit, changes).addBoth(self._committed, batch)
+
+    def _committed(self, outcome: Sequence[Any] | Failure,
+                   batch: list[tuple[Change, Deferred[Any]]]) -> None:  # fmt: skip
+        # Answer the whole batch before the next one starts, so that the changes
+        # its callers make in reply are committed together.
+        if isinstance(outcome, Failure):
+            reason = outcome.value if outcome.check(StoreError) else StoreError(
+                outcome.getErrorMessage()
+            )
+            if not outcome.check(StoreError):
+                log.failure("the store's writer failed", outcome)
+            log.error("store commit of {count} change(s) failed: {reason}", count=len(batch),
+                      reason=str(reason))  # fmt: skip
+            for _, waiter in batch:
+                waiter.errback(Failure(reason))
+        else:
+            self.batches += 1
+            for (_, waiter), result in zip(batch, outcome, strict=True):
+                waiter.callback(result)
+        self._committing = False
+        if self._waiting:
+            self._next_batch()
+        elif self._stopped is not None:
+            stopped, self._stopped = self._stopped, None
+            stopped.callback(None)

@@ -1,0 +1,85 @@
+"""Importing a workspace of the file-per-DAQ layout into the store, once.
+
+Earlier versions kept each DAQ as ``daqs/<id>/`` or ``archive/<id>/`` with
+``specification.json`` and ``status.json`` (record format 1), and new
+arrivals in ``incoming/``.  The first start of this version reads them all
+and stores them in one transaction: either every DAQ is in the store
+afterwards, or (a crash, a full disk) none is and the next start imports
+again.  Only then are the old ``status.json`` files deleted, so that the
+store is the one truth.  A folder that cannot be read is moved to
+``corrupt/`` and logged, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dpmd.daq.record import DaqRecord
+from dpmd.daq.store import ImportedDaq
+from dpmd.workspace import SPECIFICATION, Workspace, remove
+
+STATUS = "status.json"
+INCOMING = "incoming"
+
+
+@dataclass
+class LegacyWorkspace:
+    daqs: list[ImportedDaq] = field(default_factory=list)
+    set_aside: list[tuple[str, Path, str]] = field(default_factory=list)
+    """``(name, moved to, reason)`` of each folder that could not be read."""
+
+
+def has_legacy_layout(workspace: Workspace) -> bool:
+    return (workspace.root / INCOMING).exists() or any(
+        (folder / STATUS).exists()
+        for parent in (workspace.daqs, workspace.archive)
+        if parent.is_dir()
+        for folder in parent.iterdir()
+    )
+
+
+def read_legacy(workspace: Workspace) -> LegacyWorkspace:
+    """Every DAQ of the old layout, as rows for the store (blocking)."""
+    found = LegacyWorkspace()
+    remove(workspace.root / INCOMING)  # never acknowledged
+    for parent, archived in ((workspace.daqs, False), (workspace.archive, True)):
+        if not parent.is_dir():
+            continue
+        for folder in sorted(parent.iterdir()):
+            try:
+                found.daqs.append(_read_folder(folder, archived))
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+                reason = f"{type(error).__name__}: {error}"
+                found.set_aside.append((folder.name, workspace.set_aside(folder), reason))
+    found.daqs.sort(key=lambda daq: daq.seq)
+    return found
+
+
+def _read_folder(folder: Path, archived: bool) -> ImportedDaq:
+    if not folder.is_dir():
+        raise ValueError("not a folder")
+    specification = (folder / SPECIFICATION).read_bytes()
+    record = DaqRecord.from_json(json.loads((folder / STATUS).read_bytes()))
+    if record.id != folder.name:
+        raise ValueError(f"{STATUS} names DAQ {record.id!r}, not {folder.name!r}")
+    return ImportedDaq(
+        daq_id=record.id,
+        seq=record.seq,
+        specification=specification,
+        record=record.encode(),
+        substate=record.substate.value,
+        finished_at=record.finished_at,
+        archived=archived or record.substate.is_final,
+    )
+
+
+def forget_legacy_records(workspace: Workspace, imported: list[ImportedDaq]) -> None:
+    """After the import is committed: the old records are no longer the truth."""
+    for daq in imported:
+        for parent in (workspace.daqs, workspace.archive):
+            (parent / daq.daq_id / STATUS).unlink(missing_ok=True)
+    for leftover in workspace.root.glob(f"*/*/.{STATUS}.tmp"):
+        os.unlink(leftover)

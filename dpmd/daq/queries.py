@@ -1,0 +1,86 @@
+"""What the status commands answer, for DAQs in memory and for archived ones.
+
+An unfinished DAQ answers from memory, with its wire status made once per
+change.  Any other id is an indexed look-up in the store: an archived DAQ
+answers with its final status, whatever its age.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from dpmd.daq.journal import Journal
+from dpmd.daq.lifecycle import Daq
+from dpmd.daq.record import DaqRecord
+from dpmd.daq.registry import Registry
+from dpmd.daq.store import StoredDaq
+from dpmd.model import DaqError
+from dpmd.workspace import Workspace
+
+
+class Queries:
+    def __init__(self, registry: Registry, journal: Journal, workspace: Workspace,
+                 archived_folder: Callable[[str], Path]) -> None:  # fmt: skip
+        self._registry = registry
+        self._journal = journal
+        self._workspace = workspace
+        self._archived_folder = archived_folder
+
+    def status(self, daq_id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        daq = self._registry.get(daq_id)
+        if daq is not None:
+            return daq.wire_status()
+        return self.stored(daq_id).addCallback(lambda found: found[0].status().to_json())
+
+    def active(self) -> list[dict[str, Any]]:
+        return [daq.wire_status() for daq in self._registry]
+
+    def internal(self, daq_id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        daq = self._registry.get(daq_id)
+        if daq is not None:
+            return {"status": daq.wire_status(), "detail": self._detail(daq.record, daq)}
+
+        def answer(found: tuple[DaqRecord, StoredDaq]) -> dict[str, Any]:
+            record, stored = found
+            return {"status": record.status().to_json(),
+                    "detail": self._detail(record, None, stored)}  # fmt: skip
+
+        return self.stored(daq_id).addCallback(answer)
+
+    def stored(self, daq_id: str) -> Deferred[tuple[DaqRecord, StoredDaq]]:
+        """The record of a DAQ that is not in memory, or ``DaqError`` for an unknown id."""
+
+        def found(stored: StoredDaq | None) -> tuple[DaqRecord, StoredDaq]:
+            if stored is None or daq_id in self._registry:
+                raise DaqError(f"unknown DAQ id '{daq_id}'", daq_id)
+            return DaqRecord.decode(stored.record), stored
+
+        return self._journal.find(daq_id).addCallback(found)
+
+    def _detail(self, record: DaqRecord, daq: Daq | None,
+                stored: StoredDaq | None = None) -> dict[str, Any]:  # fmt: skip
+        archived = daq is None
+        folder = (self._archived_folder(record.id) if archived
+                  else self._workspace.daq_dir(record.id))  # fmt: skip
+        return {
+            "queued_at": record.queued_at,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "workspace": str(folder),
+            "workspace_removed": bool(stored and stored.folder_removed),
+            "progress": daq.progress if daq else None,
+            "sources": list(record.sources),
+            "processes": [child.describe() for child in daq.children] if daq else [],
+            "archived": archived,
+            "history": list(record.history),
+            # Once archived, the product is the receivers' (see ``released``).
+            "product": "" if archived else record.product,
+            "product_digest": record.product_digest,
+            "released": record.released,
+            "deliveries": record.deliveries,
+            "stages": record.stages,
+        }
