@@ -1,0 +1,190 @@
+"""The record store and its journal: group commit, all-or-nothing batches, indexed look-ups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from dpmd.blocking import SerialExecutor
+from dpmd.daq.journal import Journal
+from dpmd.daq.store import (
+    DIFFERENT,
+    DIFFERENT_ARCHIVED,
+    IDENTICAL,
+    INSERTED,
+    FolderRemoved,
+    Insert,
+    Store,
+    StoreError,
+    Update,
+)
+from dpmd.testing import synchronous
+
+
+def insert(daq_id: str, seq: int, spec: bytes = b"{}") -> Insert:
+    return Insert(daq_id, seq, spec, f'{{"id": "{daq_id}"}}', "Scheduled")
+
+
+class HeldWriter:
+    """A writer thread the test lets run one transaction at a time."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    def __call__(self, function: Any, *args: Any) -> Deferred[Any]:
+        waiter: Deferred[Any] = Deferred()
+        self.pending.append((waiter, function, args))
+        return waiter
+
+    def run_next(self) -> None:
+        waiter, function, args = self.pending.pop(0)
+        try:
+            result = function(*args)
+        except Exception:
+            waiter.errback(Failure())
+        else:
+            waiter.callback(result)
+
+
+class StoreTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        self.path = root / "dpmd.sqlite3"
+        self.store = Store(self.path)
+        self.addCleanup(self.store.close)
+        self.assertTrue(self.store.create_schema())
+        self.reader = Store(self.path)
+        self.addCleanup(self.reader.close)
+
+
+class StoreTests(StoreTestCase):
+    def test_a_second_start_finds_the_schema(self) -> None:
+        self.assertFalse(Store(self.path).create_schema())
+
+    def test_insert_outcomes(self) -> None:
+        self.assertEqual(self.store.commit([insert("A", 1, b"spec")]), [INSERTED])
+        self.assertEqual(self.store.commit([insert("A", 2, b"spec")]), [IDENTICAL])
+        self.assertEqual(self.store.commit([insert("A", 3, b"other")]), [DIFFERENT])
+        self.store.commit([Update("A", '{"id": "A"}', "Completed", 5.0, archived=True)])
+        self.assertEqual(self.store.commit([insert("A", 4, b"other")]), [DIFFERENT_ARCHIVED])
+        self.assertEqual(self.store.commit([insert("A", 5, b"spec")]), [IDENTICAL])
+
+    def test_a_failed_batch_leaves_nothing_of_itself(self) -> None:
+        self.store.commit([insert("A", 1)])
+        # B is fine on its own; C reuses A's queue number, which the store refuses.
+        error = self.assertRaises(StoreError, self.store.commit, [insert("B", 2), insert("C", 1)])
+        self.assertIn("UNIQUE", str(error))
+        self.assertIsNone(self.reader.find("B"))
+        self.assertEqual(self.store.commit([insert("B", 2)]), [INSERTED])
+
+    def test_archived_daqs_are_not_unfinished_but_are_found(self) -> None:
+        self.store.commit([insert("A", 1), insert("B", 2), insert("C", 3)])
+        self.store.commit([Update("B", '{"id": "B"}', "Completed", 10.0, archived=True)])
+        self.assertEqual([row[1] for row in self.store.unfinished()], ["A", "C"])
+        found = self.reader.find("B")
+        assert found is not None
+        self.assertEqual((found.seq, found.archived, found.folder_removed), (2, True, False))
+        self.assertIsNone(self.reader.find("NOPE"))
+        self.assertEqual(self.store.next_seq(), 4)
+
+    def test_expired_lists_the_oldest_archived_folders_first(self) -> None:
+        self.store.commit([insert(f"D.{n}", n) for n in range(1, 5)])
+        self.store.commit([Update(f"D.{n}", "{}", "Completed", float(10 - n), archived=True)
+                           for n in (1, 2, 3)])  # fmt: skip
+        self.assertEqual(self.reader.expired(9.5, 10), ["D.3", "D.2", "D.1"])
+        self.assertEqual(self.reader.expired(8.5, 1), ["D.3"])
+        self.store.commit([FolderRemoved("D.3")])
+        self.assertEqual(self.reader.expired(9.5, 10), ["D.2", "D.1"])
+
+    def test_the_query_plans_use_the_indexes(self) -> None:
+        """Start-up and look-ups read an index, never the whole history."""
+        db = self.store._db
+        plans = {
+            "SELECT seq, id, record FROM daq WHERE archived = 0 ORDER BY seq": "daq_unfinished",
+            "SELECT seq FROM daq WHERE id = 'X'": "sqlite_autoindex_daq_1",
+            "SELECT id FROM daq WHERE archived = 1 AND folder_removed = 0 AND finished_at < 1"
+            " ORDER BY finished_at LIMIT 5": "daq_retention",
+        }
+        for query, index in plans.items():
+            plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+            with self.subTest(query):
+                self.assertIn(f"INDEX {index}", plan)
+
+
+class JournalTests(StoreTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.writer = HeldWriter()
+        self.journal = Journal(self.store, self.reader, self.writer, synchronous)
+
+    def test_changes_waiting_for_the_writer_are_committed_together(self) -> None:
+        first = self.journal.commit(insert("A", 1))
+        waiting = [self.journal.commit(insert(name, seq)) for seq, name in ((2, "B"), (3, "C"))]
+        self.assertEqual(len(self.writer.pending), 1, "one transaction at a time")
+        self.writer.run_next()
+        self.assertEqual(self.successResultOf(first), INSERTED)
+        for deferred in waiting:
+            self.assertNoResult(deferred)
+        self.assertEqual(len(self.writer.pending), 1)
+        [(_, _, (changes,))] = self.writer.pending
+        self.assertEqual([change.daq_id for change in changes], ["B", "C"])
+        self.writer.run_next()
+        self.assertEqual([self.successResultOf(d) for d in waiting], [INSERTED, INSERTED])
+        self.assertEqual(self.journal.batches, 2)
+
+    def test_a_failed_transaction_fails_every_caller_in_it(self) -> None:
+        self.successResultOf(Journal(self.store, self.reader, synchronous,
+                                     synchronous).commit(insert("A", 1)))  # fmt: skip
+        self.journal.commit(insert("X", 9))
+        batch = [self.journal.commit(insert("B", 2)), self.journal.commit(insert("C", 1))]
+        self.writer.run_next()
+        self.writer.run_next()
+        for deferred in batch:
+            self.failureResultOf(deferred, StoreError)
+        self.assertIsNone(self.reader.find("B"))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_what_callers_commit_in_reply_joins_the_next_batch(self) -> None:
+        first = self.journal.commit(insert("A", 1))
+        first.addCallback(lambda _: self.journal.commit(insert("A2", 10)))
+        self.journal.commit(insert("B", 2))
+        self.writer.run_next()  # A alone; B waited, and A's reply joins it
+        [(_, _, (changes,))] = self.writer.pending
+        self.assertEqual([change.daq_id for change in changes], ["B", "A2"])
+
+    def test_drain_waits_for_what_was_handed_in(self) -> None:
+        self.journal.commit(insert("A", 1))
+        drained = self.journal.drain()
+        self.assertNoResult(drained)
+        self.writer.run_next()
+        self.successResultOf(drained)
+        self.successResultOf(self.journal.drain())
+
+
+class RealThreadTests(TestCase):
+    """Twenty concurrent changes through the real writer thread cost fewer transactions."""
+
+    @inlineCallbacks
+    def test_group_commit_on_the_writer_thread(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        store, reader = Store(root / "s.sqlite3"), Store(root / "s.sqlite3")
+        store.create_schema()
+        writer = SerialExecutor(reactor, "test-writer")
+        writer.start()
+        self.addCleanup(writer.stop)
+        self.addCleanup(store.close)
+        self.addCleanup(reader.close)
+        journal = Journal(store, reader, writer, synchronous)
+        outcomes = yield gatherResults(
+            [journal.commit(insert(f"T.{n}", n)) for n in range(1, 21)]
+        )
+        self.assertEqual(outcomes, [INSERTED] * 20)
+        self.assertLessEqual(journal.batches, 2)
+        self.assertEqual(len(store.unfinished()), 20)
