@@ -50,8 +50,8 @@ class ReleaseCrashTests(SynchronousTestCase):
         self.inbox.mkdir()
         self.final = self.inbox / "X.1.fits"
         self.staging = self.inbox / ".X.1.fits.dpmd-part"
-        spec = specification("X.1", self.old.source("a.fits"),
-                             receivers=[{"type": "olasReceiver", "path": str(self.inbox)}])  # fmt: skip
+        receivers = [{"type": "olasReceiver", "path": str(self.inbox)}]
+        spec = specification("X.1", self.old.source("a.fits"), receivers=receivers)
         self.old.queue(spec)
 
     def crash_at(self, state: str) -> None:
@@ -125,8 +125,8 @@ class ExistingFileTests(SynchronousTestCase):
         inbox = h.root / "olas"
         inbox.mkdir()
         (inbox / "Y.1.fits").write_bytes(FITS_BLOCK)  # not a link of the product
-        h.queue(specification("Y.1", h.source("a.fits"),
-                              receivers=[{"type": "olasReceiver", "path": str(inbox)}]))  # fmt: skip
+        receivers = [{"type": "olasReceiver", "path": str(inbox)}]
+        h.queue(specification("Y.1", h.source("a.fits"), receivers=receivers))
         h.finish_merge()
         self.assertEqual(h.status("Y.1").substate.value, "Completed")
         released = h.internal("Y.1")["detail"]["released"]
@@ -156,7 +156,7 @@ class StoreFailureTests(SynchronousTestCase):
         self.assertEqual([a["category"] for a in published["alerts"]], ["WorkspaceError"])
         self.assertTrue(published["error"])
         self.assertIn("database or disk is full", published["alerts"][0]["description"])
-        self.assertEqual(h.stored("Z.1")["record"]["alerts"], [], "the refused change is not stored")
+        self.assertEqual(h.stored("Z.1")["record"]["alerts"], [], "not stored, not shown")
         self.assertIn(15, merger.signals, "the stage stops")
         merger.killed(15)
         h.settle()
@@ -195,8 +195,8 @@ class AbortDuringReleaseTests(SynchronousTestCase):
             Deferred() if getattr(function, "__name__", "") == "publish"
             else synchronous(function, *args)
         )
-        h.queue(specification("AB.2", h.source("a.fits"),
-                              receivers=[{"type": "olasReceiver", "path": str(inbox)}]))  # fmt: skip
+        receivers = [{"type": "olasReceiver", "path": str(inbox)}]
+        h.queue(specification("AB.2", h.source("a.fits"), receivers=receivers))
         h.finish_merge()
         self.assertEqual(os.listdir(inbox), [".AB.2.fits.dpmd-part"])
         h.run_blocking = synchronous
