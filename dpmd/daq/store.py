@@ -131,6 +131,12 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- start-up (reactor thread, before the reactor runs) --------------------
 
     def create_schema(self) -> bool:
