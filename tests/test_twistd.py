@@ -21,13 +21,21 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def twistd(
-    directory: Path, *arguments: str, logfile: Path | None = None
+    directory: Path,
+    *arguments: str,
+    logfile: Path | None = None,
+    daemon_options: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Run ``twistd -n dpmd`` in ``directory`` with this checkout importable."""
+    """Run ``twistd -n dpmd`` in ``directory`` with this checkout importable.
+
+    With ``daemon_options`` (twistd's own, e.g. the pid file) it runs in twistd's
+    default daemon mode instead of in the foreground.
+    """
     environ = dict(os.environ, PYTHONPATH=SOURCE_ROOT, DATAROOT=str(directory))
     log_options = [f"--logfile={logfile}"] if logfile else []
+    mode = ["--nodaemon", "--pidfile="] if daemon_options is None else daemon_options
     return subprocess.Popen(
-        [*TWISTD, "--nodaemon", "--pidfile=", *log_options, "dpmd", *arguments],
+        [*TWISTD, *mode, *log_options, "dpmd", *arguments],
         cwd=directory,
         env=environ,
         stdout=subprocess.PIPE,
@@ -107,3 +115,36 @@ class TwistdTests(TestCase):
         lines = err.decode().strip().splitlines()
         self.assertEqual(len(lines), 1, err)
         self.assertIn(f"cannot listen on 'tcp:{port}:interface=127.0.0.1'", lines[0])
+
+    def test_daemon_mode_bind_failure_ends_the_launcher_with_the_reason(self) -> None:
+        """twistd forks before the port is bound: the launcher must not wait for ever."""
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        port = busy.getsockname()[1]
+        pidfile = self.directory / "twistd.pid"
+        process = twistd(
+            self.directory, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            logfile=self.directory / "twistd.log", daemon_options=[f"--pidfile={pidfile}"],
+        )  # fmt: skip
+        started = time.monotonic()
+        _out, err = process.communicate(timeout=30)
+        self.assertEqual(process.returncode, 1)
+        self.assertLess(time.monotonic() - started, 20)
+        first = err.decode().splitlines()[0]
+        expected = f"cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
+        self.assertEqual(first, f"dpmd: {expected}")
+        self.assertFalse(pidfile.exists(), "no stale pid file")
+
+    def test_daemon_mode_locked_workspace_is_one_line(self) -> None:
+        first = self.start()
+        pidfile = self.directory / "second.pid"
+        second = twistd(self.directory, "--listen", f"unix:{self.sockets / 'other.sock'}",
+                        daemon_options=[f"--pidfile={pidfile}"])  # fmt: skip
+        _out, err = second.communicate(timeout=30)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn(f"process {first.pid}", err.decode().splitlines()[0])
+        self.assertFalse(pidfile.exists())
+        first.terminate()
+
