@@ -2,7 +2,7 @@
 
     python bench/server.py [--calls 400] [--interval 0.005] [--ext-mib 64] [--extensions 4]
                            [--daq-limit 1] [--merge-limit 1] [--min-merges 4]
-                           [--queue 200] [--dir DIR] [--keep]
+                           [--dir DIR] [--keep]
 
 Starts a real dpmd (``twistd --nodaemon --pidfile= --logfile=… dpmd --config …``) in a
 temporary directory, then:
@@ -13,10 +13,8 @@ temporary directory, then:
    keeps ``--daq-limit`` + 1 DAQs queued, each merging a generated source of
    ``--extensions`` x ``--ext-mib`` MiB, and deletes each released product); the busy/idle
    ratios, the merge throughput and the server's peak RSS in both phases;
-3. QueueDaq: ``--queue`` small specifications sent back to back on one connection (each
-   acknowledged only once it is on disk), against ``--queue`` plain
-   write+fsync+rename+fsync-dir operations, and against ``Workspace.create`` (the server's
-   exact disk work) done directly in this process.
+(QueueDaq throughput, the cost at 10,000 DAQs and start-up with a long history are
+``bench/core.py``'s.)
 
 Not a test: it prints numbers and asserts nothing. Needs Linux (/proc) and psutil.
 """
@@ -27,14 +25,11 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -43,86 +38,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dpmd.workspace import Workspace, fsync_directory  # noqa: E402
+from bench.common import Rpc, start_server  # noqa: E402
 from tests.fitsfactory import write_raw_source  # noqa: E402
 
 MIB = 1 << 20
 STATUS_CALLS = ("/daq/GetActiveDaqs", "/dpm/QueryStorageStatus")
-
-
-class Rpc:
-    """A blocking JSON-RPC client on one TCP connection; notifications are kept aside."""
-
-    def __init__(self, port: int) -> None:
-        self.socket = socket.create_connection(("127.0.0.1", port))
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
-        self.next_id = 0
-        self.notifications: deque[dict[str, Any]] = deque()
-        self.responses: dict[int, dict[str, Any]] = {}
-        self.arrival: list[int] = []  # response ids in the order they arrived
-
-    def send(self, method: str, *params: Any) -> int:
-        self.next_id += 1
-        request = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": list(params)}
-        self.socket.sendall(json.dumps(request).encode() + b"\n")
-        return self.next_id
-
-    def read(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next message, or None if none came within ``timeout`` seconds."""
-        while b"\n" not in self.buffer:
-            self.socket.settimeout(timeout)
-            try:
-                data = self.socket.recv(1 << 16)
-            except TimeoutError:
-                return None
-            if not data:
-                raise ConnectionError("dpmd closed the connection")
-            self.buffer += data
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def reply(self, request_id: int) -> Any:
-        """The result of one request; responses to others that come first are kept."""
-        while request_id not in self.responses:
-            message = self.read()
-            assert message is not None
-            if "id" in message:
-                self.responses[message["id"]] = message
-                self.arrival.append(message["id"])
-            else:
-                self.notifications.append(message["params"])
-        message = self.responses.pop(request_id)
-        if "error" in message:
-            raise RuntimeError(f"{message['error']}")
-        return message["result"]
-
-    def call(self, method: str, *params: Any) -> Any:
-        return self.reply(self.send(method, *params))
-
-    def close(self) -> None:
-        self.socket.close()
-
-
-def start_server(directory: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``twistd -n dpmd`` as CrashTests.start runs it; the port is read from the log."""
-    log = directory / "twistd.log"
-    twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-    process = subprocess.Popen(
-        [*twistd, "--nodaemon", "--pidfile=", f"--logfile={log}", "dpmd", "--config", str(config)],
-        cwd=directory,
-        env=dict(os.environ, PYTHONPATH=str(REPO), DATAROOT=str(directory)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        for line in (log.read_text() if log.exists() else "").splitlines():
-            if "dpmd serving workspace" in line:
-                return process, int(line.rsplit(":", 1)[1])
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"dpmd did not start: {process.communicate()[1].decode()}")
 
 
 class Sampler(threading.Thread):
@@ -244,69 +164,6 @@ class Feeder(threading.Thread):
             time.sleep(0.02)
 
 
-def durable_rename(directory: Path, name: str, data: bytes) -> None:
-    """write + fsync + rename + fsync-dir: the least a durable acknowledgement costs."""
-    temporary = directory / f".{name}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, directory / name)
-    fsync_directory(directory)
-
-
-def small_spec(daq_id: str) -> bytes:
-    """A specification that is valid but cannot be collected: the DAQs stay queued."""
-    return json.dumps({
-        "id": daq_id,
-        "sources": [
-            {"type": "fitsKeywords", "sourceName": "ocm",
-             "keywords": [{"type": "valueKeyword", "name": "OBJECT", "value": "BENCH"}]},
-            {"type": "fitsFile", "sourceName": "dcs", "location": "/nonexistent/dcs.fits"},
-        ],
-        "target": {"fileId": daq_id},
-    }).encode()  # fmt: skip
-
-
-def queue_throughput(port: int, count: int, work: Path) -> dict[str, float]:
-    """DAQs acknowledged per second: pipelined, one at a time, and the two baselines."""
-    rates = {}
-    rpc = Rpc(port)
-    rpc.arrival.clear()
-    specs = [small_spec(f"QUEUE.{n}").decode() for n in range(count)]
-    start = time.perf_counter()
-    ids = [rpc.send("/daq/QueueDaq", spec) for spec in specs]
-    replies = [rpc.reply(request_id) for request_id in ids]
-    rates["QueueDaq, back to back"] = count / (time.perf_counter() - start)
-    assert all(not reply["error"] for reply in replies), replies
-    overtaken = sum(1 for n, request_id in enumerate(rpc.arrival[-count:]) if request_id != ids[n])
-    print(f"\n{overtaken} of {count} back-to-back QueueDaq replies came out of request order")
-    specs = [small_spec(f"SEQ.{n}").decode() for n in range(count)]
-    start = time.perf_counter()
-    for spec in specs:
-        rpc.call("/daq/QueueDaq", spec)
-    rates["QueueDaq, one at a time"] = count / (time.perf_counter() - start)
-    rpc.close()
-
-    plain = work / "baseline-plain"
-    plain.mkdir()
-    start = time.perf_counter()
-    for n in range(count):
-        durable_rename(plain, f"B.{n}.json", small_spec(f"B.{n}"))
-    rates["write+fsync+rename+fsync-dir"] = count / (time.perf_counter() - start)
-
-    workspace = Workspace(work / "baseline-workspace")
-    workspace.prepare()
-    start = time.perf_counter()
-    for n in range(count):
-        record = {"format": 1, "id": f"W.{n}", "seq": n, "substate": "Scheduled"}
-        workspace.create(f"W.{n}", small_spec(f"W.{n}"), record)
-    rates["Workspace.create in-process"] = count / (time.perf_counter() - start)
-    return rates
-
-
 def milliseconds(seconds: float) -> str:
     return f"{seconds * 1000:7.2f} ms"
 
@@ -333,7 +190,6 @@ def main() -> None:
     parser.add_argument("--daq-limit", type=int, default=1, help="limits.daq")
     parser.add_argument("--merge-limit", type=int, default=1, help="limits.merge")
     parser.add_argument("--min-merges", type=int, default=4, help="merges the busy phase spans")
-    parser.add_argument("--queue", type=int, default=200, help="DAQs for the QueueDaq phase")
     parser.add_argument("--dir", default=None, help="work directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
@@ -394,12 +250,6 @@ def main() -> None:
         print(f"server peak RSS: idle {idle_peak / MIB:.1f} MiB (VmHWM {idle_hwm / MIB:.1f}), "
               f"busy {busy_peak / MIB:.1f} MiB (VmHWM {busy_hwm / MIB:.1f}); "
               f"merger peak RSS {child_peak / MIB:.1f} MiB")  # fmt: skip
-
-        rates = queue_throughput(port, args.queue, work)
-        server_rate = rates["QueueDaq, back to back"]
-        print(f"{args.queue} DAQs, each durable before it is acknowledged:")
-        for name, rate in rates.items():
-            print(f"  {name:<32} {rate:8.0f} /s   QueueDaq/this {server_rate / rate:5.2f}")
         rpc.call("/dpm/Exit")
         rpc.close()
         process.wait(timeout=60)

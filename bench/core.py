@@ -1,0 +1,283 @@
+"""Benchmark: the DAQ core — durable QueueDaq, flat cost at 10,000 DAQs, a long history.
+
+    python bench/core.py [--requests 1000] [--clients 20] [--queued 10000]
+                         [--archived 1000000] [--dir DIR] [--keep]
+
+Every figure is a ratio against a baseline measured in the same run (machines
+here are noisy):
+
+1. QueueDaq/s, one client (each request answered before the next is sent) and
+   ``--clients`` concurrent clients, against a loop of write + fsync + rename +
+   fsync-dir (the least one durable acknowledgement costs on this disk);
+2. QueueDaq latency with ``--queued`` DAQs queued, against the same at the start;
+3. ``GetActiveDaqs`` of ``--queued`` DAQs, against a Twisted line server that
+   holds the same list and only encodes it for each request;
+4. server RSS with ``--queued`` DAQs queued;
+5. restart with ``--queued`` unfinished DAQs, against a start on an empty workspace;
+6. start and RSS with ``--archived`` archived DAQs in the store, against empty.
+
+The DAQs queued here wait: the first one names a source that does not exist,
+so it is blocked in Collecting and keeps the one ``limits.daq`` slot.
+Not a test: it prints numbers and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import Rpc, durable_rename, small_spec, start_server  # noqa: E402
+from dpmd.daq.record import DaqRecord  # noqa: E402
+from dpmd.model import DaqSubState  # noqa: E402
+
+MIB = 1 << 20
+
+ENCODE_ONLY_SERVER = """
+import json, sys
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineOnlyReceiver
+statuses = json.load(open(sys.argv[1]))
+
+class Encoder(LineOnlyReceiver):
+    delimiter = b"\\n"
+    MAX_LENGTH = 1 << 24
+    def lineReceived(self, line):
+        request = json.loads(line)
+        reply = {"jsonrpc": "2.0", "id": request["id"], "result": statuses}
+        self.sendLine(json.dumps(reply, separators=(",", ":")).encode())
+
+port = reactor.listenTCP(0, Factory.forProtocol(Encoder), interface="127.0.0.1")
+print(port.getHost().port, flush=True)
+reactor.run()
+"""
+
+
+def ratio(value: float, baseline: float) -> str:
+    return f"{value / baseline:5.2f}"
+
+
+def fsync_loop(directory: Path, count: int) -> float:
+    directory.mkdir()
+    start = time.perf_counter()
+    for number in range(count):
+        durable_rename(directory, f"B.{number}.json", small_spec(f"B.{number}"))
+    return count / (time.perf_counter() - start)
+
+
+def queue_one_client(port: int, names: list[str]) -> list[float]:
+    """Latencies (s) of QueueDaq requests sent one after the other on one connection."""
+    rpc = Rpc(port)
+    latencies = []
+    for name in names:
+        spec = small_spec(name).decode()
+        start = time.perf_counter()
+        rpc.call("/daq/QueueDaq", spec)
+        latencies.append(time.perf_counter() - start)
+    rpc.close()
+    return latencies
+
+
+def queue_many_clients(port: int, prefix: str, clients: int, each: int) -> float:
+    """QueueDaq/s of ``clients`` connections each sending ``each`` one after the other."""
+    threads = [
+        threading.Thread(target=queue_one_client,
+                         args=(port, [f"{prefix}.{c}.{n}" for n in range(each)]))
+        for c in range(clients)
+    ]  # fmt: skip
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients * each / (time.perf_counter() - start)
+
+
+def fill(port: int, count: int) -> None:
+    """``count`` DAQs queued, pipelined in batches of 500 on one connection."""
+    rpc = Rpc(port)
+    for first in range(0, count, 500):
+        ids = [rpc.send("/daq/QueueDaq", small_spec(f"FILL.{n}").decode())
+               for n in range(first, min(count, first + 500))]  # fmt: skip
+        for request_id in ids:
+            rpc.reply(request_id)
+    rpc.close()
+
+
+def timed_calls(port: int, method: str, calls: int) -> float:
+    """Median seconds of ``calls`` calls of ``method`` on one connection."""
+    rpc = Rpc(port)
+    rpc.call(method)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        rpc.call(method)
+        times.append(time.perf_counter() - start)
+    rpc.close()
+    return statistics.median(times)
+
+
+def encode_only_server(statuses: list[Any], work: Path) -> tuple[subprocess.Popen[str], int]:
+    path = work / "statuses.json"
+    path.write_text(json.dumps(statuses))
+    process = subprocess.Popen([sys.executable, "-c", ENCODE_ONLY_SERVER, str(path)],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
+def rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+def timed_start(work: Path, config: Path) -> tuple[subprocess.Popen[bytes], int, float]:
+    start = time.perf_counter()
+    process, port = start_server(work, config)
+    return process, port, time.perf_counter() - start
+
+
+def stop(process: subprocess.Popen[bytes], port: int) -> None:
+    rpc = Rpc(port)
+    rpc.call("/dpm/Exit")
+    rpc.close()
+    process.wait(timeout=120)
+
+
+def archived_history(workspace: Path, count: int) -> None:
+    """A store holding ``count`` archived DAQs, written directly (as years of nights would)."""
+    from dpmd.daq.store import Store
+
+    workspace.mkdir(parents=True)
+    with Store(workspace / "dpmd.sqlite3") as store:
+        store.create_schema()
+    record = DaqRecord(id="X", file_id="X", seq=0, substate=DaqSubState.Completed,
+                       queued_at=1.0, timestamp=2.0, message="product released",
+                       history=tuple({"substate": s, "timestamp": 1.0, "event": "e",
+                                      "message": "m"}
+                                     for s in ("Scheduled", "Collecting", "Merging",
+                                               "Releasing", "Completed")))  # fmt: skip
+    template = record.to_json()
+    spec = small_spec("X")
+    db = sqlite3.connect(workspace / "dpmd.sqlite3")
+    db.execute("PRAGMA synchronous=OFF")
+    rows = (
+        (n, f"H.{n}", spec, json.dumps({**template, "id": f"H.{n}", "seq": n}), "Completed",
+         1.0 + n, 1)
+        for n in range(1, count + 1)
+    )  # fmt: skip
+    db.executemany("INSERT INTO daq (seq, id, specification, record, substate, finished_at,"
+                   " archived) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
+    db.commit()
+    db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="QueueDaq per measurement")
+    parser.add_argument("--clients", type=int, default=20, help="concurrent clients")
+    parser.add_argument("--queued", type=int, default=10_000, help="DAQs queued")
+    parser.add_argument("--archived", type=int, default=1_000_000, help="archived DAQs")
+    parser.add_argument("--dir", default=None, help="work directory (default: a new temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dpmd-bench-core-", dir=args.dir)).resolve()
+    config = work / "dpmd.yaml"
+    config.write_text("listen: ['tcp:0:interface=127.0.0.1']\nlimits: {daq: 1}\n")
+    try:
+        run(args, work, config)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path, config: Path) -> None:
+    print(f"work directory {work}; {psutil.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+    process, port, empty_start = timed_start(work, config)
+    empty_rss = rss(process.pid)
+    queue_one_client(port, ["BLOCKER"])  # it blocks in Collecting: the rest stays queued
+    loop = fsync_loop(work / "fsync-loop", args.requests)
+    early = queue_one_client(port, [f"ONE.{n}" for n in range(args.requests)])
+    one = len(early) / sum(early)
+    each = max(1, args.requests // args.clients)
+    many = queue_many_clients(port, "MANY", args.clients, each)
+    print(f"\n1. QueueDaq, each durable before it is answered ({args.requests} requests):")
+    print(f"   write+fsync+rename+fsync-dir loop   {loop:8.0f} /s   (baseline)")
+    print(f"   QueueDaq, one client                {one:8.0f} /s   ratio {ratio(one, loop)}")
+    print(f"   QueueDaq, {args.clients} clients               {many:8.0f} /s   "
+          f"ratio {ratio(many, loop)}")  # fmt: skip
+
+    fill(port, args.queued)
+    late = queue_one_client(port, [f"LATE.{n}" for n in range(args.requests)])
+    early_median, late_median = statistics.median(early), statistics.median(late)
+    print(f"\n2. QueueDaq latency: {early_median * 1e3:.2f} ms at the start, "
+          f"{late_median * 1e3:.2f} ms with {args.queued} queued: ratio "
+          f"{ratio(late_median, early_median)}")  # fmt: skip
+
+    rpc = Rpc(port)
+    statuses = rpc.call("/daq/GetActiveDaqs")
+    rpc.close()
+    encoder, encoder_port = encode_only_server(statuses, work)
+    try:
+        ours = timed_calls(port, "/daq/GetActiveDaqs", 30)
+        floor = timed_calls(encoder_port, "/daq/GetActiveDaqs", 30)
+    finally:
+        encoder.kill()
+        encoder.wait()
+    print(f"\n3. GetActiveDaqs of {len(statuses)} DAQs: {ours * 1e3:.1f} ms; an encode-only "
+          f"server {floor * 1e3:.1f} ms: ratio {ratio(ours, floor)}")  # fmt: skip
+    queued_rss = rss(process.pid)
+    print(f"\n4. server RSS: {empty_rss / MIB:.1f} MiB empty, {queued_rss / MIB:.1f} MiB with "
+          f"{len(statuses)} DAQs queued")  # fmt: skip
+    stop(process, port)
+
+    process, port, full_start = timed_start(work, config)
+    print(f"\n5. start: {empty_start:.2f} s on an empty workspace, {full_start:.2f} s with "
+          f"{len(statuses)} unfinished DAQs: ratio {ratio(full_start, empty_start)}")  # fmt: skip
+    stop(process, port)
+
+    history = work / "history"
+    started = time.perf_counter()
+    archived_history(history / "dpm", args.archived)
+    print(f"\n6. wrote {args.archived} archived records in {time.perf_counter() - started:.0f} s "
+          f"({(history / 'dpm' / 'dpmd.sqlite3').stat().st_size / MIB:.0f} MiB)")  # fmt: skip
+    empty = work / "empty"
+    empty.mkdir()
+    empty_process, empty_port, baseline = timed_start(empty, config)
+    baseline_rss = rss(empty_process.pid)
+    stop(empty_process, empty_port)
+    history_process, history_port, long_start = timed_start(history, config)
+    history_rss = rss(history_process.pid)
+    lookup = timed_calls(history_port, "/daq/GetActiveDaqs", 10)
+    rpc = Rpc(history_port)
+    start = time.perf_counter()
+    found = rpc.call("/daq/GetDaqStatus", f"H.{args.archived // 2}")
+    archived_lookup = time.perf_counter() - start
+    rpc.close()
+    stop(history_process, history_port)
+    print(f"   start {baseline:.2f} s empty, {long_start:.2f} s with {args.archived} archived: "
+          f"ratio {ratio(long_start, baseline)}")  # fmt: skip
+    print(f"   RSS {baseline_rss / MIB:.1f} MiB empty, {history_rss / MIB:.1f} MiB with the "
+          f"history: {(history_rss - baseline_rss) / MIB:+.1f} MiB")  # fmt: skip
+    print(f"   GetDaqStatus of an archived DAQ: {archived_lookup * 1e3:.1f} ms "
+          f"({found['substate']}); GetActiveDaqs {lookup * 1e3:.2f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
