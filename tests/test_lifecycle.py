@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from dpmd.daq import intake
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.store import StoreError
@@ -689,6 +690,7 @@ class QueueOrderTests(SynchronousTestCase):
             parses.append((pending, function, args))
             return pending
 
+        self.patch(intake, "INLINE_VALIDATION", 0)  # as for large specifications
         h.run_blocking = held
         replies = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (1, 2)]
         h.run_blocking = synchronous
