@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -22,7 +23,7 @@ RunBlocking = Callable[..., "Deferred[Any]"]
 
 
 class SerialExecutor:
-    def __init__(self, reactor: Any, name: str) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
 

@@ -27,7 +27,13 @@ from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorProcess,
+    IReactorThreads,
+    IReactorTime,
+)
 from twisted.internet.threads import deferToThreadPool
 
 from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
@@ -88,24 +94,29 @@ class _Manager(Service):
 class DpmService(MultiService):
     """Everything one dpmd runs, started and stopped as one service."""
 
-    def __init__(self, config: Config, reactor: Any, lock: WorkspaceLock) -> None:
+    def __init__(self, config: Config, reactor: IReactorTime, lock: WorkspaceLock) -> None:
+        """``reactor`` is the running reactor (in tests too): it provides every reactor
+        interface; each part gets it as the one interface it needs."""
         super().__init__()
         self.config = config
         self._reactor = reactor
         self.lock = lock
         self.hub = TopicHub()
+        threads = IReactorThreads(reactor)
+        pool = threads.getThreadPool()
 
         def run_blocking(function: Any, *args: Any) -> Deferred[Any]:
-            return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+            return deferToThreadPool(threads, pool, function, *args)
 
-        writer = SerialExecutor(reactor, "dpmd-store-writer")
-        reader = SerialExecutor(reactor, "dpmd-store-reader")
+        writer = SerialExecutor(threads, "dpmd-store-writer")
+        reader = SerialExecutor(threads, "dpmd-store-reader")
         self.storage = StorageMonitor(
             str(config.workspace), reactor, self.hub, config.storage_interval, run_blocking
         )
         self.manager = DaqManager(
             config, Workspace(config.workspace), self.hub, reactor,
-            ProcessRunner(reactor, grace=config.shutdown_timeout), writer, reader, run_blocking,
+            ProcessRunner(IReactorProcess(reactor), grace=config.shutdown_timeout), writer, reader,
+            run_blocking,
         )  # fmt: skip
         interfaces = [
             DpmControl(self.storage, self.request_exit),
@@ -113,7 +124,7 @@ class DpmService(MultiService):
             Subscriptions(self.hub),
         ]
         self.dispatcher = Dispatcher(method_table(*interfaces), translate_error)
-        self.stop_reactor: Callable[[], None] = reactor.stop
+        self.stop_reactor: Callable[[], None] = IReactorCore(reactor).stop
         """What ``/dpm/Exit`` calls last; twistd then stops every service and exits 0."""
 
         _Threads(writer, reader).setServiceParent(self)
@@ -139,7 +150,7 @@ class DpmService(MultiService):
         factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes)
         factory.noisy = False
         try:
-            listener = strports.service(description, factory, reactor=self._reactor)
+            listener = strports.service(description, factory, reactor=IReactorCore(self._reactor))
         except (ValueError, KeyError, TypeError) as error:
             raise StartupError(f"listen endpoint {description!r} is not valid: {error}") from None
         listener.setServiceParent(self)

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from dpmd.config import LOG_LEVELS, Config, ConfigError, build_config, read_config_file
@@ -60,7 +61,7 @@ def load_config(options: Options) -> Config:
     return build_config(file_values, options.overrides())
 
 
-def build_service(config: Config, reactor: Any) -> DpmService:
+def build_service(config: Config, reactor: IReactorTime) -> DpmService:
     """Prepare the workspace, take its lock and build the service; raises ``StartupError``."""
     try:
         config.workspace.mkdir(parents=True, exist_ok=True)

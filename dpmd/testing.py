@@ -7,15 +7,19 @@ dpmd can test against the same fakes.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, AnyStr, cast
 
 from twisted.internet.defer import Deferred, DeferredQueue, maybeDeferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcProtocol
@@ -56,9 +60,10 @@ class JsonLineClient(Protocol):
         self._buffer = b""
 
     def send(self, message: Any) -> None:
-        self.transport.write(json.dumps(message).encode() + b"\n")
+        self.send_raw(json.dumps(message).encode() + b"\n")
 
     def send_raw(self, data: bytes) -> None:
+        assert self.transport is not None, "connected"
         self.transport.write(data)
 
     def next_message(self) -> Deferred[Any]:
@@ -126,6 +131,7 @@ class _FakeProcessTransport:
         """Fake children end only when the test says so."""
 
 
+@implementer(IReactorProcess)
 class FakeProcessReactor(MemoryReactorClock):
     """A fake clock that also 'spawns' processes the test then drives by hand."""
 
@@ -136,22 +142,24 @@ class FakeProcessReactor(MemoryReactorClock):
 
     def spawnProcess(
         self,
-        processProtocol: ProcessProtocol,
-        executable: str,
-        args: list[str],
-        env: dict[str, str] | None = None,
-        path: str | None = None,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[AnyStr, AnyStr] | None = None,
+        path: bytes | str | None = None,
         uid: int | None = None,
         gid: int | None = None,
         usePTY: bool = False,
-        childFDs: dict[int, Any] | None = None,
-    ) -> _FakeProcessTransport:
-        process = FakeProcess(processProtocol, list(args), dict(env or {}), dict(childFDs or {}),
-                              next(self._pids))  # fmt: skip
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> IProcessTransport:
+        protocol = cast(ProcessProtocol, processProtocol)
+        environment = {os.fsdecode(key): os.fsdecode(value) for key, value in (env or {}).items()}
+        process = FakeProcess(protocol, [os.fsdecode(arg) for arg in args], environment,
+                              dict(childFDs or {}), next(self._pids))  # fmt: skip
         self.processes.append(process)
         transport = _FakeProcessTransport(process)
-        processProtocol.makeConnection(transport)
-        return transport
+        protocol.makeConnection(transport)
+        return cast(IProcessTransport, transport)  # the part of it that dpmd uses
 
     def running_processes(self) -> list[FakeProcess]:
         return [process for process in self.processes if not process.ended]

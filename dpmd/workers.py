@@ -24,7 +24,12 @@ from typing import Any
 import psutil
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -90,7 +95,7 @@ class ChildProcess(ProcessProtocol):
         self,
         kind: str,
         argv: Sequence[str],
-        clock: Any,
+        clock: IReactorTime,
         on_line: Callable[[bytes], None] | None = None,
         kill_group: Callable[[int, int], None] = os.killpg,
         silence_timeout: float | None = None,
@@ -113,9 +118,15 @@ class ChildProcess(ProcessProtocol):
         self._discarding = False
         self._kill_call: IDelayedCall | None = None
 
+    @property
+    def _process(self) -> IProcessTransport:
+        transport = self.transport
+        assert transport is not None, "the child has been started"
+        return transport
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
-        self.transport.closeStdin()
+        self.pid = self._process.pid
+        self._process.closeStdin()
         self._heard()
 
     def _heard(self) -> None:
@@ -216,11 +227,9 @@ class ChildProcess(ProcessProtocol):
             return
         try:
             self._kill_group(self.pid, signum)
-        except ProcessLookupError:
-            # The shim has not made its group yet: the child alone, then.
-            self.transport.signalProcess(signum)
-        except PermissionError:
-            self.transport.signalProcess(signum)
+        except (ProcessLookupError, PermissionError):
+            # The shim has not made its group yet (or it is not ours): the child alone.
+            self._process.signalProcess(signum)
 
     def terminate(self, timeout: float) -> Deferred[ExitStatus]:
         """SIGTERM now, SIGKILL after ``timeout`` seconds; fires when the child is gone."""
@@ -240,7 +249,7 @@ class ProcessRunner:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorProcess,
         kill_group: Callable[[int, int], None] = os.killpg,
         grace: float = 30.0,
     ) -> None:
@@ -266,9 +275,9 @@ class ProcessRunner:
         seconds is stopped (TERM, then KILL after the runner's grace period)
         and marked ``timed_out``.
         """
-        child = ChildProcess(
-            kind, argv, self._reactor, on_line, self._kill_group, silence_timeout, self._grace
-        )
+        clock = IReactorTime(self._reactor)
+        child = ChildProcess(kind, argv, clock, on_line, self._kill_group, silence_timeout,
+                             self._grace)  # fmt: skip
         stderr_fd = (
             os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             if stderr_path is not None

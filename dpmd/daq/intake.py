@@ -18,7 +18,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -122,7 +122,7 @@ class Intake:
             )
         return DaqReply(daq_id)
 
-    def _not_stored(self, failure: Failure, daq_id: str) -> None:
+    def _not_stored(self, failure: Failure, daq_id: str) -> NoReturn:
         failure.trap(StoreError)
         raise DaqError(f"cannot store DAQ '{daq_id}' in the workspace: {failure.value}", daq_id)
 

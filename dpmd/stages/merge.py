@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 
 from dpmd.durable import write_durably
@@ -69,8 +69,12 @@ class MergerOutput:
     def __init__(self, host: StageHost) -> None:
         self._host = host
         self.product: str | None = None
-        self.recorded: list[Deferred[None]] = []
-        """The commits of the alerts it raised: the stage waits for them."""
+        self.unrecorded: Failure | None = None
+        """The first alert the store could not record: the stage fails with it."""
+
+    def _not_recorded(self, failure: Failure) -> None:
+        if self.unrecorded is None:
+            self.unrecorded = failure
 
     def line_received(self, line: bytes) -> None:
         try:
@@ -87,14 +91,12 @@ class MergerOutput:
                 str(message.get("unit", "bytes")),
             )
         elif kind == "alert" and message.get("category") in MERGER_ALERTS:
-            self.recorded.append(
-                self._host.alert(
-                    message["category"],
-                    str(message.get("key", "")),
-                    AlertSeverity(message.get("severity", "Warning")),
-                    str(message.get("description", "")),
-                )
-            )
+            self._host.alert(
+                message["category"],
+                str(message.get("key", "")),
+                AlertSeverity(message.get("severity", "Warning")),
+                str(message.get("description", "")),
+            ).addErrback(self._not_recorded)
         elif kind == "result":
             self.product = str(message["path"])
 
@@ -125,7 +127,8 @@ def merge(host: StageHost) -> Any:
         status = yield child.wait()
     finally:
         host.merge_slots.release()
-    yield gatherResults(output.recorded, consumeErrors=True).addErrback(_first_error)
+    if output.unrecorded is not None:
+        output.unrecorded.raiseException()
     if status.ok and output.product:
         return output.product
     if status.ok:
@@ -140,8 +143,3 @@ def merge(host: StageHost) -> Any:
         description += f" ({detail})"
     raise StageError([(MERGE_KEY, description + "; see logs/merge.log")])
 
-
-def _first_error(failure: Failure) -> Failure:
-    """The failure of the first alert that could not be recorded."""
-    failure.trap(FirstError)
-    return failure.value.subFailure
