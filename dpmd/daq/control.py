@@ -160,17 +160,27 @@ class Control:
         return self._pipeline.retry(daq)
 
     def _after_store_failure(self, daq: Daq) -> Deferred[None]:
-        """The store failed earlier: commit that it works again, then go on as at start-up."""
+        """The store failed earlier: commit that it works again, then go on from the last
+        committed state — and if that is a failed stage, retry it, as was asked."""
         failure = daq.store_failure
         daq.store_recovered()
         checked = daq.change("the workspace store works again; going on")
+
+        def going_on(_: object) -> Deferred[None] | None:
+            substate = daq.substate
+            if substate in STAGE_SUBSTATES and any(
+                alert.category == STAGES[substate].error_category for alert in daq.record.alerts
+            ):
+                return self._pipeline.retry(daq)
+            self._resume(daq)
+            return None
 
         def failed(reason: Failure) -> Failure:
             if daq.store_failure is None:
                 daq.store_failure = failure
             return reason
 
-        return checked.addCallbacks(lambda _: self._resume(daq), failed)
+        return checked.addCallbacks(going_on, failed)
 
 
 def remove_partial_files(directory: Path, record: DaqRecord, receivers: Any,
