@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ KEYS: tuple[Key, ...] = (
     Key("listen", _listen_list, ("tcp:12083:interface=127.0.0.1",), "server endpoints"),
     Key("release_dir", _text, "released", "where products go without receivers"),
     Key("log_level", _log_level, "info", "lowest level of dpmd events logged"),
+    Key("python", _text, None, "interpreter of the child programs; default: the server's"),
     Key("limits.daq", _positive_int, 1, "DAQs past Scheduled at once"),
     Key("limits.merge", _positive_int, 1, "merges at once"),
     Key("limits.transfer", _positive_int, 2, "file transfers at once"),
@@ -133,6 +135,10 @@ KEYS: tuple[Key, ...] = (
     Key("transfer.timeout", _positive_seconds, 120.0, "seconds of silence before a transfer fails"),
     Key("transfer.retries", _integer_from(0), 2, "retries of a failed transfer before the alert"),
     Key("transfer.retry_delay", _positive_seconds, 5.0, "seconds before the first retry (doubles)"),
+    Key("watchdog.stall", _positive_seconds, 60.0, "seconds of silence before StageStalled"),
+    Key("watchdog.kill", _positive_seconds, 300.0, "seconds of silence before a child is stopped"),
+    Key("watchdog.rate", _positive_int, 100 * 1024 * 1024,
+        "bytes/s: both budgets grow by the time the DAQ's input takes at this rate"),
     Key("archive.keep_days", _positive_seconds, 30.0, "days archived DAQ folders (logs) are kept"),
     Key("archive.check_interval", _positive_seconds, 3600.0, "seconds between retention runs"),
 )
@@ -160,6 +166,19 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class WatchdogConfig:
+    """How long a stage's child may be silent (floors; they grow with the input)."""
+
+    stall: float
+    kill: float
+    rate: int
+
+    def budgets(self, input_bytes: int) -> tuple[float, float]:
+        extra = input_bytes / self.rate
+        return self.stall + extra, self.kill + extra
+
+
+@dataclass(frozen=True)
 class ArchiveConfig:
     """Retention of finished DAQs' folders (their records stay in the store for ever)."""
 
@@ -176,12 +195,15 @@ class Config:
     listen: tuple[str, ...]
     release_dir: Path
     log_level: str
+    python: str
+    """The interpreter that runs dpmd's own child programs (merger, copier, checksum)."""
     limits: Limits
     max_line_bytes: int
     storage_interval: float
     shutdown_timeout: float
     transfer: TransferConfig
     archive: ArchiveConfig
+    watchdog: WatchdogConfig
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -249,6 +271,9 @@ def build_config(
             checked[key.name] = key.check(value)
         except ValueError as error:
             raise ConfigError(key.name, str(error)) from None
+    if checked["watchdog.kill"] <= checked["watchdog.stall"]:
+        raise ConfigError("watchdog.kill", f"must be more than watchdog.stall "
+                                           f"({checked['watchdog.stall']:g} s)")  # fmt: skip
     dataroot = Path(checked["dataroot"] or cwd or os.getcwd()).absolute()
     return Config(
         dataroot=dataroot,
@@ -256,6 +281,7 @@ def build_config(
         listen=checked["listen"],
         release_dir=dataroot / checked["release_dir"],
         log_level=checked["log_level"],
+        python=checked["python"] or sys.executable,
         limits=Limits(
             daq=checked["limits.daq"],
             merge=checked["limits.merge"],
@@ -272,6 +298,11 @@ def build_config(
             timeout=checked["transfer.timeout"],
             retries=checked["transfer.retries"],
             retry_delay=checked["transfer.retry_delay"],
+        ),
+        watchdog=WatchdogConfig(
+            stall=checked["watchdog.stall"],
+            kill=checked["watchdog.kill"],
+            rate=checked["watchdog.rate"],
         ),
         archive=ArchiveConfig(
             keep_days=checked["archive.keep_days"],

@@ -84,22 +84,34 @@ class DaqError(Exception):
 
 @dataclass(frozen=True)
 class DaqAlert:
-    """One active alert of a DAQ; (category, key) identifies the condition."""
+    """One active alert of a DAQ; (category, key) identifies the condition.
+
+    An Error alert also says whether retrying can help: ``terminal`` is true
+    when neither waiting nor ``RetryMergeDaq`` can help until something outside
+    changes (the specification, a source, the configuration), and ``attempts``
+    is how many times the stage it is about has run for this DAQ.
+    """
 
     category: str
     key: str
     severity: AlertSeverity
     description: str
     timestamp: float
+    terminal: bool = False
+    attempts: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "category": self.category,
             "key": self.key,
             "severity": self.severity.value,
             "description": self.description,
             "timestamp": self.timestamp,
         }
+        if self.severity is AlertSeverity.Error:
+            wire["terminal"] = self.terminal
+            wire["attempts"] = self.attempts
+        return wire
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> DaqAlert:
@@ -109,6 +121,8 @@ class DaqAlert:
             severity=AlertSeverity(obj["severity"]),
             description=obj["description"],
             timestamp=float(obj["timestamp"]),
+            terminal=bool(obj.get("terminal", False)),
+            attempts=int(obj.get("attempts", 0)),
         )
 
 

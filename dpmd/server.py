@@ -39,8 +39,8 @@ from twisted.internet.threads import deferToThreadPool
 from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
 from dpmd.blocking import SerialExecutor
 from dpmd.config import Config
+from dpmd.daq.chains import settle
 from dpmd.daq.manager import DaqManager
-from dpmd.daq.pipeline import settle
 from dpmd.daq.store import StoreError
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger

@@ -38,14 +38,22 @@ from dpmd.logs import get_logger
 
 log = get_logger(__name__)
 
+CANNOT_RUN = "dpmd: cannot run"
+"""How the shim begins the one stderr line it writes when the program cannot be started."""
+
 _SHIM = (
+    f"CANNOT_RUN={CANNOT_RUN!r}\n"
     "import os,sys\n"
     "os.setpgid(0,0)\n"
     "if sys.platform.startswith('linux'):\n"
     " import ctypes;ctypes.CDLL(None).prctl(1,15)\n"  # PR_SET_PDEATHSIG, SIGTERM
     # The parent may have died before prctl: then no signal will ever come.
     " if os.getppid()!=int(sys.argv[1]):os._exit(1)\n"
-    "os.execvp(sys.argv[2],sys.argv[2:])\n"
+    "try:os.execvp(sys.argv[2],sys.argv[2:])\n"
+    # A program that cannot be started says so on one line, with the shells' statuses.
+    "except OSError as e:\n"
+    " sys.stderr.write(f'{CANNOT_RUN} {sys.argv[2]}: {e.strerror}\\n');sys.stderr.flush()\n"
+    " os._exit(127 if e.errno==2 else 126)\n"
 )
 
 MAX_LINE = 1 << 20
@@ -79,9 +87,9 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
-def python_command(module: str, *arguments: str) -> list[str]:
-    """Run one of dpmd's own modules with this interpreter."""
-    return [sys.executable, "-m", module, *arguments]
+def python_command(python: str, module: str, *arguments: str) -> list[str]:
+    """Run one of dpmd's own modules with the interpreter the configuration names."""
+    return [python, "-m", module, *arguments]
 
 
 STDERR_TAIL = 4096
@@ -117,6 +125,10 @@ class ChildProcess(ProcessProtocol):
         self._partial = b""
         self._discarding = False
         self._kill_call: IDelayedCall | None = None
+        self.listeners: list[Callable[[], None]] = []
+        """Called whenever the child writes something (a watchdog's ear)."""
+        self.stalled_for: float | None = None
+        """Set when a watchdog stopped the child for its silence: how long it was silent."""
 
     @property
     def _process(self) -> IProcessTransport:
@@ -130,7 +142,9 @@ class ChildProcess(ProcessProtocol):
         self._heard()
 
     def _heard(self) -> None:
-        """The child said something: restart the silence watchdog."""
+        """The child said something: restart the silence timer, tell the listeners."""
+        for listener in self.listeners:
+            listener()
         if self._silence_timeout is None or not self.running:
             return
         if self._silence_call is not None and self._silence_call.active():
@@ -180,6 +194,21 @@ class ChildProcess(ProcessProtocol):
     def last_error_line(self) -> str:
         lines = self.error_lines()
         return lines[-1] if lines else ""
+
+    def describe_end(self) -> str:
+        """How it ended, in words: a watchdog's stop is said as such."""
+        if self.stalled_for is not None:
+            return f"stalled: no output for {self.stalled_for:.0f} s, so it was stopped"
+        return self.result.describe() if self.result is not None else "still running"
+
+    def start_failure(self) -> str | None:
+        """Why the program could not be started at all (not found, not executable), or None."""
+        if self.result is None or self.result.code not in (126, 127):
+            return None
+        for line in self.error_lines():
+            if line.startswith(CANNOT_RUN):
+                return line.removeprefix(CANNOT_RUN).strip()
+        return None
 
     def processEnded(self, reason: Failure) -> None:
         for call in (self._kill_call, self._silence_call):

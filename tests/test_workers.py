@@ -22,6 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import dpmd
+from dpmd.config import build_config
 from dpmd.workers import (
     MAX_LINE,
     STDERR_TAIL,
@@ -343,9 +344,11 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(environment["PYTHONPATH"].split(os.pathsep), [root, "/elsewhere"])
         self.assertEqual((environment["A"], environment["B"]), ("1", "2"))
 
-    def test_python_command_uses_this_interpreter(self) -> None:
-        """Children run with the server's own Python, where its dependencies are installed."""
+    def test_children_run_with_the_configured_interpreter(self) -> None:
+        """By default the server's own Python, where its dependencies are installed."""
+        python = build_config({}, environ={}).python
+        self.assertEqual(python, sys.executable)
         self.assertEqual(
-            python_command("dpmd.merge", "--json", "spec.json"),
+            python_command(python, "dpmd.merge", "--json", "spec.json"),
             [sys.executable, "-m", "dpmd.merge", "--json", "spec.json"],
         )

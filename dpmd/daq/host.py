@@ -14,6 +14,7 @@ from dpmd.blocking import RunBlocking
 from dpmd.config import Config
 from dpmd.daq.lifecycle import Daq
 from dpmd.daq.record import DaqRecord
+from dpmd.daq.watchdog import STAGE_STALLED, Watchdog
 from dpmd.model import AlertSeverity
 from dpmd.spec import Specification
 from dpmd.workers import ChildProcess, ProcessRunner
@@ -34,11 +35,13 @@ class Means:
 class StageContext:
     """A ``StageHost`` for one run of one stage of one DAQ."""
 
-    def __init__(self, daq: Daq, means: Means, directory: Path, linked_dir: Path) -> None:
+    def __init__(self, daq: Daq, means: Means, directory: Path, linked_dir: Path,
+                 stage: str) -> None:  # fmt: skip
         self._daq = daq
         self._means = means
         self.directory = directory
         self.linked_dir = linked_dir
+        self._stage = stage
 
     @property
     def daq_id(self) -> str:
@@ -75,11 +78,24 @@ class StageContext:
         return self._means.transfer_slots
 
     def spawn(self, kind: str, argv: Sequence[str], **options: Any) -> ChildProcess:
+        """Start a child of the DAQ, under the stall watchdog."""
         child = self._means.runner.spawn(kind, argv, **options)
         children = self._daq.children
         children.append(child)
         child.wait().addCallback(lambda _: children.remove(child))
+        config = self._means.config
+        input_bytes = sum(int(source.get("bytes") or 0) for source in self.record.sources)
+        stall, kill = config.watchdog.budgets(input_bytes)
+        Watchdog(child, self._means.clock, stall, kill, config.shutdown_timeout,
+                 self._stalled, self._resumed)  # fmt: skip
         return child
+
+    def _stalled(self, description: str) -> Deferred[None]:
+        return self._daq.raise_alert(STAGE_STALLED, self._stage, AlertSeverity.Warning,
+                                     f"{self._stage}: {description}")  # fmt: skip
+
+    def _resumed(self) -> Deferred[None]:
+        return self._daq.clear_alerts((STAGE_STALLED,), f"{self._stage}: progress again")
 
     def set_progress(self, stage: str, done: int, total: int, unit: str) -> None:
         self._daq.progress = {"stage": stage, "done": done, "total": total, "unit": unit}

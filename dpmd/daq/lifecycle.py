@@ -135,9 +135,11 @@ class Daq:
                            **fields)  # fmt: skip
 
     def raise_alert(self, category: str, key: str, severity: AlertSeverity,
-                    description: str, **fields: Any) -> Deferred[None]:  # fmt: skip
+                    description: str, terminal: bool = False, attempts: int = 0,
+                    **fields: Any) -> Deferred[None]:  # fmt: skip
         """Set (or update) the alert of one condition; the message repeats its text."""
-        alert = DaqAlert(category, key, severity, description, self._clock.seconds())
+        alert = DaqAlert(category, key, severity, description, self._clock.seconds(),
+                         terminal, attempts)  # fmt: skip
         others = tuple(a for a in self._newest.alerts if (a.category, a.key) != (category, key))
         return self.change(description, alerts=(*others, alert), **fields)
 

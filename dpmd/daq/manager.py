@@ -26,12 +26,13 @@ from twisted.python.failure import Failure
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
 from dpmd.daq.archive import Archive
+from dpmd.daq.chains import settle
 from dpmd.daq.control import Control
 from dpmd.daq.host import Means
 from dpmd.daq.intake import Intake
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, IllegalRequest
-from dpmd.daq.pipeline import Pipeline, settle
+from dpmd.daq.pipeline import Pipeline
 from dpmd.daq.queries import Queries
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.recovery import recover

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
+from dpmd.daq.chains import settle
 from dpmd.daq.host import Means, StageContext
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event
@@ -26,24 +27,12 @@ from dpmd.daq.store import StoreError
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
 from dpmd.spec import parse_specification
-from dpmd.stages import StageError
+from dpmd.stages import Problem, StageError
 from dpmd.workspace import Workspace
 
 log = get_logger(__name__)
 
 INTERNAL = "internal"
-
-
-def settle(deferred: Deferred[Any], what: str, **fields: Any) -> None:
-    """End a chain nobody waits for: a store failure is already the DAQ's alert; the
-    rest is logged."""
-
-    def ended(failure: Failure) -> None:
-        if failure.check(StoreError, CancelledError):
-            return
-        log.failure("{what} failed", failure, what=what, **fields)
-
-    deferred.addErrback(ended)
 
 
 class Pipeline:
@@ -99,7 +88,7 @@ class Pipeline:
         directory = self._workspace.daq_dir(daq.id)
         linked = self._workspace.linked_dir(daq.id)
         call = self.ready(daq).addCallback(
-            lambda _: spec.run(StageContext(daq, self._means, directory, linked))
+            lambda _: spec.run(StageContext(daq, self._means, directory, linked, spec.name))
         )
         self._running[daq.id] = call
         call.addBoth(self._ended, daq, spec)
@@ -141,16 +130,18 @@ class Pipeline:
             incident = uuid.uuid4().hex[:12]
             log.failure("DAQ {daq_id}: {stage} failed (incident {incident})", failure,
                         daq_id=daq.id, stage=spec.name, incident=incident)  # fmt: skip
-            problems = [(INTERNAL, f"{spec.name} failed unexpectedly (incident {incident}; "
-                                   "the log has the details)")]  # fmt: skip
+            problems = [Problem(INTERNAL, f"{spec.name} failed unexpectedly (incident "
+                                          f"{incident}; the log has the details)")]  # fmt: skip
         now = self._means.clock.seconds()
-        last = "; ".join(description for _, description in problems)
+        last = "; ".join(problem.description for problem in problems)
         stages = end(daq.newest.stages, spec.name, now, error=last)
-        for number, (key, description) in enumerate(problems):
-            log.warn("DAQ {daq_id}: {problem}", daq_id=daq.id, problem=description)
+        attempts = int(stages[spec.name].get("attempts", 1))
+        for number, problem in enumerate(problems):
+            log.warn("DAQ {daq_id}: {problem}", daq_id=daq.id, problem=problem.description)
             fields = {"stages": stages} if number == 0 else {}
-            settle(daq.raise_alert(spec.error_category, key, AlertSeverity.Error, description,
-                                   **fields), "DAQ {daq_id}: alert", daq_id=daq.id)  # fmt: skip
+            raised = daq.raise_alert(spec.error_category, problem.key, AlertSeverity.Error,
+                                     problem.description, problem.terminal, attempts, **fields)
+            settle(raised, "DAQ {daq_id}: alert", daq_id=daq.id)
 
     # -- stopping ------------------------------------------------------------------------
 

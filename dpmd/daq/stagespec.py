@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from dpmd.daq.lifecycle import Event
+from dpmd.daq.watchdog import STAGE_STALLED
 from dpmd.model import DaqSubState
 from dpmd.stages import StageHost
 from dpmd.stages.collect import SUSPICIOUS, collect
@@ -46,11 +47,12 @@ STAGES: dict[DaqSubState, StageSpec] = {
     for spec in (
         StageSpec(S.Collecting, "collecting", collect, Event.COLLECTED,
                   "sources collected; merging", "sources", "SourceFileCollectionError",
-                  ("SourceFileCollectionError", SUSPICIOUS)),
+                  ("SourceFileCollectionError", SUSPICIOUS, STAGE_STALLED)),
         StageSpec(S.Merging, "merging", merge, Event.MERGED, "product merged; releasing",
-                  "product", "MergeError", ("MergeError", *sorted(MERGER_ALERTS))),
+                  "product", "MergeError", ("MergeError", *sorted(MERGER_ALERTS), STAGE_STALLED)),
         StageSpec(S.Releasing, "releasing", release, Event.RELEASED, "product released",
-                  "result", "SourceFileReleasingError", ("SourceFileReleasingError",)),
+                  "result", "SourceFileReleasingError",
+                  ("SourceFileReleasingError", STAGE_STALLED)),
     )
 }  # fmt: skip
 

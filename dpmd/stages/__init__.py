@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
@@ -31,12 +31,25 @@ from dpmd.spec import Specification
 from dpmd.workers import ChildProcess
 
 
-class StageError(Exception):
-    """Problems that block the stage: one ``(key, description)`` per alert to raise."""
+class Problem(NamedTuple):
+    """One reason a stage cannot go on: it becomes one Error alert, keyed by ``key``.
 
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
-        super().__init__("; ".join(description for _, description in problems))
-        self.problems = list(problems)
+    ``terminal``: retrying cannot help until something outside changes (the
+    specification, a source, the configuration); false where waiting or a retry
+    can (a network, a full disk, a file that is still to come).
+    """
+
+    key: str
+    description: str
+    terminal: bool = False
+
+
+class StageError(Exception):
+    """Problems that block the stage: one ``Problem`` (or ``(key, description)``) each."""
+
+    def __init__(self, problems: Sequence[Problem | tuple[str, str]]) -> None:
+        self.problems = [Problem(*problem) for problem in problems]
+        super().__init__("; ".join(problem.description for problem in self.problems))
 
 
 class StageHost(Protocol):

@@ -26,31 +26,40 @@ from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
 from dpmd.spec import FitsFileSource
-from dpmd.stages import StageError, StageHost
+from dpmd.stages import Problem, StageError, StageHost
 from dpmd.stages.transfer import Meter, TransferFailed, part_name, rsync_argv, run_with_retries
 
 FITS_SIGNATURE = b"SIMPLE  ="
 SUSPICIOUS = "SuspiciousSourceFileTimestamp"
 
 
+class Unusable(ValueError):
+    """A source that cannot be collected; ``terminal`` unless it may still come."""
+
+    def __init__(self, reason: str, terminal: bool = True) -> None:
+        super().__init__(reason)
+        self.terminal = terminal
+
+
 def inspect_file(source: FitsFileSource, path: Path) -> dict[str, Any]:
-    """Check one local file (blocking); raise ``ValueError`` saying what is wrong."""
+    """Check one local file (blocking); raise ``Unusable`` saying what is wrong."""
     name, where = source.source_name, f"'{path}'"
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise ValueError(f"source '{name}': file {where} does not exist") from None
+        # It may still be being written by the instrument: waiting can help.
+        raise Unusable(f"source '{name}': file {where} does not exist", terminal=False) from None
     except OSError as error:
-        raise ValueError(f"source '{name}': cannot read {where}: {error.strerror}") from None
+        raise Unusable(f"source '{name}': cannot read {where}: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"source '{name}': {where} is not a regular file")
+        raise Unusable(f"source '{name}': {where} is not a regular file")
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(FITS_SIGNATURE))
     except OSError as error:
-        raise ValueError(f"source '{name}': cannot read {where}: {error.strerror}") from None
+        raise Unusable(f"source '{name}': cannot read {where}: {error.strerror}") from None
     if head != FITS_SIGNATURE:
-        raise ValueError(f"source '{name}': {where} is not a FITS file")
+        raise Unusable(f"source '{name}': {where} is not a FITS file")
     return {
         "name": name,
         "location": source.location,
@@ -100,14 +109,16 @@ class Collection:
         try:
             yield run_with_retries(host, "rsync", argv, meter, self.show_progress)
         except TransferFailed as error:
-            raise ValueError(
-                f"source '{source.source_name}': cannot collect {source.location}: {error}"
+            raise Unusable(
+                f"source '{source.source_name}': cannot collect {source.location}: {error}",
+                terminal=error.terminal,
             ) from None
         try:
             yield host.run_blocking(finish_copy, final)
         except OSError as error:
-            raise ValueError(
-                f"source '{source.source_name}': cannot keep the copy {final}: {error.strerror}"
+            raise Unusable(
+                f"source '{source.source_name}': cannot keep the copy {final}: {error.strerror}",
+                terminal=False,
             ) from None
         return final
 
@@ -131,13 +142,14 @@ def collect(host: StageHost) -> Any:
         [collection.collect_one(source) for source in sources], consumeErrors=True
     )
     records: list[dict[str, Any]] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     for source, (succeeded, outcome) in zip(sources, outcomes, strict=True):
         if succeeded:
             records.append(outcome)
         else:
-            outcome.trap(ValueError)
-            problems.append((source.source_name, str(outcome.value)))
+            outcome.trap(Unusable)
+            problems.append(Problem(source.source_name, str(outcome.value),
+                                    outcome.value.terminal))  # fmt: skip
     queued_at = host.record.queued_at
     for record in records:
         if record["mtime"] > queued_at:

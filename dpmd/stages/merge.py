@@ -11,6 +11,7 @@ the progress and the DAQ's alerts; its log goes to ``logs/merge.log``.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from twisted.python.failure import Failure
 from dpmd.durable import write_durably
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
-from dpmd.stages import StageError, StageHost
+from dpmd.stages import Problem, StageError, StageHost
 from dpmd.workers import python_command
 from dpmd.workspace import SPECIFICATION
 
@@ -37,7 +38,12 @@ EXIT_MEANINGS = {
     3: "the specification is invalid",
     4: "a source file is missing, unreadable or not FITS",
     5: "the product cannot be written (disk full or no permission)",
+    126: "its interpreter cannot be run",
+    127: "its interpreter was not found",
 }
+TERMINAL_EXITS = {2, 3, 4, 126, 127}
+"""Merger exits that a retry cannot mend: the specification, a source or the
+installation must change first."""
 
 MERGER_ALERTS = {"UnmergedData", "PrimaryHduResized"}
 
@@ -50,17 +56,24 @@ def prepare_merge(directory: Path, resolve: dict[str, str], product: Path) -> No
     write_durably(directory / RESOLVE_MAP, json.dumps(resolve, indent=1).encode())
 
 
-def last_log_line(path: Path) -> str:
-    """The last non-blank line of the merger's log (blocking), for the alert text."""
+def log_size(path: Path) -> int:
+    """Where this run's part of the (appended) merger log begins (blocking)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def this_runs_log(path: Path, start: int) -> list[str]:
+    """The non-blank lines this run of the merger logged, at most its last 4 KiB (blocking)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 4096))
+            handle.seek(max(start, handle.tell() - 4096))
             tail = handle.read().decode(errors="replace")
     except OSError:
-        return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+        return []
+    return [line.strip() for line in tail.splitlines() if line.strip()]
 
 
 class MergerOutput:
@@ -109,11 +122,13 @@ def merge(host: StageHost) -> Any:
     product = directory / specification.product_name
     resolve = {entry["name"]: entry["local_path"] for entry in host.record.sources}
     yield host.run_blocking(prepare_merge, directory, resolve, product)
+    log_start = yield host.run_blocking(log_size, directory / MERGE_LOG)
     host.set_progress("waiting for a merge slot", 0, 0, "bytes")
     yield host.merge_slots.acquire()
     try:
         output = MergerOutput(host)
         argv = python_command(
+            host.config.python,
             "dpmd.merge",
             "--json",
             "--resolve", str(directory / RESOLVE_MAP),
@@ -133,13 +148,22 @@ def merge(host: StageHost) -> Any:
         return output.product
     if status.ok:
         reason = "it reported no product"
+    elif child.stalled_for is not None:
+        reason = child.describe_end()
     elif status.signal is not None:
         reason = "it was stopped"
     else:
         reason = EXIT_MEANINGS.get(status.code, "the merge failed")
-    detail = yield host.run_blocking(last_log_line, directory / MERGE_LOG)
+    lines = yield host.run_blocking(this_runs_log, directory / MERGE_LOG, log_start)
     description = f"dpmd-merge ended with {status.describe()}: {reason}"
-    if detail:
-        description += f" ({detail})"
-    raise StageError([(MERGE_KEY, description + "; see logs/merge.log")])
+    if any(line.startswith("Traceback") for line in lines):
+        # A crash, not a verdict: its traceback goes to the log, under an incident id.
+        incident = uuid.uuid4().hex[:12]
+        log.error("DAQ {daq_id}: dpmd-merge crashed (incident {incident}):\n{traceback}",
+                  daq_id=host.daq_id, incident=incident, traceback="\n".join(lines))  # fmt: skip
+        description = f"dpmd-merge failed unexpectedly (incident {incident})"
+    elif lines:
+        description += f" ({lines[-1]})"
+    terminal = status.code in TERMINAL_EXITS
+    raise StageError([Problem(MERGE_KEY, description + "; see logs/merge.log", terminal)])
 

@@ -40,7 +40,7 @@ from dpmd.digest import ALGORITHM, Digest
 from dpmd.durable import fsync_directory, rename_no_replace
 from dpmd.locations import RemoteFile, is_local_host
 from dpmd.spec import OlasReceiver
-from dpmd.stages import StageError, StageHost
+from dpmd.stages import Problem, StageError, StageHost
 from dpmd.stages.transfer import (
     Meter,
     TransferFailed,
@@ -53,6 +53,9 @@ from dpmd.stages.transfer import (
 from dpmd.workers import python_command
 
 RELEASE_DIR_KEY = "release_dir"
+
+TERMINAL_ERRORS = {errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EROFS}
+"""Receiver problems that a retry cannot mend until someone changes the receiver."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ def destinations(receivers: tuple[OlasReceiver, ...], release_dir: Path) -> list
 
 class ReleaseProblem(Exception):
     """One receiver cannot be served now; the text is its alert's description."""
+
+    def __init__(self, description: str, terminal: bool = True) -> None:
+        super().__init__(description)
+        self.terminal = terminal
 
 
 class NeedsCopy(Exception):
@@ -187,12 +194,12 @@ class Release:
     def file_digest(self, path: str) -> Any:
         """Size and checksum of a local file, computed by a child process."""
         lines: list[bytes] = []
-        child = self.host.spawn("digest", python_command("dpmd.digest", path),
+        child = self.host.spawn("digest", python_command(self.host.config.python, "dpmd.digest", path),
                                 on_line=lines.append)  # fmt: skip
         status = yield child.wait()
         answer = json.loads(lines[-1]) if lines else {}
         if not status.ok or ALGORITHM not in answer:
-            reason = answer.get("error") or child.last_error_line() or status.describe()
+            reason = answer.get("error") or child.last_error_line() or child.describe_end()
             raise OSError(errno.EIO, f"cannot read it to check it: {reason}", path)
         return Digest.from_json(answer)
 
@@ -250,13 +257,14 @@ class Release:
         host = self.host
         yield host.transfer_slots.acquire()
         try:
-            argv = python_command("dpmd.copyfile", str(self.product), str(staging))
+            argv = python_command(host.config.python, "dpmd.copyfile", str(self.product),
+                                  str(staging))  # fmt: skip
             child = host.spawn("copy", argv)
             status = yield child.wait()
         finally:
             host.transfer_slots.release()
         if not status.ok:
-            reason = child.last_error_line() or status.describe()
+            reason = child.last_error_line() or child.describe_end()
             raise OSError(errno.EIO, reason, str(staging))
 
     @inlineCallbacks
@@ -304,7 +312,8 @@ class Release:
                 if found != self.digest:
                     raise self.conflict(destination, where, found or Digest(0, "?"))
         except TransferFailed as error:
-            raise OSError(errno.EIO, str(error), where) from None
+            raise ReleaseProblem(f"receiver {key}: cannot release to {where}: {error}",
+                                 terminal=error.terminal) from None  # fmt: skip
         yield self.record_state(key, Delivery.DELIVERED, f"released to {where} (rsync)")
 
     @inlineCallbacks
@@ -364,7 +373,7 @@ def release(host: StageHost) -> Any:
         yield host.note(f"releasing to {len(targets)} receiver(s)",
                         product_digest=digest.to_json(), deliveries=planned)  # fmt: skip
     run.digest = Digest.from_json(host.record.product_digest or {})
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     for number, target in enumerate(targets):
         host.set_progress("releasing", number, len(targets), "files")
         if run.entry(target.key)["state"] == Delivery.DELIVERED:
@@ -373,12 +382,13 @@ def release(host: StageHost) -> Any:
         try:
             yield deliver(target)
         except ReleaseProblem as problem:
-            problems.append((target.key, str(problem)))
+            problems.append(Problem(target.key, str(problem), problem.terminal))
         except OSError as error:
             where = error.filename or target.directory
-            problems.append(
-                (target.key, f"receiver {target.key}: cannot release to {where}: {error.strerror}")
-            )
+            problems.append(Problem(
+                target.key, f"receiver {target.key}: cannot release to {where}: {error.strerror}",
+                terminal=error.errno in TERMINAL_ERRORS,
+            ))  # fmt: skip
     if problems:
         raise StageError(problems)
     host.set_progress("releasing", len(targets), len(targets), "files")

@@ -43,7 +43,15 @@ RSYNC_EXIT = {
 
 
 class TransferFailed(Exception):
-    """A transfer that still failed after its retries; the text says why."""
+    """A transfer that still failed after its retries; the text says why.
+
+    ``terminal``: the program itself cannot be run; no retry helps until the
+    configuration (or the machine) changes.
+    """
+
+    def __init__(self, reason: str, terminal: bool = False) -> None:
+        super().__init__(reason)
+        self.terminal = terminal
 
 
 def part_name(final_name: str) -> str:
@@ -105,6 +113,8 @@ class Meter:
 def describe_failure(child: ChildProcess, timeout: float) -> str:
     if child.timed_out:
         return f"no progress for {timeout:g} s"
+    if child.stalled_for is not None:
+        return child.describe_end()
     status = child.result
     assert status is not None
     if status.signal is not None:
@@ -173,6 +183,14 @@ def run_transfer_command(
             host.transfer_slots.release()
         if status.ok:
             return
+        cannot_run = child.start_failure()
+        if cannot_run is not None:
+            setting = f"transfer.{kind}"
+            what = "command not found" if status.code == 127 else cannot_run
+            raise TransferFailed(
+                f"{argv[0]}: {what} — install {kind} or set {setting} (not retried)",
+                terminal=True,
+            )
         reason = describe_failure(child, transfer.timeout)
         if attempt + 1 == attempts:
             tries = f" after {attempts} attempts" if attempts > 1 else ""
