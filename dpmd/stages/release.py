@@ -194,8 +194,8 @@ class Release:
     def file_digest(self, path: str) -> Any:
         """Size and checksum of a local file, computed by a child process."""
         lines: list[bytes] = []
-        child = self.host.spawn("digest", python_command(self.host.config.python, "dpmd.digest", path),
-                                on_line=lines.append)  # fmt: skip
+        argv = python_command(self.host.config.python, "dpmd.digest", path)
+        child = self.host.spawn("digest", argv, on_line=lines.append)
         status = yield child.wait()
         answer = json.loads(lines[-1]) if lines else {}
         if not status.ok or ALGORITHM not in answer:
