@@ -95,6 +95,44 @@ class ExitCodeTests(SynchronousTestCase):
             self.assertExit(2, args)
         self.assertEqual(self.products(), ["bad.json", "unknown.json"])
 
+    def test_bad_command_line_under_json_ends_with_an_error_line(self) -> None:
+        for args in (
+            ["--json", "--bogus", self.spec],
+            ["--js", "--log-level", "loud", self.spec],
+            ["--json", "--date", "yesterday", self.spec],
+            ["--json"],
+        ):
+            result = self.assertExit(2, args)
+            lines = [json.loads(line) for line in result.stdout.splitlines()]
+            self.assertEqual(len(lines), 1, result.stdout)
+            self.assertEqual((lines[0]["type"], lines[0]["code"]), ("error", 2))
+            self.assertIn("usage: dpmd-merge", result.stderr)
+        self.assertEqual(self.assertExit(2, ["--bogus", self.spec]).stdout, "")
+
+    def test_version(self) -> None:
+        import dpmd
+
+        result = self.assertExit(0, ["--version"])
+        self.assertEqual(result.stdout, f"dpmd-merge {dpmd.__version__}\n")
+
+    def test_log_levels_are_the_servers(self) -> None:
+        import logging
+
+        from dpmd.config import LOG_LEVELS
+        from dpmd.merge.__main__ import LOG_LEVELS as merger_levels
+        from dpmd.merge.__main__ import build_parser
+
+        self.assertEqual(tuple(merger_levels), LOG_LEVELS)
+        parse = build_parser().parse_args
+        for level in (*LOG_LEVELS, "WARN", "warning", "Error"):
+            self.assertIsInstance(parse(["--log-level", level, "x"]).log_level, int)
+        self.assertEqual(parse(["--log-level", "critical", "x"]).log_level, logging.CRITICAL)
+        quiet = self.assertExit(0, ["--log-level", "warn", "-o", self.product, self.spec])
+        self.assertNotIn("INFO", quiet.stderr)
+        debug = self.assertExit(0, ["--log-level", "debug", "-o", self.product, self.spec])
+        self.assertIn("DEBUG", debug.stderr)
+        self.assertExit(2, ["--log-level", "trace", self.spec])
+
     def test_invalid_specification(self) -> None:
         spec = new_file_spec(
             file_source(
@@ -196,6 +234,29 @@ class ExitCodeTests(SynchronousTestCase):
             stream.write("garbage\n")
         result = self.assertExit(1, [self.spec])
         self.assertIn("damaged", result.stderr)
+
+
+class VersionTests(SynchronousTestCase):
+    def test_version_is_the_installed_distributions(self) -> None:
+        from importlib import metadata
+
+        import dpmd
+
+        self.assertEqual(dpmd.__version__, metadata.version("dpmd"))
+
+    def test_version_of_a_tree_never_installed(self) -> None:
+        from importlib import metadata
+
+        import dpmd
+
+        def not_installed(name: str) -> str:
+            raise metadata.PackageNotFoundError(name)
+
+        self.patch(metadata, "version", not_installed)
+        dpmd._installed_version.cache_clear()
+        self.addCleanup(dpmd._installed_version.cache_clear)
+        self.assertEqual(dpmd.__version__, dpmd.UNKNOWN_VERSION)
+        self.assertRaises(AttributeError, getattr, dpmd, "no_such_attribute")
 
 
 class InterruptionTests(SynchronousTestCase):
