@@ -116,7 +116,7 @@ def why_refused(kind: KeywordKind, name: str, value: object) -> str | None:
 
 
 class RecordPropertyTests(SynchronousTestCase):
-    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @settings(max_examples=100, deadline=None, derandomize=True, database=None)
     @given(st.lists(keywords, min_size=1, max_size=8, unique_by=lambda k: k[0]))
     def test_every_reader_gets_the_value(self, items: list) -> None:
         cards, written = [], []
