@@ -9,12 +9,11 @@ semantics are defined in one place; the merger only runs the pipeline.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import re2  # type: ignore[import-untyped]
+from typing import Any, Protocol
 
 from .names import KeywordKind
 
@@ -24,8 +23,17 @@ class RuleError(ValueError):
 
 
 _KIND_LETTERS = {kind.value: kind for kind in KeywordKind}
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # errors are reported to the user, not to stderr
+
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """RE2 and its options, imported when a transform is first compiled: a merge
+    without transforms (most of them) does not load the library (2.6 MiB)."""
+    import re2  # type: ignore[import-untyped]
+
+    options = re2.Options()
+    options.log_errors = False  # errors are reported to the user, not to stderr
+    return re2, options
 
 
 class Match(Protocol):
@@ -224,8 +232,9 @@ def compile_regex(regex: str) -> Regex:
         raise RuleError(f"invalid regular expression {regex!r}: {exc}") from None
     except RecursionError:
         raise RuleError(f"regular expression {regex!r} is nested too deeply") from None
+    re2, options = _re2()
     try:
-        return re2.compile(regex, _RE2_OPTIONS)  # type: ignore[no-any-return]
+        return re2.compile(regex, options)  # type: ignore[no-any-return]
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args else "unsupported"
         raise RuleError(
