@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,7 +50,7 @@ class Regex(Protocol):
     pattern: str
     groups: int
 
-    def search(self, text: str, pos: int = ..., /) -> Match | None: ...
+    def finditer(self, text: str, /) -> Iterator[Match]: ...
 
 
 @dataclass(frozen=True)
@@ -141,17 +141,17 @@ class TransformRule:
 
         Matches are found left to right; an empty match right after a match is
         kept ('x*' on 'abxd' gives '-a-b--d-'); after an empty match the search
-        goes on one character later.
+        goes on one character later. (The RE2 module's `finditer` can report an
+        empty match twice when it jumped to it; the repeat is skipped.)
         """
-        out, copied, position = [], 0, 0
-        while position <= len(name):
-            match = self.regex.search(name, position)
-            if match is None:
-                break
-            start, end = match.start(), match.end()
-            out += [name[copied:start], self._format(match, name)]
-            copied = end
-            position = end + 1 if end == start else end
+        out, copied, previous = [], 0, None
+        for match in self.regex.finditer(name):
+            span = (match.start(), match.end())
+            if span == previous:
+                continue
+            previous = span
+            out += [name[copied : span[0]], self._format(match, name)]
+            copied = span[1]
         out.append(name[copied:])
         return "".join(out)
 
