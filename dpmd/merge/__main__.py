@@ -144,8 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="L",
         help="lowest level logged on stderr: debug, info (default), warn, error or critical",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {dpmd.__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version of dpmd-merge and exit"
+    )
     return parser
+
+
+class _Version(argparse.Action):
+    """--version, reading the package metadata only when asked (it costs start-up)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(f"{parser.prog} {dpmd.__version__}\n")
+        parser.exit()
 
 
 def _load_resolve(path: str | None) -> dict[str, str]:
