@@ -106,7 +106,7 @@ def example(name: str) -> dict:
         return json.load(stream)
 
 
-def run_cli(args: Sequence[str], **kwargs):
+def run_cli(args: Sequence[str], timeout: float = 60, **kwargs):
     """Run the merger as a real child process; returns the CompletedProcess."""
     import subprocess
     import sys
@@ -116,7 +116,7 @@ def run_cli(args: Sequence[str], **kwargs):
         capture_output=True,
         text=True,
         env=child_environment(),
-        timeout=60,
+        timeout=timeout,
         **kwargs,
     )
 
@@ -134,7 +134,7 @@ def run_merge(args: Sequence[str]) -> tuple[int, list[dict]]:
     level = logger.level
     try:
         with contextlib.redirect_stdout(out):
-            code = main(["--json", "--log-level", "ERROR", *args])
+            code = main(["--json", "--log-level", "error", *args])
     finally:
         logger.setLevel(level)
     return code, [json.loads(line) for line in out.getvalue().splitlines()]
@@ -155,3 +155,23 @@ def open_verified(path: str) -> fits.HDUList:
             if hdu.verify_checksum() != 1 or hdu.verify_datasum() != 1:
                 raise AssertionError(f"checksum of HDU {hdu.name} does not verify")
         return hdus
+
+
+def header_file(path: str, records: Sequence[str]) -> str:
+    """A FITS file whose primary header holds `records` (after SIMPLE/BITPIX/NAXIS)."""
+    from dpmd.spec.cards import header_bytes
+
+    mandatory = [
+        f"{name:<8}= {value:>20}".ljust(80)
+        for name, value in (("SIMPLE", "T"), ("BITPIX", "8"), ("NAXIS", "0"))
+    ]
+    with open(path, "wb") as stream:
+        stream.write(header_bytes([*mandatory, *records]))
+    return path
+
+
+def cfitsio_header(path: str, records: Sequence[str]):
+    """The header as CFITSIO reads it (through fitsio), from a file holding `records`."""
+    import fitsio
+
+    return fitsio.read_header(header_file(path, records))

@@ -35,6 +35,19 @@ def file_source(name: str, location: str, **extra: object) -> dict:
     return {"type": "fitsFile", "sourceName": name, "location": location, **extra}
 
 
+def run_in_process(args: list[str]) -> tuple[int, list[dict]]:
+    """main() in this process: exit code and stdout's JSON lines (stderr is dropped)."""
+    import contextlib
+    import io
+
+    from dpmd.merge.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(args)
+    return code, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
 class ExitCodeTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.root = os.path.abspath(self.mktemp())
@@ -94,6 +107,47 @@ class ExitCodeTests(SynchronousTestCase):
         ):
             self.assertExit(2, args)
         self.assertEqual(self.products(), ["bad.json", "unknown.json"])
+
+    def test_bad_command_line_under_json_ends_with_an_error_line(self) -> None:
+        result = self.assertExit(2, ["--json", "--bogus", self.spec])
+        self.assertEqual(
+            [json.loads(line) for line in result.stdout.splitlines()],
+            [{"type": "error", "code": 2, "message": "unrecognized arguments: --bogus"}],
+        )
+        self.assertIn("usage: dpmd-merge", result.stderr)
+        for args in (  # the same in this process, faster, for the other forms
+            ["--js", "--log-level", "loud", self.spec],
+            ["--json", "--date", "yesterday", self.spec],
+            ["--json"],
+        ):
+            code, lines = run_in_process(args)
+            self.assertEqual(code, 2)
+            self.assertEqual([(line["type"], line["code"]) for line in lines], [("error", 2)], args)
+        self.assertEqual(run_in_process(["--bogus", self.spec]), (2, []))
+
+    def test_version(self) -> None:
+        import dpmd
+
+        result = self.assertExit(0, ["--version"])
+        self.assertEqual(result.stdout, f"dpmd-merge {dpmd.__version__}\n")
+
+    def test_log_levels_are_the_servers(self) -> None:
+        import logging
+
+        from dpmd.config import LOG_LEVELS
+        from dpmd.merge.__main__ import LOG_LEVELS as merger_levels
+        from dpmd.merge.__main__ import build_parser
+
+        self.assertEqual(tuple(merger_levels), LOG_LEVELS)
+        parse = build_parser().parse_args
+        for level in (*LOG_LEVELS, "WARN", "warning", "Error"):
+            self.assertIsInstance(parse(["--log-level", level, "x"]).log_level, int)
+        self.assertEqual(parse(["--log-level", "critical", "x"]).log_level, logging.CRITICAL)
+        quiet = self.assertExit(0, ["--log-level", "warn", "-o", self.product, self.spec])
+        self.assertNotIn("INFO", quiet.stderr)
+        debug = self.assertExit(0, ["--log-level", "debug", "-o", self.product, self.spec])
+        self.assertIn("DEBUG", debug.stderr)
+        self.assertExit(2, ["--log-level", "trace", self.spec])
 
     def test_invalid_specification(self) -> None:
         spec = new_file_spec(
@@ -196,6 +250,29 @@ class ExitCodeTests(SynchronousTestCase):
             stream.write("garbage\n")
         result = self.assertExit(1, [self.spec])
         self.assertIn("damaged", result.stderr)
+
+
+class VersionTests(SynchronousTestCase):
+    def test_version_is_the_installed_distributions(self) -> None:
+        from importlib import metadata
+
+        import dpmd
+
+        self.assertEqual(dpmd.__version__, metadata.version("dpmd"))
+
+    def test_version_of_a_tree_never_installed(self) -> None:
+        from importlib import metadata
+
+        import dpmd
+
+        def not_installed(name: str) -> str:
+            raise metadata.PackageNotFoundError(name)
+
+        self.patch(metadata, "version", not_installed)
+        dpmd._installed_version.cache_clear()
+        self.addCleanup(dpmd._installed_version.cache_clear)
+        self.assertEqual(dpmd.__version__, dpmd.UNKNOWN_VERSION)
+        self.assertRaises(AttributeError, getattr, dpmd, "no_such_attribute")
 
 
 class InterruptionTests(SynchronousTestCase):

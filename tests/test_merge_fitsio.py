@@ -110,12 +110,32 @@ class ScanTests(SynchronousTestCase):
             self.assertRaises(fitsio.FitsFormatError, fitsio.scan, path)
         self.assertRaises(FileNotFoundError, fitsio.scan, os.path.join(directory, "none"))
 
-    def test_short_trailing_bytes_tolerated(self) -> None:
-        path = write_fits(os.path.join(self.mktemp(), "a.fits"), extensions=[image_hdu("A")])
-        size = os.path.getsize(path)
-        with open(path, "ab") as stream:
-            stream.write(b"\0" * 100)
-        self.assertEqual(fitsio.scan(path).end, size)
+    def test_trailing_zeros_are_padding(self) -> None:
+        """Some writers pad after the last HDU: zero bytes are accepted (and logged)."""
+        for padding in (100, 2880, 3 * 2880):
+            path = write_fits(os.path.join(self.mktemp(), "a.fits"), extensions=[image_hdu("A")])
+            size = os.path.getsize(path)
+            with open(path, "ab") as stream:
+                stream.write(b"\0" * padding)
+            with self.assertLogs("dpmd.merge", "INFO") as logged:
+                layout = fitsio.scan(path)
+            self.assertEqual((layout.end, len(layout.hdus)), (size, 2))
+            self.assertIn(
+                f"{padding} zero bytes after the last HDU at byte {size}", logged.output[0]
+            )
+
+    def test_other_trailing_bytes_are_refused(self) -> None:
+        for garbage in (b"\0" * 2880 + b"x", b"junk", b"Z" * 2880, b" " * 2880):
+            path = write_fits(os.path.join(self.mktemp(), "a.fits"), extensions=[image_hdu("A")])
+            size = os.path.getsize(path)
+            with open(path, "ab") as stream:
+                stream.write(garbage)
+            with self.assertRaises(fitsio.FitsFormatError) as caught:
+                fitsio.scan(path)
+            self.assertEqual(
+                str(caught.exception),
+                f"{len(garbage)} bytes after the last HDU at byte {size} are not a FITS HDU",
+            )
 
 
 class CopyTests(SynchronousTestCase):

@@ -225,7 +225,7 @@ class NewFileTests(SynchronousTestCase):
     def test_dry_run_for_humans(self) -> None:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            self.assertEqual(main(["--dry-run", "--log-level", "ERROR", self.spec]), 0)
+            self.assertEqual(main(["--dry-run", "--log-level", "error", self.spec]), 0)
         text = out.getvalue()
         self.assertIn("Mode:     new-file", text)
         self.assertIn("  ORIGIN  = 'ESO-DCS '           / where", text)

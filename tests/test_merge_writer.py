@@ -77,7 +77,7 @@ class RollbackTests(SynchronousTestCase):
         self.rollback = writer.Rollback(self.target)
 
     def test_restore_undoes_append_and_header(self) -> None:
-        self.rollback.save(os.stat(self.target), self.original[:2880])
+        self.rollback.save(os.stat(self.target), self.original[:2880], len(self.original))
         self.assertTrue(self.rollback.pending())
         with open(self.target, "r+b") as stream:
             stream.write(b"N" * 2880)
@@ -89,8 +89,22 @@ class RollbackTests(SynchronousTestCase):
         self.assertFalse(self.rollback.pending())
         self.assertFalse(writer.recover(self.target))
 
+    def test_restore_brings_back_padding_after_the_last_hdu(self) -> None:
+        """Extensions are appended over zero padding, which a restore puts back."""
+        padded = self.original + b"\0" * 5760
+        with open(self.target, "ab") as stream:
+            stream.write(b"\0" * 5760)
+        self.rollback.save(os.stat(self.target), self.original[:2880], len(self.original))
+        with open(self.target, "r+b") as stream:
+            stream.seek(len(self.original))
+            stream.write(b"E" * 2880)
+            stream.truncate()  # shorter than the padded original
+        self.assertTrue(writer.recover(self.target))
+        with open(self.target, "rb") as stream:
+            self.assertEqual(stream.read(), padded)
+
     def test_record_of_another_file_is_refused(self) -> None:
-        self.rollback.save(os.stat(self.target), self.original[:2880])
+        self.rollback.save(os.stat(self.target), self.original[:2880], len(self.original))
         replacement = self.target + ".new"
         with open(replacement, "wb") as stream:
             stream.write(self.original)
@@ -101,4 +115,7 @@ class RollbackTests(SynchronousTestCase):
     def test_damaged_record(self) -> None:
         with open(self.rollback.path, "wb") as stream:
             stream.write(b'{"size": 1, "ino": 2, "dev": 3, "header": 2880}\nshort')
+        self.assertRaises(MergeError, writer.recover, self.target)
+        with open(self.rollback.path, "wb") as stream:
+            stream.write(b"[1, 2]\n" + b" " * 2880)
         self.assertRaises(MergeError, writer.recover, self.target)

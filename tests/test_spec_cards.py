@@ -14,6 +14,7 @@ from dpmd.spec.cards import (
     MAX_ESO_NAME,
     CardError,
     KeywordKind,
+    RecordTooLong,
     cards_from_records,
     format_value,
     header_bytes,
@@ -22,6 +23,8 @@ from dpmd.spec.cards import (
     parse_card,
     render_keyword,
 )
+
+from .fitsfactory import cfitsio_header
 
 VALUE, ESO, COMMENTARY = KeywordKind.VALUE, KeywordKind.ESO, KeywordKind.COMMENTARY
 
@@ -258,9 +261,89 @@ class RenameTests(SynchronousTestCase):
         longer = card.renamed("A " + "B" * 40)
         self.assertEqual(len(longer.records[0]), 80)
         self.assertTrue(longer.records[0].rstrip().endswith("c"))
-        self.assertRaises(CardError, card.renamed, "A" * 63)
+        self.assertRaises(RecordTooLong, card.renamed, "A" * 63)
+
+    def test_rename_that_lengthens_a_full_string_record_continues_it(self) -> None:
+        value = "N" * 49  # a full record as astropy writes it, '=' right after the name
+        card = parse_card(f"HIERARCH ESO INS FILT1 NAME= '{value}'")
+        self.assertEqual(len(card.records[0].rstrip()), 80)
+        renamed = card.renamed("INS2 FILT1 NAME")
+        self.assertGreater(len(renamed.records), 1)
+        self.assertTrue(all(len(r) == 80 for r in renamed.records))
+        parsed = astropy_card(renamed.records)
+        self.assertEqual((parsed.keyword, parsed.value), ("ESO INS2 FILT1 NAME", value))
+        self.assertEqual(
+            cfitsio_header(self.mktemp(), renamed.records)["ESO INS2 FILT1 NAME"], value
+        )
+
+    def test_rename_of_a_continued_string(self) -> None:
+        text = "long " * 40 + "&"
+        card = cards_from_records(render_keyword(ESO, "INS A", text, "c").records)[0]
+        renamed = card.renamed("INS2 " + "B" * 40)
+        parsed = astropy_card(renamed.records)
+        self.assertEqual((parsed.value, parsed.comment), (text, "c"))
+        header = cfitsio_header(self.mktemp(), renamed.records)
+        self.assertEqual(header["ESO INS2 " + "B" * 40], text)
+
+    def test_rename_where_nothing_fits(self) -> None:
+        card = parse_card("HIERARCH ESO A = 'x'")
+        self.assertRaises(RecordTooLong, card.renamed, "B" * 62)
 
     def test_commentary_rename(self) -> None:
         card = parse_card("COMMENT hello")
         self.assertEqual(card.renamed("HISTORY").records[0].rstrip(), "HISTORY hello")
         self.assertRaises(CardError, card.renamed, "FOO")
+
+
+class AmpersandTests(SynchronousTestCase):
+    """Continued strings read back the same in astropy and CFITSIO (issue: '&' lost)."""
+
+    def both_readers(self, records: tuple[str, ...], key: str) -> tuple[object, object]:
+        header = cfitsio_header(self.mktemp(), records)
+        return astropy_card(records).value, header[key]
+
+    def test_long_string_ending_with_ampersand(self) -> None:
+        for text, comment in (
+            ("a" * 100 + "&", None),
+            ("b" * 150 + "&&", "note"),
+            ("&" * 90, None),
+        ):
+            card = render_keyword(VALUE, "AMPLONG", text, comment)
+            self.assertTrue(all(len(r) == 80 for r in card.records))
+            self.assertEqual(self.both_readers(card.records, "AMPLONG"), (text, text))
+            self.assertEqual(cards_from_records(card.records)[0].records, card.records)
+
+    def test_comment_of_the_closing_record(self) -> None:
+        card = render_keyword(ESO, "INS AMP", "x" * 100 + "&", "kept")
+        self.assertEqual(astropy_card(card.records).comment, "kept")
+        self.assertEqual(card.records[-1].rstrip(), "CONTINUE  ' ' / kept")
+
+    def test_short_string_ending_with_ampersand_stays_one_record(self) -> None:
+        card = render_keyword(VALUE, "AMP", "abc&")
+        self.assertEqual(len(card.records), 1)
+        self.assertEqual(self.both_readers(card.records, "AMP"), ("abc&", "abc&"))
+
+
+class RealTests(SynchronousTestCase):
+    """Reals CFITSIO cannot read are refused (subnormals, overflow)."""
+
+    def test_subnormal_refused(self) -> None:
+        for value in (5e-324, -1e-310, 2.2250738585072009e-308):
+            with self.assertRaises(CardError) as caught:
+                render_keyword(VALUE, "TINY", value)
+            self.assertIn("subnormal", str(caught.exception))
+        smallest = 2.2250738585072014e-308
+        card = render_keyword(VALUE, "TINY", smallest)
+        self.assertEqual(cfitsio_header(self.mktemp(), card.records)["TINY"], smallest)
+        self.assertEqual(format_value(0.0), "0.0")
+
+    def test_literal_numbers_cfitsio_cannot_read(self) -> None:
+        for record in (
+            "X       = 5.0E-324",
+            "X       = 1.0E400",
+            "X       = (1.0, 1D-320)",
+            "X       = 123456789012345678901234567890",
+        ):
+            self.assertRaises(CardError, parse_card, record, True)
+        parse_card("X       = -9223372036854775808", strict=True)
+        parse_card("X       = 1.0D-300", strict=True)

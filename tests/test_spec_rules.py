@@ -129,6 +129,20 @@ class FormatTests(SynchronousTestCase):
     def test_replaces_every_match(self) -> None:
         self.assertEqual(transform("1", "2").rename("DET CHIP1 OUT1"), "DET CHIP2 OUT2")
 
+    def test_empty_matches_as_python_and_ecmascript(self) -> None:
+        """RE2 finds the matches; each one is replaced once, an empty one too."""
+        cases = [
+            ("$", "AB", "AB-"),
+            ("x*", "abxd", "-a-b--d-"),
+            (r"\b", "AB CD", "-AB- -CD-"),
+            ("A*$", "BAA", "B--"),
+            ("", "AB", "-A-B-"),
+            ("", "", "-"),
+            ("a|", "ba", "-b--"),
+        ]
+        for regex, name, renamed in cases:
+            self.assertEqual(transform(regex, "-").rename(name), renamed, (regex, name))
+
     def test_two_digit_groups(self) -> None:
         regex = "".join(f"({chr(65 + n)})" for n in range(12))
         self.assertEqual(transform(regex, "$12").rename("ABCDEFGHIJKL"), "L")

@@ -1,7 +1,7 @@
 """Command line of dpmd-merge: arguments, logging, signals and exit codes.
 
     dpmd-merge [--root DIR] [--resolve JSON-FILE] [-o OUT] [--dry-run] [--json]
-               [--date ISO] [--log-level L] SPEC.json
+               [--date ISO] [--log-level L] [--version] SPEC.json
 
 Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid
 specification, 4 source missing/unreadable/not FITS, 5 output not writable.
@@ -18,7 +18,9 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import NoReturn
 
+import dpmd
 from dpmd.spec import SpecificationError, parse_specification
 
 from .errors import EXIT_FAILURE, EXIT_OK, MergeError, SpecError, UsageError
@@ -27,12 +29,14 @@ from .report import Reporter
 from .writer import Rollback, recover, write_product
 
 log = logging.getLogger("dpmd.merge")
-_LEVELS = {
-    "ERROR": logging.ERROR,
-    "WARNING": logging.WARNING,
-    "INFO": logging.INFO,
-    "DEBUG": logging.DEBUG,
-    "TRACE": logging.DEBUG,
+#: The server's level names (dpmd.config.LOG_LEVELS; a test keeps them equal). The
+#: merger does not import the server's configuration: it runs without the server.
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
 }
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -61,16 +65,38 @@ def _format_date(moment: datetime.datetime) -> str:
 
 
 def _level(text: str) -> int:
+    """A level name as the server takes it: any case, `warning` for `warn`."""
+    name = text.lower()
     try:
-        return _LEVELS[text.upper()]
+        return LOG_LEVELS["warn" if name == "warning" else name]
     except KeyError:
         raise argparse.ArgumentTypeError(
-            f"unknown level {text!r} (use one of {', '.join(_LEVELS)})"
+            f"unknown level {text!r} (use one of {', '.join(LOG_LEVELS)})"
         ) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line as a UsageError, so that it ends like every
+    other failure (exit 2, and a JSON `error` line under --json)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether --json was asked for (as argparse would read it: abbreviated too),
+    for a command line that could not be parsed."""
+    for token in argv:
+        if token == "--":
+            return False
+        if len(token) > 2 and "--json".startswith(token.partition("=")[0]):
+            return True
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dpmd-merge",
         description="Merge the sources of a Data Product Specification into one FITS file.",
         epilog="Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid "
@@ -116,9 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_level,
         default=logging.INFO,
         metavar="L",
-        help="ERROR, WARNING, INFO (default), DEBUG or TRACE",
+        help="lowest level logged on stderr: debug, info (default), warn, error or critical",
+    )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version of dpmd-merge and exit"
     )
     return parser
+
+
+class _Version(argparse.Action):
+    """--version, reading the package metadata only when asked (it costs start-up)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(f"{parser.prog} {dpmd.__version__}\n")
+        parser.exit()
 
 
 def _load_resolve(path: str | None) -> dict[str, str]:
@@ -190,13 +227,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log.setLevel(args.log_level)
+    argv = sys.argv[1:] if argv is None else list(argv)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("dpmd-merge: %(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        log.error("%s", exc)
+        Reporter(_wants_json(argv)).error(exc.exit_code, str(exc))
+        return exc.exit_code
+    log.setLevel(args.log_level)
     reporter = Reporter(args.json)
     try:
         with _signals_raise():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from dpmd.spec.cards import BLOCK, RECORD, CardError, parse_card, string_value
 
 from . import checksum
 from .errors import OutputError, SourceError
+
+log = logging.getLogger("dpmd.merge")
 
 CHUNK = 8 * 1024 * 1024
 #: Errors that mean "the output cannot be written", whatever call raised them.
@@ -45,6 +48,7 @@ class Hdu:
     data_size: int
     xtension: str | None = None
     extname: str | None = None
+    naxis: int = 0
 
     @property
     def header_size(self) -> int:
@@ -163,15 +167,14 @@ def scan(path: str) -> FitsLayout:
             or (_value(records, "SIMPLE") != "T")
         ):
             raise FitsFormatError("does not start with SIMPLE = T")
-        hdus = [Hdu(0, 0, header_size, _data_size(records, True))]
+        hdus = [Hdu(0, 0, header_size, _data_size(records, True), naxis=_int(records, "NAXIS"))]
         primary = tuple(records)
         while hdus[-1].end < size:
             offset = hdus[-1].end
-            if hdus[-1].end + BLOCK > size:
-                break  # tolerate less than a block of trailing bytes; they are not copied
+            if os.pread(fd, 9, offset) != b"XTENSION=":
+                _check_padding(fd, offset, size, path)
+                break
             ext, header_size = read_header(fd, offset, size)
-            if not ext or not ext[0].startswith("XTENSION="):
-                raise FitsFormatError(f"no XTENSION header at byte {offset}")
             hdus.append(
                 Hdu(
                     len(hdus),
@@ -187,6 +190,28 @@ def scan(path: str) -> FitsLayout:
                 f"truncated: HDU {len(hdus) - 1} ends at byte {hdus[-1].end}, file has {size}"
             )
     return FitsLayout(path, size, primary, tuple(hdus))
+
+
+def _check_padding(fd: int, offset: int, size: int, path: str) -> None:
+    """Bytes after the last HDU: zeros (some writers pad) are accepted and not copied.
+
+    Anything else is refused: it may be an HDU this program cannot see, and
+    dropping it silently would lose data.
+    """
+    position = offset
+    while position < size:
+        chunk = os.pread(fd, min(CHUNK, size - position), position)
+        if not chunk or chunk.count(0) != len(chunk):
+            raise FitsFormatError(
+                f"{size - offset} bytes after the last HDU at byte {offset} are not a FITS HDU"
+            )
+        position += len(chunk)
+    log.info(
+        "%s: %d zero bytes after the last HDU at byte %d are padding; they are not copied",
+        path,
+        size - offset,
+        offset,
+    )
 
 
 def _write_error(exc: OSError, what: str) -> OutputError:

@@ -20,6 +20,7 @@ from dpmd.spec.cards import (
     is_structure,
     render_keyword,
 )
+from dpmd.spec.strings import CONTINUE_PREFIX
 
 from . import checksum
 
@@ -31,6 +32,7 @@ _NEW_FILE_STRUCTURE = (
     ("NAXIS", 0, "number of array dimensions"),
 )
 _EXTEND = ("EXTEND", True, "FITS dataset may contain extensions")
+_LONGSTRN = ("LONGSTRN", "OGIP 1.0", "The OGIP long string convention is used")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def structure_records(target: Sequence[Card] | None) -> list[str]:
     naxis.sort(key=lambda c: int(c.name[5:]))
     mandatory = [c for n in ("SIMPLE", "BITPIX", "NAXIS") for c in structure if c.name == n][:3]
     rest = [c for c in structure if c not in mandatory and c not in naxis and c.name != "EXTEND"]
-    return [c.records[0] for c in mandatory + naxis] + [extend] + [c.records[0] for c in rest]
+    first = [c.records[0] for c in mandatory + naxis]
+    return first + [extend] + [record for card in rest for record in card.records]
 
 
 def reserved_records(archive_name: str, product_name: str, date: str) -> list[str]:
@@ -136,10 +139,15 @@ def build_header(
 ) -> ProductHeader:
     """Assemble the header; pad with blank records so it spans at least `min_blocks`.
 
-    Padding goes before END so an in-place header fills exactly the blocks the
-    target had (a shorter header must still end in its last block).
+    `LONGSTRN` follows the reserved keywords exactly when some keyword is
+    continued on CONTINUE records. Padding goes before END so an in-place
+    header fills exactly the blocks the target had (a shorter header must
+    still end in its last block).
     """
-    records = structure + reserved + [r for card in keywords for r in card.records]
+    body = [record for card in keywords for record in card.records]
+    if any(record.startswith(CONTINUE_PREFIX) for record in structure + body):
+        reserved = [*reserved, render_keyword(KeywordKind.VALUE, *_LONGSTRN).records[0]]
+    records = structure + reserved + body
     records += [_checksum_record("0" * 16), _datasum_record(0)]
     before_end = (min_blocks - 1) * RECORDS_PER_BLOCK
     records += [BLANK_RECORD] * max(0, before_end - len(records))

@@ -8,27 +8,19 @@ without further decisions.
 from __future__ import annotations
 
 import enum
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dpmd.spec import FitsFileSource, FitsKeywordsSource, Specification
-from dpmd.spec.cards import BLOCK, Card, CardError, cards_from_records
+from dpmd.spec import FitsFileSource, Specification
+from dpmd.spec.cards import BLOCK
 
+from .contributions import Alert, gather
 from .errors import OutputError, SourceError, UsageError
 from .fitsio import FitsFormatError, FitsLayout, scan
-from .header import (
-    Contribution,
-    ProductHeader,
-    build_header,
-    merge_keywords,
-    reserved_records,
-    structure_records,
-)
-from .rules import apply_rules
+from .header import ProductHeader, build_header, reserved_records, structure_records
 
-log = logging.getLogger("dpmd.merge")
+__all__ = ["Alert", "HduEntry", "Mode", "Piece", "Plan", "build_plan", "resolve_sources"]
 
 
 class Mode(enum.Enum):
@@ -36,14 +28,6 @@ class Mode(enum.Enum):
     IN_PLACE = "in-place"  # header overwritten in the target, extensions appended
     IN_PLACE_REWRITE = "in-place-rewrite"  # header grew: target rewritten and replaced
     TARGET_TO_OUTPUT = "target-to-output"  # in-place semantics, product written to -o
-
-
-@dataclass(frozen=True)
-class Alert:
-    category: str
-    key: str
-    severity: str
-    description: str
 
 
 @dataclass(frozen=True)
@@ -124,51 +108,28 @@ def _scan(source: FitsFileSource, path: str) -> FitsLayout:
         ) from None
 
 
-def _primary_cards(source: FitsFileSource, layout: FitsLayout) -> list[Card]:
-    try:
-        return cards_from_records(layout.primary_records)
-    except CardError as exc:
-        raise SourceError(
-            f"source {source.source_name!r}: bad primary header record: {exc}"
-        ) from None
-
-
 def build_plan(
     spec: Specification, paths: Mapping[str, str], output: str | None, root: str, date: str
 ) -> Plan:
     """Read every source header and compute the product; nothing is written."""
     layouts = {s.source_name: _scan(s, paths[s.source_name]) for s in spec.file_sources()}
-    contributions: list[Contribution] = []
-    alerts: list[Alert] = []
+    keywords = gather(spec, layouts)
+    structure = structure_records(keywords.target_cards)
+    reserved = reserved_records(spec.archive_name, spec.product_name, date)
+    alerts = list(keywords.alerts)
+    pieces: list[Piece] = []
     target = spec.target_source
     target_layout = layouts[target.source_name] if target else None
-    target_cards = _primary_cards(target, target_layout) if target else None
-    if target:
-        cards = apply_rules(target_cards, target.keyword_rules, target.source_name)
-        contributions.append(Contribution(target.source_name, len(spec.sources), tuple(cards)))
-    for rank, source in enumerate(spec.sources):
-        if isinstance(source, FitsKeywordsSource):
-            cards = [keyword.card for keyword in source.keywords]
-        else:
-            layout = layouts[source.source_name]
-            cards = _primary_cards(source, layout)
-            if layout.primary.data_size:
-                _unmerged(source, layout, alerts)
-        cards = apply_rules(cards, source.keyword_rules, source.source_name)
-        contributions.append(Contribution(source.source_name, rank, tuple(cards)))
-    keywords = merge_keywords(contributions)
-    structure = structure_records(target_cards)
-    reserved = reserved_records(spec.archive_name, spec.product_name, date)
-    header = build_header(structure, reserved, keywords)
-    mode, path = Mode.NEW_FILE, output or os.path.join(root, spec.product_name)
-    pieces: list[Piece] = []
-    hdus = [HduEntry(0, "(new)", "PRIMARY", None, header.size, 0)]
-    if target:
+    if target is None or target_layout is None:
+        header = build_header(structure, reserved, keywords.merged)
+        mode, path = Mode.NEW_FILE, output or os.path.join(root, spec.product_name)
+        hdus = [HduEntry(0, "(new)", "PRIMARY", None, header.size, 0)]
+    else:
         old_blocks = target_layout.primary.header_size // BLOCK
-        header = build_header(structure, reserved, keywords, min_blocks=old_blocks)
+        header = build_header(structure, reserved, keywords.merged, min_blocks=old_blocks)
         resized = header.blocks > old_blocks
         if output:
-            mode = Mode.TARGET_TO_OUTPUT
+            mode, path = Mode.TARGET_TO_OUTPUT, output
         else:
             path = target_layout.path
             mode = Mode.IN_PLACE_REWRITE if resized else Mode.IN_PLACE
@@ -202,17 +163,6 @@ def build_plan(
     path = os.path.abspath(path)
     _check_output(path, mode, layouts, output is not None)
     return Plan(spec, mode, path, header, tuple(pieces), tuple(hdus), tuple(alerts), target_layout)
-
-
-def _unmerged(source: FitsFileSource, layout: FitsLayout, alerts: list[Alert]) -> None:
-    text = (
-        f"primary HDU data of source {source.source_name!r} ({layout.primary.data_size} bytes) "
-        "is not merged; only its keywords and extensions are"
-    )
-    if source.alert_unmergeable:
-        alerts.append(Alert("UnmergedData", source.source_name, "Warning", text))
-    else:
-        log.info("%s (alert disabled by alertUnmergeable)", text)
 
 
 def _extension_pieces(name: str, layout: FitsLayout, hdus: list[HduEntry]) -> list[Piece]:

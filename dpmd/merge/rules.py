@@ -1,61 +1,70 @@
-"""Run a source's keyword-rule pipeline over the keywords of its primary header.
+"""A source's contribution: its user keywords, through its keyword rules.
 
-The rules themselves are parsed (and refused when malformed) by `dpmd.spec`;
-this module only evaluates them: each rule takes the output of the previous
-one, starting from the source's user keywords.
+The rules are parsed (and refused when malformed) and evaluated by
+`dpmd.spec.pipeline`; this module decides what enters the pipeline and turns
+its outcome into what the merger reports. A source whose primary data array is
+not merged also withholds the keywords that describe that array (WCS,
+scaling, random-groups parameters), unless a rule names one of them exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from dpmd.spec.cards import Card, CardError, KeywordKind, is_reserved, is_structure
-from dpmd.spec.rules import FilterRule, KeywordRule, select
+from dpmd.spec.cards import Card, KeywordKind
+from dpmd.spec.names import describes_primary_data
+from dpmd.spec.pipeline import Refusal, RenameError, is_user_keyword, named_literally, run_rules
+from dpmd.spec.rules import KeywordRule
 
 from .errors import SpecError
 
 
-def is_user_keyword(card: Card) -> bool:
-    """User keywords are what a source may contribute: not structure, not reserved,
-    not blank padding records, not a stray CONTINUE or END."""
-    if card.kind is KeywordKind.VALUE:
-        return not (is_structure(card.name) or is_reserved(card.name))
-    if card.kind is KeywordKind.COMMENTARY:
-        if card.name in ("CONTINUE", "END"):
-            return False
-        return card.name != "" or card.records[0].strip() != ""
-    return True
+@dataclass(frozen=True)
+class Selection:
+    """What a source contributes, and what it leaves out that the alert must name."""
+
+    cards: tuple[Card, ...]
+    withheld: tuple[str, ...] = ()
+    refused: tuple[Refusal, ...] = ()
 
 
 def apply_rules(
-    cards: Sequence[Card], rules: Sequence[KeywordRule] | None, source_name: str
-) -> list[Card]:
-    """Absent rules keep every user keyword; `[]` keeps none; else the pipeline decides."""
+    cards: Sequence[Card],
+    rules: Sequence[KeywordRule] | None,
+    source_name: str,
+    data_dropped: bool = False,
+) -> Selection:
+    """Absent rules keep every user keyword; `[]` keeps none; else the pipeline decides.
+
+    With `data_dropped` (the source's primary array is not merged), keywords
+    describing that array enter the pipeline only when a `+` pattern of the
+    rules names them literally (`"+v BUNIT"`), never through a wildcard.
+    """
     current = [card for card in cards if is_user_keyword(card)]
-    if rules is None:
-        return current
-    if not rules:
-        return []  # an empty rule list explicitly copies nothing
-    for number, rule in enumerate(rules):
-        chosen = select(rule.patterns, [card.identity for card in current])
-        if isinstance(rule, FilterRule):
-            current = [card for card, keep in zip(current, chosen, strict=True) if keep]
-        else:
-            current = [
-                _rename(card, rule.rename(card.name), source_name, number) if hit else card
-                for card, hit in zip(current, chosen, strict=True)
-            ]
-    return current
-
-
-def _rename(card: Card, new_name: str, source_name: str, number: int) -> Card:
-    where = f"source {source_name!r}, keywordRules[{number}]"
-    if card.kind is KeywordKind.VALUE and (is_structure(new_name) or is_reserved(new_name)):
-        raise SpecError(
-            f"{where}: renaming {card.name!r} to {new_name!r} names a keyword "
-            "the merger writes itself"
-        )
+    withheld: list[str] = []
+    if data_dropped:
+        wanted = named_literally(rules or ())
+        describing = [
+            card
+            for card in current
+            if card.kind is KeywordKind.VALUE
+            and describes_primary_data(card.name)
+            and card.identity not in wanted
+        ]
+        left_out = {id(card) for card in describing}
+        current = [card for card in current if id(card) not in left_out]
+        withheld = [card.name for card in describing if _would_pass(card, rules)]
     try:
-        return card.renamed(new_name)
-    except CardError as exc:
-        raise SpecError(f"{where}: cannot rename {card.name!r} to {new_name!r}: {exc}") from None
+        selected, refused = run_rules(current, rules)
+    except RenameError as exc:
+        raise SpecError(f"source {source_name!r}, keywordRules[{exc.rule}]: {exc}") from None
+    return Selection(tuple(selected), tuple(withheld), tuple(refused))
+
+
+def _would_pass(card: Card, rules: Sequence[KeywordRule] | None) -> bool:
+    """Whether the rules would have let `card` through (so the alert names it)."""
+    try:
+        return bool(run_rules([card], rules)[0])
+    except RenameError:
+        return True

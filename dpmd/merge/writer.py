@@ -149,8 +149,8 @@ def write_product(plan: Plan, progress: ProgressFactory) -> int:
 
 
 def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
-    target = plan.target
-    assert target is not None
+    target, target_source = plan.target, plan.spec.target_source
+    assert target is not None and target_source is not None
     primary = target.primary
     try:
         fd = os.open(target.path, os.O_RDWR)
@@ -172,12 +172,11 @@ def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
         header = plan.header.render(datasum)
         if len(header) != primary.header_size:
             raise MergeError("internal error: in-place header does not match the header space")
-        target_name = plan.spec.target_source.source_name
-        appended = [piece for piece in plan.pieces if piece.source_name != target_name]
+        appended = [p for p in plan.pieces if p.source_name != target_source.source_name]
         total = sum(p.length for p in appended)
         advance = progress("write", total + len(header))
         rollback = Rollback(target.path)
-        rollback.save(status, os.pread(fd, primary.header_size, 0))
+        rollback.save(status, os.pread(fd, primary.header_size, 0), target.end)
         try:
             end = target.end
             _reserve(fd, end, total)
@@ -201,7 +200,12 @@ def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
 
 
 class Rollback:
-    """Original size and header blocks of an in-place target, saved next to it."""
+    """Original size and header blocks of an in-place target, saved next to it.
+
+    `end` is where the target's last HDU ends: extensions are appended there,
+    over any zero padding that followed it, so a restore cuts the file back
+    to `end` and then extends it with zeros to its original size.
+    """
 
     def __init__(self, target_path: str):
         directory, name = os.path.split(os.path.abspath(target_path))
@@ -209,9 +213,10 @@ class Rollback:
         self.path = os.path.join(directory, f".{name}.dpmd-rollback")
         self.target_path = target_path
 
-    def save(self, status: os.stat_result, header: bytes) -> None:
+    def save(self, status: os.stat_result, header: bytes, end: int) -> None:
         meta = {
             "size": status.st_size,
+            "end": end,
             "ino": status.st_ino,
             "dev": status.st_dev,
             "header": len(header),
@@ -225,15 +230,17 @@ class Rollback:
             with open(self.path, "rb") as stream:
                 meta = json.loads(stream.readline())
                 header = stream.read()
+            meta.setdefault("end", meta["size"])  # records written before padding was known
             if (
                 len(header) != meta["header"]
                 or len(header) % BLOCK
-                or not all(isinstance(meta[key], int) for key in ("size", "ino", "dev"))
+                or not all(isinstance(meta[key], int) for key in ("size", "end", "ino", "dev"))
+                or meta["end"] > meta["size"]
             ):
                 raise ValueError("inconsistent")
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise MergeError(
                 f"roll-back record {self.path} is damaged; check the target by "
                 "hand, then remove the record"
@@ -248,12 +255,13 @@ class Rollback:
         meta, header = loaded
         status = os.fstat(fd)
         if (status.st_ino, status.st_dev) != (meta["ino"], meta["dev"]) or (
-            status.st_size < meta["size"]
+            status.st_size < meta["end"]
         ):
             raise MergeError(
                 f"roll-back record {self.path} does not belong to "
                 f"{self.target_path}; remove it after checking the target"
             )
+        os.ftruncate(fd, meta["end"])
         os.ftruncate(fd, meta["size"])
         pwrite_all(fd, header, 0, self.target_path)
         os.fsync(fd)

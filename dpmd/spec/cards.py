@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -22,11 +23,13 @@ from .names import (
     SPECIAL_NAMES,
     CardError,
     KeywordKind,
+    RecordTooLong,
     check_eso_name,
     check_value_name,
     is_reserved,
     is_structure,
 )
+from .strings import CONTINUE_PREFIX, PRINTABLE, clean_comment, render_string, with_comment
 
 __all__ = [
     "BLANK_RECORD",
@@ -38,6 +41,7 @@ __all__ = [
     "Card",
     "CardError",
     "KeywordKind",
+    "RecordTooLong",
     "cards_from_records",
     "format_value",
     "header_bytes",
@@ -52,13 +56,13 @@ BLOCK = 2880
 RECORDS_PER_BLOCK = BLOCK // RECORD
 BLANK_RECORD = " " * RECORD
 END_RECORD = "END".ljust(RECORD)
-_CONTINUE_PREFIX = "CONTINUE  "
 _INT64 = (-(2**63), 2**63 - 1)
+#: Smallest normal double: CFITSIO cannot convert a subnormal (status 412).
+_MIN_NORMAL = sys.float_info.min
 
-
-_PRINTABLE = re.compile(r"[ -~]*\Z")
 _NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[EDed][+-]?\d+)?"
 _VALUE_SYNTAX = re.compile(rf"(?:[TF]|{_NUMBER}|\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\))\Z")
+_NUMBERS = re.compile(_NUMBER)
 
 
 @dataclass(frozen=True)
@@ -83,26 +87,45 @@ class Card:
         return (self.kind, self.name)
 
     def renamed(self, new_name: str) -> Card:
-        """The same keyword under another logical name; the kind cannot change."""
+        """The same keyword under another logical name; the kind cannot change.
+
+        An ESO record that a longer name no longer fits is written again: a
+        string continues on CONTINUE records, any other value loses as much of
+        its comment as it must. RecordTooLong when even that cannot fit.
+        """
         if new_name == self.name:
             return self
         if self.kind is KeywordKind.ESO:
             check_eso_name(new_name)
-            head = f"{ESO_PREFIX}{new_name} = {self.value}"
-            first = _with_comment(head, self.comment)
-        elif self.name.startswith("HIERARCH "):
+            records = self._with_prefix(f"{ESO_PREFIX}{new_name} = ")
+            return replace(self, name=new_name, records=records)
+        if self.name.startswith("HIERARCH "):
             raise CardError(f"cannot rename non-ESO hierarchical keyword {self.name!r}")
-        elif self.kind is KeywordKind.COMMENTARY:
+        if self.kind is KeywordKind.COMMENTARY:
             if new_name not in COMMENTARY_NAMES:
                 raise CardError(
                     f"commentary keyword {self.name!r} can only be renamed to COMMENT, "
                     f"HISTORY or blank, not {new_name!r}"
                 )
-            first = new_name.ljust(8) + self.records[0][8:]
         else:
             check_value_name(new_name)
-            first = new_name.ljust(8) + self.records[0][8:]
+        first = new_name.ljust(8) + self.records[0][8:]
         return replace(self, name=new_name, records=(first, *self.records[1:]))
+
+    def _with_prefix(self, prefix: str) -> tuple[str, ...]:
+        """The records under a new prefix: the value text kept verbatim when it fits."""
+        if len(self.records) > 1:
+            return render_string(prefix, *long_string(self), fixed=False)
+        value = self.value or ""
+        if len(prefix) + len(value) <= RECORD:
+            return (with_comment(prefix + value, self.comment),)
+        text = string_value(value)
+        if text is None:
+            raise RecordTooLong(
+                f"keyword and value need {len(prefix) + len(value)} characters; "
+                f"a record has {RECORD}"
+            )
+        return render_string(prefix, text, self.comment, fixed=False)
 
 
 def _split_value(field: str, strict: bool) -> tuple[str, str | None]:
@@ -126,11 +149,45 @@ def _split_value(field: str, strict: bool) -> tuple[str, str | None]:
         if strict and value and not _VALUE_SYNTAX.match(value):
             raise CardError(f"invalid value {value!r}")
     rest = rest.strip()
+    if strict and value and value[0] != "'":
+        _check_numbers(value)
     if rest.startswith("/"):
         return value, rest[1:].strip()
     if rest and strict:
         raise CardError(f"unexpected text {rest!r} after the value")
     return value, None
+
+
+def _check_numbers(value: str) -> None:
+    """Refuse numbers in a literal value that CFITSIO would misread."""
+    for text in _NUMBERS.findall(value):
+        if re.fullmatch(r"[+-]?\d+", text):
+            if not _INT64[0] <= int(text) <= _INT64[1]:
+                raise CardError(f"integer {_short(text)} does not fit in 64 bits")
+        else:
+            check_real(float(text.replace("D", "E").replace("d", "e")))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+
+
+def _int_text(value: int) -> str:
+    """Decimal digits of any integer; huge ones (str() refuses them) are described."""
+    if value.bit_length() > 10_000:
+        return f"of about {int(value.bit_length() * math.log10(2))} digits"
+    return str(value)
+
+
+def check_real(value: float) -> None:
+    """Refuse reals CFITSIO cannot read back: infinities, NaN and subnormals."""
+    if not math.isfinite(value):
+        raise CardError(f"{value!r} cannot be written in FITS")
+    if value and abs(value) < _MIN_NORMAL:
+        raise CardError(
+            f"real {value!r} is subnormal (its magnitude is below {_MIN_NORMAL!r}); "
+            "CFITSIO cannot read it: write 0 or a normal number"
+        )
 
 
 def string_value(value_text: str | None) -> str | None:
@@ -144,7 +201,7 @@ def parse_card(record: str, strict: bool = False) -> Card:
     """Classify one record. `strict` also checks the value syntax (literal keywords)."""
     if len(record) > RECORD:
         raise CardError(f"record longer than {RECORD} characters")
-    if not _PRINTABLE.match(record):
+    if not PRINTABLE.match(record):
         raise CardError("record contains characters outside ASCII 32-126")
     record = record.ljust(RECORD)
     if record.startswith("HIERARCH "):
@@ -174,7 +231,7 @@ def cards_from_records(records: Iterable[str], strict: bool = False) -> list[Car
     cards: list[Card] = []
     pending: list[str] = []
     for record in records:
-        if pending and record.startswith(_CONTINUE_PREFIX):
+        if pending and record.startswith(CONTINUE_PREFIX):
             pending.append(record)
             continued = string_value(_split_value(record[10:], False)[0])
             if continued is not None and continued.endswith("&"):
@@ -195,17 +252,33 @@ def cards_from_records(records: Iterable[str], strict: bool = False) -> list[Car
     return cards
 
 
+def long_string(card: Card) -> tuple[str, str | None]:
+    """The whole value and comment of a string continued over CONTINUE records.
+
+    Every record but the last loses its continuation '&'; the last keeps its
+    text as it is (as CFITSIO reads it). Comments of all records are joined.
+    """
+    texts, comments = [card.value], [card.comment]
+    for record in card.records[1:]:
+        value, comment = _split_value(record[len(CONTINUE_PREFIX) :], False)
+        texts.append(value)
+        comments.append(comment)
+    parts = [string_value(text) or "" for text in texts]
+    value = "".join(part[:-1] if part.endswith("&") else part for part in parts[:-1])
+    joined = " ".join(comment for comment in comments if comment)
+    return value + parts[-1], joined or None
+
+
 def format_value(value: str | bool | int | float) -> str:
     """FITS text of a non-string JSON value (64-bit integers, shortest reals)."""
     if isinstance(value, bool):
         return "T" if value else "F"
     if isinstance(value, int):
         if not _INT64[0] <= value <= _INT64[1]:
-            raise CardError(f"integer {value} does not fit in 64 bits")
+            raise CardError(f"integer {_short(_int_text(value))} does not fit in 64 bits")
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CardError(f"{value!r} cannot be written in FITS")
+        check_real(value)
         mantissa, _, exponent = repr(value).partition("e")
         if "." not in mantissa:
             mantissa += ".0"
@@ -216,70 +289,11 @@ def format_value(value: str | bool | int | float) -> str:
     raise CardError(f"unsupported value type {type(value).__name__}")
 
 
-def _with_comment(head: str, comment: str | None) -> str:
-    """Pad a record, adding as much of the comment as fits (truncated, never wrapped)."""
-    if len(head) > RECORD:
-        raise CardError(f"keyword and value need {len(head)} characters; a record has {RECORD}")
-    if comment:
-        room = RECORD - len(head) - 3
-        if room > 0:
-            head = f"{head} / {comment[:room]}".rstrip()
-    return head.ljust(RECORD)
-
-
-def _escaped_len(text: str) -> int:
-    return len(text) + text.count("'")
-
-
-def _split_long(text: str, first_room: int, tail: int) -> list[str]:
-    """Cut a string into CONTINUE segments; `first_room` is for the first one.
-
-    Room means escaped characters available before the closing "&'"; a segment
-    never splits a doubled quote. The last segment needs no '&' but keeps `tail`
-    characters free for the comment, which therefore survives when it can.
-    """
-    segments: list[str] = []
-    room, start = first_room, 0
-    while _escaped_len(text[start:]) > room + 1 - tail:
-        used, end = 0, start
-        while end < len(text) and used + 1 + (text[end] == "'") <= room:
-            used += 1 + (text[end] == "'")
-            end += 1
-        if end == start:
-            raise CardError("keyword name leaves no room for a long string value")
-        segments.append(text[start:end])
-        room, start = RECORD - len(_CONTINUE_PREFIX) - 3, end
-    segments.append(text[start:])
-    return segments
-
-
-def _render_string(prefix: str, text: str, comment: str | None, fixed: bool) -> tuple[str, ...]:
-    """Quote a string (padded to 8 characters); fixed format pads the value field to
-    20 columns as astropy does, which its CHECKSUM verification relies on."""
-    if not _PRINTABLE.match(text):
-        raise CardError("string value contains characters outside ASCII 32-126")
-    escaped = text.replace("'", "''")
-    single = f"{prefix}'{escaped.ljust(8) if text else ''}'"
-    if fixed and comment:
-        single = single.ljust(len(prefix) + 20)
-    if len(single) <= RECORD:
-        return (_with_comment(single, comment),)
-    tail = min(len(comment) + 3, RECORD - len(_CONTINUE_PREFIX) - 2) if comment else 0
-    segments = _split_long(text, RECORD - len(prefix) - 3, tail)
-    records = [f"{prefix}'{segments[0].replace(chr(39), chr(39) * 2)}&'".ljust(RECORD)]
-    for middle in segments[1:-1]:
-        records.append(f"{_CONTINUE_PREFIX}'{middle.replace(chr(39), chr(39) * 2)}&'".ljust(RECORD))
-    last = f"{_CONTINUE_PREFIX}'{segments[-1].replace(chr(39), chr(39) * 2)}'"
-    records.append(_with_comment(last, comment))
-    return tuple(records)
-
-
 def render_keyword(
     kind: KeywordKind, name: str, value: str | bool | int | float, comment: str | None = None
 ) -> Card:
     """Render a JSON value or ESO keyword; long strings use CONTINUE only when needed."""
-    if comment is not None and not _PRINTABLE.match(comment):
-        raise CardError("comment contains characters outside ASCII 32-126")
+    comment = clean_comment(comment)
     if kind is KeywordKind.VALUE:
         check_value_name(name)
         prefix = f"{name:<8}= "
@@ -289,13 +303,11 @@ def render_keyword(
     else:
         raise CardError("commentary keywords can only be given as literal keywords")
     if isinstance(value, str):
-        records = _render_string(prefix, value, comment, kind is KeywordKind.VALUE)
+        records = render_string(prefix, value, comment, kind is KeywordKind.VALUE)
     else:
         text = format_value(value)
         records = (
-            _with_comment(
-                prefix + (text.rjust(20) if kind is KeywordKind.VALUE else text), comment
-            ),
+            with_comment(prefix + (text.rjust(20) if kind is KeywordKind.VALUE else text), comment),
         )
     card = parse_card(records[0])
     return replace(card, records=records)

@@ -28,6 +28,15 @@ class CardError(ValueError):
     """A keyword cannot be parsed, or cannot be represented as FITS records."""
 
 
+class RecordTooLong(CardError):
+    """Name and value together need more room than FITS records can give.
+
+    Told apart from other card errors because, after a rename, it depends on
+    the value in a source file: the merger then leaves the keyword out with an
+    alert instead of failing the merge.
+    """
+
+
 _VALUE_NAME = re.compile(r"[A-Z0-9_-]{1,8}\Z")
 _ESO_NAME = re.compile(r"[A-Z0-9_-]+(?: [A-Z0-9_-]+)*\Z")
 #: Names whose records never carry a value: commentary keywords.
@@ -50,7 +59,24 @@ _STRUCTURE_INDEXED = re.compile(
     r"|ZFORM|ZCTYP)\d+\Z"
 )
 #: Keywords the merger writes itself; a source's values are overwritten.
-RESERVED_NAMES = ("ARCFILE", "ORIGFILE", "DATE", "CHECKSUM", "DATASUM")
+#: LONGSTRN is written exactly when the product uses CONTINUE records.
+RESERVED_NAMES = ("ARCFILE", "ORIGFILE", "DATE", "LONGSTRN", "CHECKSUM", "DATASUM")
+
+#: Keywords that describe the data array of a primary HDU (FITS 4.0 sections 4.4.2.5,
+#: 6 and 8): units and range of the pixel values, random-groups parameters and the
+#: world coordinate system, `a` being an optional alternate-WCS letter. A source
+#: whose primary array is not merged has them describe nothing in the product.
+#: EQUINOX, RADESYS, EPOCH, MJD-OBS, DATE-OBS and OBSGEO-* are left alone: they
+#: also qualify the pointing keywords (RA, DEC) of the observation.
+_PRIMARY_DATA_NAMES = frozenset({"BUNIT", "DATAMIN", "DATAMAX", "RESTFREQ"})
+_PRIMARY_DATA_PATTERN = re.compile(
+    r"(?:PTYPE|PSCAL|PZERO)\d+"
+    r"|(?:CRPIX|CRVAL|CTYPE|CDELT|CUNIT|CRDER|CSYER|CNAME|CPERI|CZPHS)\d+[A-Z]?"
+    r"|CROTA\d+"
+    r"|(?:PC|CD|PV|PS)\d+_\d+[A-Z]?"
+    r"|(?:WCSAXES|WCSNAME|LONPOLE|LATPOLE|RESTFRQ|RESTWAV|SPECSYS|SSYSOBS|SSYSSRC"
+    r"|VELOSYS|ZSOURCE|VELANGL)[A-Z]?"
+)
 
 
 def is_structure(name: str) -> bool:
@@ -60,6 +86,11 @@ def is_structure(name: str) -> bool:
 
 def is_reserved(name: str) -> bool:
     return name in RESERVED_NAMES
+
+
+def describes_primary_data(name: str) -> bool:
+    """True for a value keyword that describes a primary data array (not its structure)."""
+    return name in _PRIMARY_DATA_NAMES or bool(_PRIMARY_DATA_PATTERN.fullmatch(name))
 
 
 def check_value_name(name: str) -> None:

@@ -1,22 +1,25 @@
 """Parse and validate a Data Product Specification.
 
-Two passes, both reported together so a user fixes everything in one round:
-the JSON Schema shipped in `schema/` (structure and types), then the checks a
-schema cannot express (pattern grammar, regular expressions, whether a keyword
-fits a FITS record, duplicate source names). Every message starts with the
-JSON path of the offending value.
+First the document itself must be safe to look at (`document`: bounded
+nesting, strings encodable as UTF-8, finite numbers); if it is not, nothing
+else is checked. Then two passes, both reported together so a user fixes
+everything in one round: the JSON Schema shipped in `schema/` (structure and
+types), then the checks a schema cannot express (pattern grammar, regular
+expressions, whether a keyword fits a FITS record, what the keyword rules of a
+`fitsKeywords` source make of its keywords, duplicate source names). Every
+message starts with the JSON path of the offending value.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from .cards import CardError, KeywordKind, cards_from_records, is_structure, render_keyword
+from .document import DocumentError, decode, json_path, problems, shorten
 from .model import (
     EsoKeyword,
     FitsFileSource,
@@ -28,6 +31,7 @@ from .model import (
     Specification,
     ValueKeyword,
 )
+from .pipeline import RenameError, is_user_keyword, run_rules
 from .rules import (
     FilterRule,
     KeywordRule,
@@ -42,7 +46,6 @@ from .rules import (
 SCHEMA_PATH = Path(__file__).parent / "schema" / "dpspec.schema.json"
 #: ORIGFILE = '{filePrefix}{fileId}.fits' must fit one fixed-format record.
 _MAX_PRODUCT_STEM = 80 - len("ORIGFILE= '") - len(".fits'")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class SpecificationError(ValueError):
@@ -89,29 +92,20 @@ def _schema_errors(document: Any) -> list[Any]:
     )
 
 
-def json_path(parts: Iterable[str | int]) -> str:
-    text = "$"
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif _IDENTIFIER.match(part):
-            text += f".{part}"
-        else:
-            text += f"[{json.dumps(part)}]"
-    return text
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def parse_specification(document: str | bytes | bytearray | Mapping[str, Any]) -> Specification:
-    """Validate and convert a specification (JSON text or an already-parsed dict)."""
-    if isinstance(document, str | bytes | bytearray):
-        try:
-            document = json.loads(document, parse_constant=_reject_constant)
-        except ValueError as exc:
-            raise SpecificationError([f"$: not valid JSON: {exc}"]) from None
+    """Validate and convert a specification (JSON text or an already-parsed dict).
+
+    Raises SpecificationError, whatever the input: any nesting depth, any
+    string, any number; its messages are short and encodable as UTF-8.
+    """
+    try:
+        if isinstance(document, str | bytes | bytearray):
+            document = decode(document)
+    except DocumentError as exc:
+        raise SpecificationError(exc.errors) from None
+    unsafe = problems(document)
+    if unsafe:
+        raise SpecificationError(unsafe)
     schema_errors = _schema_errors(document)
     errors = [f"{json_path(e.absolute_path)}: {e.message}" for e in schema_errors]
     refused = [json_path(e.absolute_path) for e in schema_errors]
@@ -119,7 +113,7 @@ def parse_specification(document: str | bytes | bytearray | Mapping[str, Any]) -
     spec = builder.build(document)
     errors += [e for e in builder.errors if not _overlaps(e.split(": ", 1)[0], refused)]
     if errors or spec is None:
-        raise SpecificationError(errors or ["$: invalid specification"])
+        raise SpecificationError([shorten(e) for e in errors] or ["$: invalid specification"])
     return spec
 
 
@@ -212,11 +206,28 @@ class _Builder:
             for i, item in enumerate(raw["keywords"])
             if (kw := self._keyword(item, f"{path}.keywords[{i}]")) is not None
         )
+        rules = self._rules(raw, path)
+        self._check_renames(keywords, rules, path)
         return FitsKeywordsSource(
-            source_name=raw["sourceName"],
-            keywords=keywords,
-            keyword_rules=self._rules(raw, path),
+            source_name=raw["sourceName"], keywords=keywords, keyword_rules=rules
         )
+
+    def _check_renames(
+        self, keywords: tuple[FitsKeyword, ...], rules: tuple[KeywordRule, ...] | None, path: str
+    ) -> None:
+        """The keywords of a `fitsKeywords` source are known now: run its rules over
+        them, so a rename that cannot be written is refused at queueing time."""
+        cards = [keyword.card for keyword in keywords if is_user_keyword(keyword.card)]
+        try:
+            _, refused = run_rules(cards, rules)
+        except RenameError as exc:
+            self.error(f"{path}.keywordRules[{exc.rule}]", str(exc))
+            return
+        for refusal in refused:
+            self.error(
+                f"{path}.keywordRules[{refusal.rule}]",
+                f"renaming {refusal.name!r} to {refusal.new_name!r}: {refusal.reason}",
+            )
 
     def _file_source(self, raw: Mapping[str, Any], path: str) -> FitsFileSource:
         if raw["type"] != "fitsFile":

@@ -9,9 +9,11 @@ semantics are defined in one place; the merger only runs the pipeline.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .names import KeywordKind
 
@@ -21,6 +23,34 @@ class RuleError(ValueError):
 
 
 _KIND_LETTERS = {kind.value: kind for kind in KeywordKind}
+
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """RE2 and its options, imported when a transform is first compiled: a merge
+    without transforms (most of them) does not load the library (2.6 MiB)."""
+    import re2  # type: ignore[import-untyped]
+
+    options = re2.Options()
+    options.log_errors = False  # errors are reported to the user, not to stderr
+    return re2, options
+
+
+class Match(Protocol):
+    """What a transform's format needs of a match (RE2's and `re`'s alike)."""
+
+    def group(self, number: int, /) -> str | None: ...
+    def start(self) -> int: ...
+    def end(self) -> int: ...
+
+
+class Regex(Protocol):
+    """A compiled transform regular expression."""
+
+    pattern: str
+    groups: int
+
+    def finditer(self, text: str, /) -> Iterator[Match]: ...
 
 
 @dataclass(frozen=True)
@@ -102,23 +132,39 @@ class TransformRule:
     """Rename the selected keywords: `regex` replaced (all matches) by `format`."""
 
     patterns: tuple[SelectionPattern, ...]
-    regex: re.Pattern[str]
+    regex: Regex
     format: str
     tokens: tuple[FormatToken, ...]
 
     def rename(self, name: str) -> str:
-        def substitute(match: re.Match[str]) -> str:
-            out = []
-            for token in self.tokens:
-                if isinstance(token, int):
-                    out.append(match.group(token) or "")
-                elif isinstance(token, tuple):
-                    out.append(name[: match.start()] if token[0] == "`" else name[match.end() :])
-                else:
-                    out.append(token)
-            return "".join(out)
+        """Replace every match, as ECMAScript's replace-all and Python's `re.sub` do.
 
-        return self.regex.sub(substitute, name)
+        Matches are found left to right; an empty match right after a match is
+        kept ('x*' on 'abxd' gives '-a-b--d-'); after an empty match the search
+        goes on one character later. (The RE2 module's `finditer` can report an
+        empty match twice when it jumped to it; the repeat is skipped.)
+        """
+        out, copied, previous = [], 0, None
+        for match in self.regex.finditer(name):
+            span = (match.start(), match.end())
+            if span == previous:
+                continue
+            previous = span
+            out += [name[copied : span[0]], self._format(match, name)]
+            copied = span[1]
+        out.append(name[copied:])
+        return "".join(out)
+
+    def _format(self, match: Match, name: str) -> str:
+        out = []
+        for token in self.tokens:
+            if isinstance(token, int):
+                out.append(match.group(token) or "")
+            elif isinstance(token, tuple):
+                out.append(name[: match.start()] if token[0] == "`" else name[match.end() :])
+            else:
+                out.append(token)
+        return "".join(out)
 
 
 KeywordRule = FilterRule | TransformRule
@@ -171,9 +217,27 @@ def parse_format(text: str, groups: int) -> tuple[FormatToken, ...]:
     return tuple(tokens)
 
 
-def compile_regex(regex: str) -> re.Pattern[str]:
-    """Compile a transform's regular expression (Python `re` syntax)."""
+def compile_regex(regex: str) -> Regex:
+    """Compile a transform's regular expression with RE2, which matches in linear time.
+
+    A backtracking engine can take exponential time on a keyword name (the
+    rule `(A+)+B` on forty `A`s kept a merge busy for minutes), so whatever RE2
+    cannot compile — backreferences, look-around — is refused when the
+    specification is validated. Python `re` reports syntax errors first, so the
+    message tells a typo apart from an unsupported construct.
+    """
     try:
-        return re.compile(regex)
+        re.compile(regex)
     except re.error as exc:
         raise RuleError(f"invalid regular expression {regex!r}: {exc}") from None
+    except RecursionError:
+        raise RuleError(f"regular expression {regex!r} is nested too deeply") from None
+    re2, options = _re2()
+    try:
+        return re2.compile(regex, options)  # type: ignore[no-any-return]
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args else "unsupported"
+        raise RuleError(
+            f"regular expression {regex!r} cannot be matched in linear time ({reason}); "
+            "rules use RE2 syntax: no backreferences, no look-around"
+        ) from None
