@@ -700,3 +700,26 @@ class QueueOrderTests(SynchronousTestCase):
             self.successResultOf(reply)
         self.assertEqual([s["id"] for s in h.manager.get_active_daqs()], ["Q.1", "Q.2"])
         self.assertLess(h.stored("Q.1")["seq"], h.stored("Q.2")["seq"])
+
+
+class HostileSpecificationTests(SynchronousTestCase):
+    """Whatever QueueDaq is given, the answer is a DaqException naming what was wrong."""
+
+    def test_documents_without_a_json_text_are_refused(self) -> None:
+        h = Harness(self)
+        deep: dict[str, Any] = {}
+        for _ in range(100_000):
+            deep = {"a": deep}
+        cases = [
+            ("\udcff", "cannot be encoded as UTF-8"),
+            ({**specification("S.1"), "id": "S.\udcff"}, "cannot be encoded as UTF-8"),
+            ({**specification("S.2"), "nan": float("nan")}, "NaN or infinity"),
+            (deep, "nested too deeply"),
+        ]
+        for document, named in cases:
+            with self.subTest(named):
+                message = h.refused(h.manager.queue_daq(document))
+                self.assertIn("invalid specification", message)
+                self.assertIn(named, message)
+                message.encode()  # the refusal itself can always be sent
+        self.assertEqual(h.manager.get_active_daqs(), [])

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -70,7 +70,10 @@ class Intake:
         self._arrivals: deque[_Arrival] = deque()
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
-        text = document.encode() if isinstance(document, str) else json.dumps(document).encode()
+        try:
+            text = _as_text(document)
+        except SpecificationError as error:
+            return fail(DaqError(f"invalid specification: {error}", _claimed_id(document)))
         arrival = _Arrival(self._next_seq, self._clock.seconds(), text, document, Deferred())
         self._next_seq += 1
         self._arrivals.append(arrival)
@@ -146,13 +149,35 @@ def _first_record(specification: Specification, seq: int, now: float) -> DaqReco
     )  # fmt: skip
 
 
+def _as_text(document: str | dict[str, Any]) -> bytes:
+    """The specification as the bytes that are stored and compared (an object as
+    ``json.dumps`` of it); ``SpecificationError`` when it has no such form."""
+    try:
+        if isinstance(document, str):
+            return document.encode()
+        return json.dumps(document, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        reason = "holds a character that cannot be encoded as UTF-8 (a lone surrogate)"
+    except RecursionError:
+        reason = "is nested too deeply"
+    except ValueError:
+        reason = "holds a number that JSON cannot represent (NaN or infinity)"
+    raise SpecificationError([f"$: the specification {reason}"])
+
+
 def _claimed_id(document: Any) -> str:
-    """The id an invalid specification claims, for the error's ``id`` (or "")."""
+    """The id an invalid specification claims, for the error's ``id`` (or ""): only a
+    short, encodable one, so the refusal itself can always be sent."""
     if isinstance(document, str):
         try:
             document = json.loads(document)
         except (ValueError, RecursionError):
             return ""
-    if isinstance(document, dict) and isinstance(document.get("id"), str):
-        return document["id"]
-    return ""
+    claimed = document.get("id") if isinstance(document, dict) else None
+    if not isinstance(claimed, str) or len(claimed) > 128:
+        return ""
+    try:
+        claimed.encode()
+    except UnicodeEncodeError:
+        return ""
+    return claimed
