@@ -31,6 +31,8 @@ from dpmd.workers import ChildProcess
 log = get_logger(__name__)
 
 STAGE_STALLED = "StageStalled"
+LEEWAY = 0.001
+"""Seconds of tolerance in the budgets (and the shortest wait between two checks)."""
 
 
 class Watchdog:
@@ -65,7 +67,8 @@ class Watchdog:
         self._call = None
         if not self._child.running:
             return
-        silent = self._clock.seconds() - self._heard_at
+        # A millisecond's leeway: times near 1e9 s are not exact to the microsecond.
+        silent = self._clock.seconds() - self._heard_at + LEEWAY
         if silent >= self._kill:
             self._stop(silent)
             return
@@ -76,7 +79,8 @@ class Watchdog:
                                f"{silent:.0f} s; it is stopped after {self._kill:.0f} s"),
                    "raising StageStalled")  # fmt: skip
         due = self._heard_at + (self._kill if silent >= self._stall else self._stall)
-        self._call = self._clock.callLater(max(0.0, due - self._clock.seconds()), self._check)
+        delay = max(LEEWAY, due - self._clock.seconds())
+        self._call = self._clock.callLater(delay, self._check)
 
     def _stop(self, silent: float) -> None:
         child = self._child

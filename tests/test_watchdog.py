@@ -1,0 +1,198 @@
+"""No silent waits: the stall watchdog, alerts that say whether retrying helps, programs
+that cannot be run named as such."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.daqharness import FITS_BLOCK, Harness, specification
+from tests.fitsfactory import write_raw_source
+from tests.rpcclient import start_server
+
+WATCHED = {"watchdog.stall": 10, "watchdog.kill": 30, "watchdog.rate": 1 << 40}
+
+
+def alerts(h: Harness, daq_id: str) -> dict[str, dict[str, Any]]:
+    return {a["category"]: a for a in h.internal(daq_id)["status"]["alerts"]}
+
+
+class StallTests(SynchronousTestCase):
+    def test_a_silent_merger_is_warned_about_then_stopped_and_retried(self) -> None:
+        h = Harness(self, **WATCHED)
+        h.queue(specification("W.1", h.source("a.fits")))
+        merger = h.merger()
+        h.reactor.advance(9)
+        self.assertEqual(alerts(h, "W.1"), {})
+        h.reactor.advance(1)
+        stalled = alerts(h, "W.1")["StageStalled"]
+        self.assertEqual((stalled["severity"], stalled["key"]), ("Warning", "merging"))
+        self.assertIn(f"merge (pid {merger.pid}) has been silent for 10 s", stalled["description"])
+        self.assertNotIn("terminal", stalled, "only Error alerts say what helps")
+
+        merger.write_json({"type": "heartbeat"})
+        self.assertEqual(alerts(h, "W.1"), {}, "it clears itself when the child speaks again")
+        h.reactor.advance(29)
+        self.assertEqual(h.terminate_signals(merger), [])
+        h.reactor.advance(1)
+        self.assertIn(signal.SIGCONT, merger.signals)
+        self.assertEqual(h.terminate_signals(merger), [signal.SIGTERM])
+        merger.killed(signal.SIGTERM)
+        h.settle()
+        error = alerts(h, "W.1")["MergeError"]
+        self.assertIn("stalled: no output for 30 s", error["description"])
+        self.assertEqual((error["terminal"], error["attempts"]), (False, 1))
+        self.assertNotIn("StageStalled", alerts(h, "W.1"))
+
+        h.test.successResultOf(h.manager.retry_merge_daq("W.1"))
+        h.settle()
+        h.finish_merge()
+        self.assertEqual(h.status("W.1").substate.value, "Completed")
+        self.assertEqual(h.internal("W.1")["detail"]["stages"]["merging"]["attempts"], 2)
+
+    def test_a_stopped_child_that_ignores_sigterm_is_killed(self) -> None:
+        h = Harness(self, **WATCHED)
+        h.queue(specification("W.2", h.source("a.fits")))
+        merger = h.merger()
+        h.reactor.advance(30)
+        h.reactor.advance(h.config.shutdown_timeout)
+        self.assertEqual(h.terminate_signals(merger), [signal.SIGTERM, signal.SIGKILL])
+
+    def test_budgets_grow_with_the_input(self) -> None:
+        h = Harness(self, **{**WATCHED, "watchdog.rate": 1000})
+        big = h.root / "data" / "big.fits"
+        big.parent.mkdir(parents=True, exist_ok=True)
+        big.write_bytes(FITS_BLOCK * 10)  # 28,800 bytes at 1,000 bytes/s: 28.8 s more
+        h.queue(specification("W.3", str(big)))
+        h.reactor.advance(38)
+        self.assertEqual(alerts(h, "W.3"), {})
+        h.reactor.advance(1)
+        self.assertIn("StageStalled", alerts(h, "W.3"))
+
+
+class TerminalTests(SynchronousTestCase):
+    """Every Error alert says whether waiting or a retry can help, and how often it ran."""
+
+    def error_of(self, h: Harness, daq_id: str) -> dict[str, Any]:
+        [alert] = [a for a in h.internal(daq_id)["status"]["alerts"] if a["severity"] == "Error"]
+        return alert
+
+    def test_collection(self) -> None:
+        h = Harness(self, **{"limits.daq": 2})
+        not_fits = h.root / "data" / "notes.txt"
+        not_fits.parent.mkdir(parents=True, exist_ok=True)
+        not_fits.write_text("hello")
+        h.queue(specification("T.1", str(h.root / "data" / "late.fits")))
+        h.queue(specification("T.2", str(not_fits)))
+        self.assertEqual((self.error_of(h, "T.1")["terminal"], self.error_of(h, "T.1")["attempts"]),
+                         (False, 1), "a missing file may still come")  # fmt: skip
+        self.assertTrue(self.error_of(h, "T.2")["terminal"], "a text file will not become FITS")
+
+    def test_merge_exit_statuses(self) -> None:
+        for code, terminal in ((3, True), (4, True), (5, False), (1, False)):
+            with self.subTest(code=code):
+                h = Harness(self)
+                h.queue(specification(f"M.{code}", h.source("a.fits")))
+                h.fail_merge(code, b"something")
+                self.assertEqual(self.error_of(h, f"M.{code}")["terminal"], terminal)
+
+    def test_release_conflict_is_terminal(self) -> None:
+        h = Harness(self)
+        h.config.release_dir.mkdir(parents=True)
+        (h.config.release_dir / "R.1.fits").write_bytes(b"someone else's")
+        h.queue(specification("R.1", h.source("a.fits")))
+        h.finish_merge()
+        self.assertTrue(self.error_of(h, "R.1")["terminal"])
+
+    def test_a_merger_crash_names_an_incident_not_a_traceback(self) -> None:
+        h = Harness(self)
+        h.queue(specification("C.1", h.source("a.fits")))
+        h.fail_merge(1, b"Traceback (most recent call last):\n  File x\nKeyError: 'boom'")
+        alert = self.error_of(h, "C.1")
+        self.assertIn("failed unexpectedly (incident ", alert["description"])
+        self.assertNotIn("Traceback", alert["description"])
+        self.assertNotIn("KeyError", alert["description"])
+        self.assertFalse(alert["terminal"])
+
+
+class RealChildTests(TestCase):
+    """Real processes: a stopped merger, a merger that says nothing, a missing rsync."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+
+    @inlineCallbacks
+    def poll(self, caller: Any, daq_id: str, condition: Any, seconds: float = 30) -> Any:
+        for _ in range(int(seconds / 0.02)):
+            internal = yield caller.call("/daq/GetInternalDaqStatus", daq_id)
+            if condition(internal):
+                return internal
+            yield deferLater(reactor, 0.02, lambda: None)
+        raise AssertionError(f"{daq_id}: condition never met: {internal}")
+
+    def spec(self, daq_id: str, *locations: str) -> dict[str, Any]:
+        return specification(daq_id, *locations)
+
+    @inlineCallbacks
+    def test_a_sigstopped_merger_is_found_stopped_and_retried(self) -> None:
+        big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
+        service, caller = yield start_server(
+            self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 3,
+                                "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
+        yield caller.call("/daq/QueueDaq", self.spec("STOP.1", big))
+        internal = yield self.poll(caller, "STOP.1", lambda i: i["detail"]["processes"], 60)
+        merger = internal["detail"]["processes"][0]["pid"]
+        os.killpg(merger, signal.SIGSTOP)
+        stalled = yield self.poll(caller, "STOP.1", lambda i: any(
+            a["category"] == "StageStalled" for a in i["status"]["alerts"]))
+        self.assertIn(f"(pid {merger})", stalled["status"]["alerts"][0]["description"])
+        failed = yield self.poll(caller, "STOP.1", lambda i: i["status"]["error"])
+        [error] = failed["status"]["alerts"]
+        self.assertIn("stalled", error["description"])
+        self.assertEqual((error["terminal"], error["attempts"]), (False, 1))
+        yield caller.call("/daq/RetryMergeDaq", "STOP.1")
+        final = yield caller.wait_for("STOP.1", "Completed", timeout=120)
+        self.assertFalse(final["error"])
+        del service
+
+    @inlineCallbacks
+    def test_a_merger_that_prints_nothing_is_stopped(self) -> None:
+        fake = self.root / "python-with-a-silent-merger"
+        fake.write_text(f'#!/bin/sh\nif [ "$2" = dpmd.merge ]; then exec sleep 600; fi\n'
+                        f'exec {sys.executable} "$@"\n')  # fmt: skip
+        fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+        source = self.root / "a.fits"
+        source.write_bytes(FITS_BLOCK)
+        service, caller = yield start_server(
+            self, self.root, **{"watchdog.stall": 0.5, "watchdog.kill": 1.5,
+                                "python": str(fake), "shutdown_timeout": 1})  # fmt: skip
+        yield caller.call("/daq/QueueDaq", self.spec("SILENT.1", str(source)))
+        failed = yield self.poll(caller, "SILENT.1", lambda i: i["status"]["error"])
+        [error] = failed["status"]["alerts"]
+        self.assertEqual(error["category"], "MergeError")
+        self.assertIn("stalled", error["description"])
+        del service
+
+    @inlineCallbacks
+    def test_a_missing_rsync_is_named_terminal_and_not_retried(self) -> None:
+        service, caller = yield start_server(
+            self, self.root, **{"transfer.rsync": "rsync-not-installed",
+                                "transfer.retry_delay": 60})  # fmt: skip
+        yield caller.call("/daq/QueueDaq", self.spec("NORSYNC.1", "dcs.example:/d/a.fits"))
+        failed = yield self.poll(caller, "NORSYNC.1", lambda i: i["status"]["error"], 20)
+        [error] = failed["status"]["alerts"]
+        self.assertIn("rsync-not-installed: command not found — install rsync or set "
+                      "transfer.rsync", error["description"])  # fmt: skip
+        self.assertNotIn("Traceback", error["description"])
+        self.assertEqual((error["terminal"], error["attempts"]), (True, 1))
+        del service
