@@ -196,3 +196,13 @@ class TextTests(SynchronousTestCase):
             "  odd entry",
         ]:
             self.assertIn(expected, text.splitlines())
+
+
+class WireValueTests(SynchronousTestCase):
+    def test_enumerations_print_as_their_wire_value(self) -> None:
+        from dpmd.model import DaqState
+
+        self.assertEqual(str(DaqSubState.Collecting), "Collecting")
+        self.assertEqual(f"{DaqState.StateMerging}", "StateMerging")
+        self.assertEqual(str(AlertSeverity.Warning), "Warning")
+        self.assertEqual(repr(DaqSubState.Merging), "<DaqSubState.Merging: 'Merging'>")
