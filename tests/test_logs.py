@@ -110,8 +110,8 @@ class TwistdJsonLogTests(TestCase):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )  # fmt: skip
-        self.addCleanup(lambda: server.poll() is None and server.kill())
         self.addCleanup(server.communicate)
+        self.addCleanup(lambda: server.poll() is None and server.kill())
         wait_for(sock, server)
         (root / "sources").mkdir()
         spec = prepare_sources(root / "sources", "DEMO.2026-01-01T00:00:00.000")
