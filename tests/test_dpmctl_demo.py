@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from astropy.io import fits
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.client.cli import Console, Context, build_parser, execute
 from dpmd.client.demo import daq_id_for, prepare_sources, summary, summary_text
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
+from tests.test_client_fits import strictly_opened
 from tests.test_client_support import FakeServer
 
 T0 = 1767225600.25  # 2026-01-01T00:00:00.250Z
@@ -34,7 +34,7 @@ class SourceTests(SynchronousTestCase):
         self.assertRegex(DAQ_ID, r"\A[A-Za-z0-9._:+-]{1,128}\Z")
 
     def test_detector_file(self) -> None:
-        with fits.open(self.directory / "dcs_0001.fits", checksum=True) as hdus:
+        with strictly_opened(self.directory / "dcs_0001.fits") as hdus:
             self.assertEqual([hdu.name for hdu in hdus], ["PRIMARY", "CHIP1", "CHIP2"])
             self.assertIsNone(hdus[0].data)
             self.assertEqual(hdus[0].header["HIERARCH ESO DET DIT"], 10.0)
@@ -43,7 +43,7 @@ class SourceTests(SynchronousTestCase):
                 self.assertGreater(chip.data.max(), 2 * chip.data.mean())  # there are stars
 
     def test_focal_plane_file(self) -> None:
-        with fits.open(self.directory / "fcs_0001.fits", checksum=True) as hdus:
+        with strictly_opened(self.directory / "fcs_0001.fits") as hdus:
             self.assertEqual([hdu.name for hdu in hdus], ["PRIMARY", "FCS_EVENTS"])
             header = hdus[0].header
             self.assertEqual(header["HIERARCH ESO INS FILT1 NAME"], "Ks")

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import random
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy
-from astropy.io import fits
-
+from dpmd.client.fitsinfo import describe
+from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
 from dpmd.client.render import human_size
 from dpmd.client.watch import SilentView, Watcher, WatchView
 from dpmd.model import DaqStatus, DaqSubState
@@ -50,53 +51,70 @@ def daq_id_for(now: float) -> str:
     return "DEMO." + moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def _star_field(rng: numpy.random.Generator, shape: tuple[int, int], stars: int) -> numpy.ndarray:
+def _star_field(rng: random.Random, width: int, height: int, stars: int) -> list[float]:
     """Sky background with noise and a few Gaussian stars: a plausible raw frame."""
-    rows, columns = numpy.indices(shape)
-    image = rng.normal(1000.0, 12.0, shape)
+    image = [rng.gauss(1000.0, 12.0) for _ in range(width * height)]
     for _ in range(stars):
-        y, x = rng.uniform(4, shape[0] - 4), rng.uniform(4, shape[1] - 4)
-        flux, width = rng.uniform(2e3, 4e4), rng.uniform(1.2, 2.5)
-        image += flux * numpy.exp(-((rows - y) ** 2 + (columns - x) ** 2) / (2 * width**2))
-    return image.astype(numpy.float32)
+        y, x = rng.uniform(4, height - 4), rng.uniform(4, width - 4)
+        flux, sigma = rng.uniform(2e3, 4e4), rng.uniform(1.2, 2.5)
+        reach = int(5 * sigma) + 1  # farther out a star adds nothing a float32 can hold
+        for row in range(max(0, int(y) - reach), min(height, int(y) + reach + 1)):
+            for column in range(max(0, int(x) - reach), min(width, int(x) + reach + 1)):
+                distance = (row - y) ** 2 + (column - x) ** 2
+                image[row * width + column] += flux * math.exp(-distance / (2 * sigma**2))
+    return image
 
 
 def write_detector_file(path: Path, date_obs: str) -> None:
-    rng = numpy.random.default_rng(20240201)
-    primary = fits.PrimaryHDU()
-    primary.header["INSTRUME"] = ("DEMO", "Instrument used")
-    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
-    primary.header["HIERARCH ESO DET DIT"] = (10.0, "[s] Detector integration time")
-    primary.header["HIERARCH ESO DET NDIT"] = (3, "Number of integrations")
-    primary.header["HIERARCH ESO DET READ MODE"] = ("SLOW", "Readout mode")
-    chips = []
-    for number in (1, 2):
-        chip = fits.ImageHDU(_star_field(rng, (128, 128), 6), name=f"CHIP{number}")
-        chip.header["HIERARCH ESO DET CHIP ID"] = (f"DEMO-CCD-{number}", "Chip identifier")
-        chip.header["BUNIT"] = ("adu", "Pixel unit")
-        chips.append(chip)
-    fits.HDUList([primary, *chips]).writeto(path, checksum=True)
+    rng = random.Random(20240201)
+    primary = primary_hdu(
+        [
+            ("INSTRUME", "DEMO", "Instrument used"),
+            ("DATE-OBS", date_obs, "Start of the exposure"),
+            ("HIERARCH ESO DET DIT", 10.0, "[s] Detector integration time"),
+            ("HIERARCH ESO DET NDIT", 3, "Number of integrations"),
+            ("HIERARCH ESO DET READ MODE", "SLOW", "Readout mode"),
+        ]
+    )
+    chips = [
+        image_hdu(
+            f"CHIP{number}",
+            128,
+            128,
+            _star_field(rng, 128, 128, 6),
+            [
+                ("HIERARCH ESO DET CHIP ID", f"DEMO-CCD-{number}", "Chip identifier"),
+                ("BUNIT", "adu", "Pixel unit"),
+            ],
+        )
+        for number in (1, 2)
+    ]
+    write_fits(path, [primary, *chips])
 
 
 def write_focal_plane_file(path: Path, date_obs: str) -> None:
-    primary = fits.PrimaryHDU()
-    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
-    primary.header["HIERARCH ESO INS MODE"] = ("IMAGING", "Instrument mode")
-    primary.header["HIERARCH ESO INS FILT1 ID"] = ("FILT-4", "Filter wheel position id")
-    primary.header["HIERARCH ESO INS FILT1 NAME"] = ("Ks", "Filter name")
-    primary.header["HIERARCH ESO INS OPTI1 NAME"] = ("WIDE", "Camera optics")
-    primary.header["HIERARCH ESO INS TEMP1 VAL"] = (71.9, "[K] Raw sensor: not for the archive")
-    primary.header["HIERARCH ESO INS TEMP2 VAL"] = (72.4, "[K] Detector housing")
-    primary.header["HIERARCH ESO TEL FOCU VALUE"] = (0.25, "[mm] Not the focal plane's")
-    table = fits.BinTableHDU.from_columns(
+    primary = primary_hdu(
         [
-            fits.Column("TIME", "D", unit="s", array=numpy.linspace(0.0, 30.0, 5)),
-            fits.Column("DEVICE", "8A", array=["FILT1", "FILT1", "OPTI1", "FILT1", "OPTI1"]),
-            fits.Column("POSITION", "E", unit="deg", array=[0.0, 45.0, 12.5, 45.0, 12.5]),
-        ],
-        name="FCS_EVENTS",
+            ("DATE-OBS", date_obs, "Start of the exposure"),
+            ("HIERARCH ESO INS MODE", "IMAGING", "Instrument mode"),
+            ("HIERARCH ESO INS FILT1 ID", "FILT-4", "Filter wheel position id"),
+            ("HIERARCH ESO INS FILT1 NAME", "Ks", "Filter name"),
+            ("HIERARCH ESO INS OPTI1 NAME", "WIDE", "Camera optics"),
+            ("HIERARCH ESO INS TEMP1 VAL", 71.9, "[K] Raw sensor: not for the archive"),
+            ("HIERARCH ESO INS TEMP2 VAL", 72.4, "[K] Detector housing"),
+            ("HIERARCH ESO TEL FOCU VALUE", 0.25, "[mm] Not the focal plane's"),
+        ]
     )
-    fits.HDUList([primary, table]).writeto(path, checksum=True)
+    table = table_hdu(
+        "FCS_EVENTS",
+        [
+            Column("TIME", "D", [0.0, 7.5, 15.0, 22.5, 30.0], unit="s"),
+            Column("DEVICE", "8A", ["FILT1", "FILT1", "OPTI1", "FILT1", "OPTI1"]),
+            Column("POSITION", "E", [0.0, 45.0, 12.5, 45.0, 12.5], unit="deg"),
+        ],
+        [],
+    )
+    write_fits(path, [primary, table])
 
 
 def specification(daq_id: str, detector: Path, focal_plane: Path) -> dict[str, Any]:
@@ -154,20 +172,12 @@ def prepare_sources(directory: Path, daq_id: str) -> dict[str, Any]:
 
 def summary(path: str) -> dict[str, Any]:
     """The product's HDUs and a few primary keywords, as JSON-ready data."""
-    with fits.open(path) as product:
-        hdus = [
-            {
-                "index": index,
-                "name": hdu.name,
-                "type": type(hdu).__name__,
-                "shape": list(hdu.shape) if hdu.is_image and hdu.shape else None,
-                "rows": len(hdu.data) if isinstance(hdu, fits.BinTableHDU) else None,
-            }
-            for index, hdu in enumerate(product)
-        ]
-        header = product[0].header
-        keywords = {name: header[name] for name in SHOWN_KEYWORDS if name in header}
-    return {"hdus": hdus, "keywords": keywords, "size": Path(path).stat().st_size}
+    hdus, keywords = describe(path)
+    return {
+        "hdus": [hdu.to_json() for hdu in hdus],
+        "keywords": {name: keywords[name] for name in SHOWN_KEYWORDS if name in keywords},
+        "size": Path(path).stat().st_size,
+    }
 
 
 def summary_text(product: str, facts: dict[str, Any]) -> str:
