@@ -13,10 +13,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import dpmd
 from dpmd.client.cli import Console, Context, build_parser, execute, read_specification, run
+from dpmd.client.console import UsageProblem
 from dpmd.client.endpoints import DEFAULT_ENDPOINT
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 from tests.test_client_support import FakeServer, short_directory, start_server, tcp_endpoint
@@ -63,12 +65,25 @@ class ParserTests(SynchronousTestCase):
             self.assertEqual((options.json, options.connect, options.id), (True, "tcp:h:1", "A"))
         self.assertFalse(self.parse("status", "A").json)
 
-    def test_usage_errors_exit_with_two(self) -> None:
-        stderr, sys.stderr = sys.stderr, io.StringIO()
-        self.addCleanup(setattr, sys, "stderr", stderr)
-        for argv in [(), ("nonsense",), ("status",), ("status", "A", "B"), ("--bogus", "active")]:
-            error = self.assertRaises(SystemExit, self.parse, *argv)
-            self.assertEqual(error.code, 2, argv)
+    def test_usage_errors_are_usage_problems(self) -> None:
+        for argv in [
+            (),
+            ("nonsense",),
+            ("status",),
+            ("status", "A", "B"),
+            ("--bogus", "active"),
+            ("--color", "sometimes", "active"),
+            ("completion", "fish"),
+        ]:
+            problem = self.assertRaises(UsageProblem, self.parse, *argv)
+            self.assertIn("usage: dpmctl", problem.usage, argv)
+        problem = self.assertRaises(UsageProblem, self.parse, "status", "A", "B")
+        self.assertEqual(str(problem), "unrecognized arguments: B")
+
+    def test_colour_option_before_or_after_the_command(self) -> None:
+        self.assertEqual(self.parse("active").color, "auto")
+        self.assertEqual(self.parse("--color", "never", "active").color, "never")
+        self.assertEqual(self.parse("active", "--color", "always").color, "always")
 
     def test_specification_from_a_file_or_stdin(self) -> None:
         path = Path(self.mktemp())
@@ -130,6 +145,28 @@ class CommandTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertIn("\x1b[1;31mError  \x1b[0m MergeError", self.out.getvalue())
 
+    def test_status_of_an_archived_daq_from_an_older_server(self) -> None:
+        final = DaqStatus("TEST.1", "INSTR.1", DaqSubState.Completed, result="/r/I.fits")
+        done = self.command("status", "TEST.1")
+        refusal = daq_exception("DAQ 'TEST.1' is finished and archived", "TEST.1")
+        self.assertEqual(self.server.reply(error=refusal)["method"], "/daq/GetDaqStatus")
+        fallback = self.server.reply({"status": final.to_json(), "detail": {"archived": True}})
+        self.assertEqual(fallback["method"], "/daq/GetInternalDaqStatus")
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertIn("state    StateCompleted / Completed (archived)", self.out.getvalue())
+        self.assertIn("result   /r/I.fits", self.out.getvalue())
+        done = self.command("--json", "status", "TEST.1", as_json=True)
+        self.server.reply(error=refusal)
+        self.server.reply({"status": final.to_json(), "detail": {"archived": True}})
+        self.successResultOf(done)
+        self.assertEqual(json.loads(self.out.getvalue()), final.to_json())
+
+    def test_status_of_an_unknown_daq_is_not_retried(self) -> None:
+        done = self.command("status", "NOPE")
+        self.server.reply(error=daq_exception("unknown DAQ id 'NOPE'", "NOPE"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.server.requests(), [])
+
     def test_internal(self) -> None:
         detail = {"queued_at": T0, "workspace": "/dpm/TEST.1", "progress": None, "sources": []}
         done = self.command("internal", "TEST.1")
@@ -178,9 +215,14 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(done), 0)
         self.assertEqual(self.out.getvalue(), "retrying the merge of TEST.1\n")
         done = self.command("--json", "retry", "TEST.1", as_json=True)
-        self.server.reply(error=daq_exception("DAQ 'TEST.1' is not waiting for a retry", "TEST.1"))
+        refusal = daq_exception("DAQ 'TEST.1' is not waiting for a retry", "TEST.1")
+        self.server.reply(error=refusal)
         self.assertEqual(self.successResultOf(done), 1)
-        self.assertEqual(self.out.getvalue(), "")
+        self.assertEqual(
+            json.loads(self.out.getvalue()),
+            {"error": {**refusal, "kind": "DaqException"}},  # and nothing else on stdout
+        )
+        self.assertEqual(self.err.getvalue(), "dpmctl: DAQ 'TEST.1' is not waiting for a retry\n")
 
     def test_storage_and_exit(self) -> None:
         done = self.command("storage")
@@ -197,6 +239,57 @@ class CommandTests(SynchronousTestCase):
         self.server.reply({"path": "/x"})
         self.assertEqual(self.successResultOf(done), 1)
         self.assertIn("the server failed the command", self.err.getvalue())
+
+    def test_every_failure_is_one_json_object_under_json(self) -> None:
+        done = self.command("--json", "storage", as_json=True)
+        self.server.reply(error={"code": -32603, "message": "internal error", "data": {"i": "ab"}})
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(
+            json.loads(self.out.getvalue()),
+            {
+                "error": {
+                    "code": -32603,
+                    "kind": "RpcError",
+                    "message": "the server failed the command: internal error"
+                    " (JSON-RPC error -32603)",
+                    "data": {"i": "ab"},
+                }
+            },
+        )
+        done = self.command("--json", "storage", as_json=True)
+        self.server.reply({"path": "/x"})
+        self.successResultOf(done)
+        [line] = self.out.getvalue().splitlines()
+        self.assertEqual(json.loads(line)["error"]["kind"], "ProtocolError")
+        done = self.command("--json", "watch", "TEST.1", as_json=True)
+        self.server.reply(None)
+        self.server.protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(self.successResultOf(done), 3)
+        error = json.loads(self.out.getvalue().splitlines()[-1])["error"]
+        self.assertEqual((error["kind"], error["code"]), ("ConnectionLost", None))
+        self.assertIn("gone", error["message"])
+
+    def test_internal_of_an_archived_daq_says_where_the_product_went(self) -> None:
+        detail = {
+            "archived": True,
+            "workspace": "/dpm/archive/TEST.1",
+            "product": "/dpm/in-progress/TEST.1/INSTR.1.fits",
+            "released": {
+                "0": {"path": "/data/olas/INSTR.1.fits", "how": "link"},
+                "1": {"path": "archive-host:/ingest/INSTR.1.fits", "how": "rsync"},
+            },
+        }
+        done = self.command("internal", "TEST.1")
+        self.server.reply({"status": STATUS.to_json(), "detail": detail})
+        self.successResultOf(done)
+        lines = self.out.getvalue().splitlines()
+        self.assertIn("released[0]  /data/olas/INSTR.1.fits (link)", lines)
+        self.assertIn("released[1]  archive-host:/ingest/INSTR.1.fits (rsync)", lines)
+        self.assertNotIn("/dpm/in-progress/TEST.1/INSTR.1.fits", self.out.getvalue())
+        done = self.command("internal", "TEST.1")
+        self.server.reply({"status": STATUS.to_json(), "detail": {**detail, "archived": False}})
+        self.successResultOf(done)
+        self.assertIn("product      /dpm/in-progress/TEST.1/INSTR.1.fits", self.out.getvalue())
 
 
 class RealServerTests(TestCase):

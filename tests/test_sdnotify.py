@@ -96,7 +96,7 @@ class ServerNotifiesTests(TestCase):
         self.addCleanup(server.communicate)
         self.addCleanup(lambda: server.poll() is None and server.kill())
         wait_for(sock, server)
-        listener.socket.settimeout(5)  # READY=1 comes at once: its absence must cost little
+        listener.socket.settimeout(3)  # READY=1 comes at once: its absence must cost little
         self.assertIn("READY=1", listener.receive().splitlines())
         with socket.socket(socket.AF_UNIX) as client:  # it serves: READY came first
             client.connect(str(sock))

@@ -15,10 +15,15 @@ import datetime
 import json
 import math
 import random
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import CancelledError
+
+from dpmd.client.console import Problem, UsageProblem
 from dpmd.client.fitsinfo import describe
 from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
 from dpmd.client.render import human_size
@@ -197,7 +202,7 @@ def summary_text(product: str, facts: dict[str, Any]) -> str:
 
 
 def make_directory(given: str | None) -> Path:
-    """``--dir``, created if needed, or a new temporary directory (kept: the server reads it)."""
+    """``--dir``, created if needed, or a new temporary directory."""
     if given is None:
         return Path(tempfile.mkdtemp(prefix="dpmctl-demo-"))
     directory = Path(given).absolute()
@@ -211,34 +216,91 @@ def _failure_text(status: DaqStatus) -> str:
         for alert in status.alerts
     )
     return (
-        f"dpmctl: demo DAQ {status.id} stopped in {status.substate.value}"
-        f"{': ' + status.message if status.message else ''}{alerts}\n"
-        f"  details: dpmctl internal {status.id}\n"
-        f"  then: dpmctl retry {status.id}, or dpmctl abort {status.id}\n"
+        f"demo DAQ {status.id} stopped in {status.substate.value}"
+        f"{': ' + status.message if status.message else ''}{alerts}"
     )
 
 
-async def run_demo(context: Context, directory: Path) -> int:
-    """Queue the demo DAQ, follow it and show the product; the exit status."""
+def _failure_hint(status: DaqStatus) -> str:
+    return (
+        f"details: dpmctl internal {status.id}\n"
+        f"  then: dpmctl retry {status.id}, or dpmctl abort {status.id}"
+    )
+
+
+@dataclass
+class DemoRun:
+    """How far one demo got: whether the server may still read its sources."""
+
+    directory: Path
+    daq_id: str
+    queued: bool = False
+    final: bool = False
+
+    @property
+    def sources_needed(self) -> bool:
+        """A DAQ that is queued and not final reads its sources where they are."""
+        return self.queued and not self.final
+
+
+async def run_demo(context: Context) -> int:
+    """Make the sources, queue the demo DAQ, follow it, show the product; the exit status.
+
+    A temporary folder (no ``--dir``, no ``--keep``) is removed at the end,
+    unless the DAQ may still need its sources: it waits for a retry, or the
+    demo was interrupted while it ran.  ``--dir`` may name the folder of an
+    earlier run: its files are replaced.
+    """
+    options = context.options
+    try:
+        directory = make_directory(options.dir)
+    except OSError as error:
+        raise UsageProblem(f"cannot use --dir {options.dir}: {error}") from None
+    demo = DemoRun(directory, daq_id_for(context.reactor.seconds()))
+    try:
+        return await _queue_and_follow(context, demo)
+    except CancelledError:
+        if demo.queued:
+            context.console.err.write(
+                f"dpmctl: interrupted; DAQ {demo.daq_id} goes on in the server"
+                f" (dpmctl watch {demo.daq_id})\n"
+            )
+        raise
+    finally:
+        if options.dir is None and not options.keep:
+            if demo.sources_needed:
+                context.console.err.write(
+                    f"dpmctl: the sources stay in {directory}: DAQ {demo.daq_id} still needs them\n"
+                )
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _queue_and_follow(context: Context, demo: DemoRun) -> int:
     console = context.console
-    daq_id = daq_id_for(context.reactor.seconds())
-    spec = prepare_sources(directory, daq_id)
-    view = SilentView() if console.as_json else WatchView(console.out, False, console.terminal)
-    watcher = Watcher(context.client, context.reactor, view, daq_id, stop_on_error=True)
+    spec = prepare_sources(demo.directory, demo.daq_id)
+    view = SilentView() if console.as_json else WatchView(console)
+    watcher = Watcher(context.client, context.reactor, view, demo.daq_id, stop_on_error=True)
     if not console.as_json:
-        console.text(f"sources: {directory}\nqueueing {daq_id}")
-    await watcher.subscribe()  # before queueing, so that every stage is seen
-    await context.client.queue_daq(json.dumps(spec))
-    final = await watcher.follow()
+        console.text(f"sources: {demo.directory}\nqueueing {demo.daq_id}")
+    try:
+        await watcher.subscribe()  # before queueing, so that every stage is seen
+        demo.queued = True  # from here on the server may hold it
+        await context.client.queue_daq(json.dumps(spec))
+        final = await watcher.follow()
+    finally:
+        view.close()
+    demo.final = final.substate.is_final
     if final.substate is not DaqSubState.Completed:
-        console.err.write(_failure_text(final))
+        console.fail(
+            Problem("DemoStopped", _failure_text(final), data=final.to_json(),
+                    hint=_failure_hint(final))
+        )  # fmt: skip
         return 1
+    result = {"id": demo.daq_id, "product": final.result, "sources": str(demo.directory)}
     if not Path(final.result).is_file():  # a server on another machine
-        console.show({"id": daq_id, "product": final.result}, f"product: {final.result}")
+        console.show(result, f"product: {final.result}")
         return 0
     facts = summary(final.result)
-    if console.as_json:
-        console.json({"id": daq_id, "product": final.result, "sources": str(directory), **facts})
-    else:
-        console.text(summary_text(final.result, facts))
+    console.show({**result, **facts}, summary_text(final.result, facts))
     return 0
