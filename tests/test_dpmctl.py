@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -382,3 +384,100 @@ class ProcessTests(TestCase):
         out, err, status = yield dpmctl("--connect", f"unix:{path}", "exit")
         self.assertEqual((status, out, err), (0, b"dpmd is shutting down\n", b""))
         self.assertEqual(server.wait(timeout=30), 0)
+
+
+class CommandLineTests(TestCase):
+    """What the real command prints before it connects: version, usage errors, completion."""
+
+    @inlineCallbacks
+    def test_version(self) -> Any:
+        out, err, status = yield dpmctl("--version")
+        self.assertEqual((status, out, err), (0, f"dpmctl {dpmd.__version__}\n".encode(), b""))
+
+    @inlineCallbacks
+    def test_usage_error_under_json_is_a_json_object_too(self) -> Any:
+        out, err, status = yield dpmctl("--json", "status")
+        self.assertEqual(status, 2)
+        self.assertEqual(
+            json.loads(out),
+            {
+                "error": {
+                    "code": None,
+                    "kind": "UsageError",
+                    "message": "the following arguments are required: ID",
+                }
+            },
+        )
+        self.assertIn(b"usage: dpmctl status", err)
+        out, err, status = yield dpmctl("status")
+        self.assertEqual((status, out), (2, b""))
+        self.assertIn(b"dpmctl: the following arguments are required: ID", err)
+
+    @inlineCallbacks
+    def test_help_says_where_the_configuration_and_the_unit_are(self) -> Any:
+        out, _, status = yield dpmctl("--help")
+        self.assertEqual(status, 0)
+        etc = Path(dpmd.__file__).parent / "etc"
+        self.assertIn(f"\n  {etc}\n", out.decode())
+        self.assertTrue((etc / "dpmd.yaml").is_file())
+        self.assertTrue((etc / "dpmd.service").is_file())
+
+    @inlineCallbacks
+    def test_bash_completion(self) -> Any:
+        bash = shutil.which("bash")
+        if bash is None:
+            raise self.skipTest("bash is not installed")
+        script, _, status = yield dpmctl("completion", "bash")
+        self.assertEqual(status, 0)
+        path = Path(self.mktemp())
+        path.write_bytes(script)
+
+        def complete(*words: str) -> list[str]:
+            """What bash offers for the last of ``words`` after ``dpmctl``."""
+            line = " ".join(["dpmctl", *words])
+            program = (
+                f"source {path}; COMP_WORDS=(dpmctl {' '.join(repr(w) for w in words)});"
+                f" COMP_CWORD={len(words)}; COMP_LINE={line!r}; COMP_POINT={len(line)};"
+                ' _shtab_dpmctl; printf "%s\\n" "${COMPREPLY[@]}"'
+            )
+            result = subprocess.run(
+                [bash, "--norc", "-c", program], capture_output=True, text=True, timeout=30
+            )
+            self.assertEqual(result.stderr, "")
+            return sorted(result.stdout.split())
+
+        self.assertEqual(complete("st"), ["status", "storage"])
+        self.assertIn("--color", complete("watch", "--c"))
+        self.assertEqual(complete("completion", ""), ["bash", "zsh"])
+        self.assertEqual(complete("--color", ""), ["always", "auto", "never"])
+
+    @inlineCallbacks
+    def test_zsh_completion(self) -> Any:
+        zsh = shutil.which("zsh")
+        if zsh is None:
+            raise self.skipTest("zsh is not installed (apt-get install zsh)")
+        script, _, status = yield dpmctl("completion", "zsh")
+        self.assertEqual(status, 0)
+        functions = Path(self.mktemp())
+        functions.mkdir()
+        (functions / "_dpmctl").write_bytes(script)  # the documented place: a directory of $fpath
+        # An interactive zsh in a pseudo-terminal (zpty) is sent "dpmctl sta" and a TAB.
+        driver = f"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "fpath=({functions} \\$fpath); autoload -U compinit; PS1='> '"
+zpty -w z "compinit -u -d {functions}/.zcompdump"
+zpty -w -n z $'dpmctl sta\\t'
+out=""
+for i in {{1..200}}; do
+  zpty -r -t z chunk && out+=$chunk
+  [[ $out == *"dpmctl status"* ]] && break
+  sleep 0.05
+done
+zpty -d z
+print -r -- $out
+"""
+        result = subprocess.run(
+            [zsh, "-f", "-c", driver], capture_output=True, text=True, timeout=60
+        )
+        self.assertIn("dpmctl status", result.stdout)

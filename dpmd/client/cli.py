@@ -75,10 +75,12 @@ def build_parser(environ: Mapping[str, str]) -> Parser:
     parser = Parser(
         prog="dpmctl",
         description="Talk to a dpmd (Data Product Manager) server.",
-        epilog="Exit status: 0 ok, 1 refused by the DPM (DaqException) or failed, "
-        "2 usage error, 3 cannot connect, 130 interrupted. "
-        f"dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service) "
-        f"are installed in {ETC}.",
+        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed,\n"
+        "  2 usage error, 3 cannot connect, 130 interrupted\n"
+        "dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service):\n"
+        f"  {ETC}\n"
+        "shell completion: dpmctl completion bash|zsh (see the README)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dpmctl {dpmd.__version__}")
     _add_common_options(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import CancelledError
 
 from dpmd.client.console import Problem, UsageProblem
+from dpmd.client.errors import DaqError, RpcError
 from dpmd.client.fitsinfo import describe
 from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
 from dpmd.client.render import human_size
@@ -234,13 +235,14 @@ class DemoRun:
 
     directory: Path
     daq_id: str
-    queued: bool = False
+    queueing: bool = False
+    """``QueueDaq`` was sent and not refused: the server may hold the DAQ."""
     final: bool = False
 
     @property
     def sources_needed(self) -> bool:
         """A DAQ that is queued and not final reads its sources where they are."""
-        return self.queued and not self.final
+        return self.queueing and not self.final
 
 
 async def run_demo(context: Context) -> int:
@@ -260,7 +262,7 @@ async def run_demo(context: Context) -> int:
     try:
         return await _queue_and_follow(context, demo)
     except CancelledError:
-        if demo.queued:
+        if demo.queueing:
             context.console.err.write(
                 f"dpmctl: interrupted; DAQ {demo.daq_id} goes on in the server"
                 f" (dpmctl watch {demo.daq_id})\n"
@@ -285,8 +287,12 @@ async def _queue_and_follow(context: Context, demo: DemoRun) -> int:
         console.text(f"sources: {demo.directory}\nqueueing {demo.daq_id}")
     try:
         await watcher.subscribe()  # before queueing, so that every stage is seen
-        demo.queued = True  # from here on the server may hold it
-        await context.client.queue_daq(json.dumps(spec))
+        demo.queueing = True  # from here on the server may hold it
+        try:
+            await context.client.queue_daq(json.dumps(spec))
+        except (DaqError, RpcError):
+            demo.queueing = False  # refused: it holds nothing
+            raise
         final = await watcher.follow()
     finally:
         view.close()
