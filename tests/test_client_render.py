@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.client.console import Console
+from dpmd.client.console import Console, wants_colour
 from dpmd.client.render import (
     active_view,
     age,
@@ -279,3 +279,24 @@ class WireValueTests(SynchronousTestCase):
         self.assertEqual(f"{DaqState.StateMerging}", "StateMerging")
         self.assertEqual(str(AlertSeverity.Warning), "Warning")
         self.assertEqual(repr(DaqSubState.Merging), "<DaqSubState.Merging: 'Merging'>")
+
+
+class ColourPolicyTests(SynchronousTestCase):
+    def test_auto_colours_a_terminal_unless_no_color_or_a_dumb_one(self) -> None:
+        self.assertTrue(wants_colour("auto", True, {}))
+        self.assertFalse(wants_colour("auto", False, {}))
+        self.assertFalse(wants_colour("auto", True, {"NO_COLOR": "1"}))
+        self.assertTrue(wants_colour("auto", True, {"NO_COLOR": ""}))  # set but empty: ignored
+        self.assertFalse(wants_colour("auto", True, {"TERM": "dumb"}))
+
+    def test_the_option_wins_over_the_environment(self) -> None:
+        self.assertTrue(wants_colour("always", False, {"NO_COLOR": "1"}))
+        self.assertFalse(wants_colour("never", True, {}))
+        self.assertRaises(ValueError, wants_colour, "sometimes", True, {})
+
+    def test_never_on_a_terminal_still_redraws_but_writes_no_colour(self) -> None:
+        out = io.StringIO()
+        console = Console(out, io.StringIO(), False, True, colour=False, width=80)
+        console.print(event_line(status(DaqSubState.Aborted, ALERT)))
+        self.assertEqual(out.getvalue(), "00:00:05  TEST.1  Aborted ERROR\n")
+        self.assertTrue(console.rich.is_terminal)

@@ -19,7 +19,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import dpmd
-from dpmd.client.cli import Console, Context, build_parser, execute, read_specification, run
+from dpmd.client.cli import (
+    Console,
+    Context,
+    build_parser,
+    execute,
+    main,
+    read_specification,
+    run,
+)
 from dpmd.client.console import UsageProblem
 from dpmd.client.endpoints import DEFAULT_ENDPOINT
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
@@ -386,17 +394,32 @@ class ProcessTests(TestCase):
         self.assertEqual(server.wait(timeout=30), 0)
 
 
-class CommandLineTests(TestCase):
-    """What the real command prints before it connects: version, usage errors, completion."""
+def main_output(test: SynchronousTestCase, *argv: str) -> tuple[int, str, str]:
+    """``dpmctl ARGV`` for what it does before it connects: exit status, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    test.patch(sys, "stdout", out)
+    test.patch(sys, "stderr", err)
+    exit = test.assertRaises(SystemExit, main, list(argv))
+    return exit.code, out.getvalue(), err.getvalue()
 
-    @inlineCallbacks
-    def test_version(self) -> Any:
-        out, err, status = yield dpmctl("--version")
-        self.assertEqual((status, out, err), (0, f"dpmctl {dpmd.__version__}\n".encode(), b""))
 
-    @inlineCallbacks
-    def test_usage_error_under_json_is_a_json_object_too(self) -> Any:
-        out, err, status = yield dpmctl("--json", "status")
+def completion_script(test: SynchronousTestCase, shell: str) -> str:
+    out = io.StringIO()
+    options = build_parser({}).parse_args(["completion", shell])
+    console = Console(out, io.StringIO(), False, False)
+    status = test.successResultOf(ensureDeferred(run(None, options, console, io.StringIO())))
+    test.assertEqual(status, 0)
+    return out.getvalue()
+
+
+class CommandLineTests(SynchronousTestCase):
+    """What the command does before it connects: version, usage errors, help, completion."""
+
+    def test_version(self) -> None:
+        self.assertEqual(main_output(self, "--version"), (0, f"dpmctl {dpmd.__version__}\n", ""))
+
+    def test_usage_error_under_json_is_a_json_object_too(self) -> None:
+        status, out, err = main_output(self, "--json", "status")
         self.assertEqual(status, 2)
         self.assertEqual(
             json.loads(out),
@@ -408,29 +431,25 @@ class CommandLineTests(TestCase):
                 }
             },
         )
-        self.assertIn(b"usage: dpmctl status", err)
-        out, err, status = yield dpmctl("status")
-        self.assertEqual((status, out), (2, b""))
-        self.assertIn(b"dpmctl: the following arguments are required: ID", err)
+        self.assertIn("usage: dpmctl status", err)
+        status, out, err = main_output(self, "status")
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("dpmctl: the following arguments are required: ID", err)
 
-    @inlineCallbacks
-    def test_help_says_where_the_configuration_and_the_unit_are(self) -> Any:
-        out, _, status = yield dpmctl("--help")
+    def test_help_says_where_the_configuration_and_the_unit_are(self) -> None:
+        status, out, _ = main_output(self, "--help")
         self.assertEqual(status, 0)
         etc = Path(dpmd.__file__).parent / "etc"
-        self.assertIn(f"\n  {etc}\n", out.decode())
+        self.assertIn(f"\n  {etc}\n", out)
         self.assertTrue((etc / "dpmd.yaml").is_file())
         self.assertTrue((etc / "dpmd.service").is_file())
 
-    @inlineCallbacks
-    def test_bash_completion(self) -> Any:
+    def test_bash_completion(self) -> None:
         bash = shutil.which("bash")
         if bash is None:
             raise self.skipTest("bash is not installed")
-        script, _, status = yield dpmctl("completion", "bash")
-        self.assertEqual(status, 0)
         path = Path(self.mktemp())
-        path.write_bytes(script)
+        path.write_text(completion_script(self, "bash"))
 
         def complete(*words: str) -> list[str]:
             """What bash offers for the last of ``words`` after ``dpmctl``."""
@@ -451,16 +470,15 @@ class CommandLineTests(TestCase):
         self.assertEqual(complete("completion", ""), ["bash", "zsh"])
         self.assertEqual(complete("--color", ""), ["always", "auto", "never"])
 
-    @inlineCallbacks
-    def test_zsh_completion(self) -> Any:
+    def test_zsh_completion(self) -> None:
         zsh = shutil.which("zsh")
         if zsh is None:
             raise self.skipTest("zsh is not installed (apt-get install zsh)")
-        script, _, status = yield dpmctl("completion", "zsh")
-        self.assertEqual(status, 0)
         functions = Path(self.mktemp())
         functions.mkdir()
-        (functions / "_dpmctl").write_bytes(script)  # the documented place: a directory of $fpath
+        (functions / "_dpmctl").write_text(
+            completion_script(self, "zsh")
+        )  # the documented place: a directory of $fpath
         # An interactive zsh in a pseudo-terminal (zpty) is sent "dpmctl sta" and a TAB.
         driver = f"""
 zmodload zsh/zpty

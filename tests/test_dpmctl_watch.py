@@ -42,6 +42,8 @@ class WatchScenario(SynchronousTestCase):
     terminal = False
     colour: bool | None = None
     as_json = False
+    width = 80
+    daq_id = "TEST.1"
 
     def setUp(self) -> None:
         self.server = FakeServer()
@@ -49,8 +51,8 @@ class WatchScenario(SynchronousTestCase):
         self.clock.advance(T0)
         self.out = io.StringIO()
         self.err = io.StringIO()
-        console = Console(self.out, self.err, self.as_json, self.terminal, self.colour, width=80)
-        options = Namespace(command="watch", id="TEST.1")
+        console = Console(self.out, self.err, self.as_json, self.terminal, self.colour, self.width)
+        options = Namespace(command="watch", id=self.daq_id)
         self.exit_status = ensureDeferred(
             execute(Context(self.server.client, options, console, self.clock, None))
         )
@@ -61,7 +63,7 @@ class WatchScenario(SynchronousTestCase):
         # The internal status, since it is given for archived DAQs too.
         query = self.server.reply({"status": first, "detail": {"progress": step}})
         self.assertEqual(
-            (query["method"], query["params"]), ("/daq/GetInternalDaqStatus", {"id": "TEST.1"})
+            (query["method"], query["params"]), ("/daq/GetInternalDaqStatus", {"id": first["id"]})
         )
 
     def notify(self, params: dict[str, Any]) -> None:
@@ -75,7 +77,7 @@ class WatchScenario(SynchronousTestCase):
         else:
             request = self.server.reply(answer)
             self.assertEqual(request["method"], "/daq/GetInternalDaqStatus")
-            self.assertEqual(request["params"], {"id": "TEST.1"})
+            self.assertEqual(request["params"], {"id": self.daq_id})
 
     def every_stage(self) -> None:
         self.start(status(DaqSubState.Scheduled, 0))
@@ -238,6 +240,45 @@ class TerminalWatchTests(WatchScenario):
         output = self.out.getvalue()
         self.assertNotIn("\x1b[3", output)  # no colour was asked for
         self.assertTrue(output.endswith("\x1b[?25h"))  # the cursor is shown again
+
+
+class NarrowAndWideTerminalTests(WatchScenario):
+    """The same watch at 40 and 200 columns: rows that fit, and nothing stale at the end."""
+
+    terminal = True
+    colour = False
+    ID = daq_id = "DEMO.2026-01-01T12:00:00.000"
+
+    def setUp(self) -> None:
+        pass  # each width below is a watch of its own
+
+    def test_40_and_200_columns(self) -> None:
+        for self.width in (40, 200):
+            super().setUp()
+            first = status(DaqSubState.Collecting, 0, id=self.ID)
+            self.start(first)
+            step = progress("collecting", 1024, 4096)
+            self.tick({"status": first, "detail": {"progress": step}})
+            shown = screen_text(self.out.getvalue(), self.width, 40)
+            rows = shown[-2:] if self.width == 40 else shown[-1:]
+            for row in rows:
+                self.assertLess(len(row), self.width, row)
+            if self.width == 40:  # too narrow for the id, a bar and the text on one row
+                self.assertEqual(rows, [self.ID, "  25.0%  collecting 1.0 KiB/4.0 KiB"])
+            else:
+                self.assertEqual(
+                    bar_row(rows[0], self.ID, "25.0%", "collecting 1.0 KiB/4.0 KiB")[0], 40
+                )
+            self.notify(status(DaqSubState.Completed, 4, id=self.ID))
+            self.assertEqual(self.successResultOf(self.exit_status), 0)
+            self.assertEqual(
+                screen_text(self.out.getvalue(), self.width, 40),
+                screen_text(
+                    f"00:00:00  {self.ID}  Collecting\n00:00:04  {self.ID}  Completed\n",
+                    self.width,
+                    40,
+                ),
+            )
 
 
 class ColourWatchTests(WatchScenario):
