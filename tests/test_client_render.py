@@ -8,18 +8,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.client.console import Console, wants_colour
-from dpmd.client.render import (
-    active_view,
-    age,
-    event_line,
-    human_size,
-    internal_view,
-    percent,
-    progress_rows,
-    progress_text,
-    status_view,
-    storage_view,
-)
+from dpmd.client.progress import progress_rows, progress_text
+from dpmd.client.render import active_view, event_line, internal_view, status_view, storage_view
+from dpmd.client.units import age, human_size, percent
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z

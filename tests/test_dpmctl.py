@@ -19,17 +19,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import dpmd
-from dpmd.client.cli import (
-    Console,
-    Context,
-    build_parser,
-    execute,
-    main,
-    read_specification,
-    run,
-)
-from dpmd.client.console import UsageProblem
+from dpmd.client.cli import Context, execute, main, read_specification, run
+from dpmd.client.console import Console, UsageProblem
 from dpmd.client.endpoints import DEFAULT_ENDPOINT
+from dpmd.client.options import build_parser
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 from tests.test_client_support import FakeServer, short_directory, start_server, tcp_endpoint
 from tests.test_twistd import twistd, wait_for

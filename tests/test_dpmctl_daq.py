@@ -14,8 +14,10 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from dpmd.client import connect
-from dpmd.client.cli import Console, build_parser, run
+from dpmd.client.cli import run
+from dpmd.client.console import Console
 from dpmd.client.demo import prepare_sources, write_detector_file
+from dpmd.client.options import build_parser
 from dpmd.client.watch import SilentView, Watcher
 from dpmd.model import DaqStatus, DaqSubState
 from tests.test_client_support import start_server, tcp_endpoint

@@ -13,8 +13,10 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.client.cli import Console, Context, build_parser, execute
+from dpmd.client.cli import Context, execute
+from dpmd.client.console import Console
 from dpmd.client.demo import daq_id_for, prepare_sources, summary, summary_text
+from dpmd.client.options import build_parser
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
 from tests.test_client_fits import strictly_opened
 from tests.test_client_support import FakeServer

@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.client.cli import Console, Context, execute
+from dpmd.client.cli import Context, execute
+from dpmd.client.console import Console
 from dpmd.client.watch import Watcher, WatchView
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
 from tests.test_client_support import FakeServer, screen_text

@@ -27,7 +27,7 @@ from dpmd.client.console import Problem, UsageProblem
 from dpmd.client.errors import DaqError, RpcError
 from dpmd.client.fitsinfo import describe
 from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
-from dpmd.client.render import human_size
+from dpmd.client.units import human_size
 from dpmd.client.watch import SilentView, Watcher, WatchView
 from dpmd.model import DaqStatus, DaqSubState
 

@@ -1,4 +1,4 @@
-"""What ``dpmctl`` shows people: sizes, ages, tables, progress bars and status lines.
+"""What ``dpmctl`` shows people: status lines, alerts, tables and the server's details.
 
 Everything here is a pure function of its arguments (the current time is
 passed in) that returns text or a ``rich`` renderable; ``dpmd.client.console``
@@ -11,17 +11,17 @@ taken for a style.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.measure import Measurement
 from rich.padding import Padding
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from dpmd.client.progress import progress_text
+from dpmd.client.units import age, clock_time, human_size, percent, utc_time
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 
 SEVERITY_STYLES = {
@@ -34,49 +34,6 @@ SUBSTATE_STYLES = {
     DaqSubState.Aborted: "red",
     DaqSubState.Aborting: "red",
 }
-
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-
-
-def human_size(size: int) -> str:
-    """``1536`` → ``1.5 KiB``: binary units, since disks are sized in them."""
-    value = float(size)
-    for unit in _SIZE_UNITS:
-        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def percent(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
-
-
-def age(seconds: float) -> str:
-    """A short duration: ``42s``, ``3m07s``, ``2h05m``, ``3d04h``."""
-    seconds = max(0, int(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def clock_time(timestamp: float) -> str:
-    """``HH:MM:SS`` in UTC, the observatory's time."""
-    return time.strftime("%H:%M:%S", time.gmtime(timestamp))
-
-
-def utc_time(timestamp: float | None, milliseconds: bool = False) -> str:
-    if timestamp is None:
-        return "-"
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-    return f"{text}.{int(timestamp % 1 * 1000):03d}Z" if milliseconds else f"{text}Z"
 
 
 def key_value_table(rows: Sequence[tuple[str, str | Text]]) -> Table:
@@ -114,69 +71,6 @@ def storage_view(status: StorageStatus) -> Table:
             ),
         ],
     )
-
-
-def _amount(progress: dict[str, Any]) -> str:
-    done, total, unit = progress["done"], progress["total"], progress["unit"]
-    if unit == "bytes":
-        return f"{human_size(done)}/{human_size(total)}"
-    return f"{done}/{total} {unit}"
-
-
-def progress_text(progress: dict[str, Any] | None) -> str:
-    """``merging 3/5 hdus (60.0%)``; ``-`` when the server reports no progress."""
-    if not progress:
-        return "-"
-    share = f" ({percent(progress['done'], progress['total'])})" if progress["total"] else ""
-    return f"{progress['stage']} {_amount(progress)}{share}"
-
-
-BAR_WIDTH = (10, 40)
-"""Narrowest and widest progress bar: narrower says nothing, wider only takes room."""
-
-
-def progress_rows(daq_id: str, progress: dict[str, Any], width: int) -> list[Text | Group]:
-    """One DAQ's live progress in ``width`` columns, each row shorter than the width.
-
-    ``ID  [bar] 25.0%  collecting 1.0 MiB/4.0 MiB`` on one row when it fits;
-    otherwise the id on a row of its own above the rest, which drops the bar
-    and then cuts the text (with an ellipsis) before it would wrap, since a
-    wrapped row would leave a stale line at every redraw.
-    """
-    done, total = progress["done"], progress["total"]
-    share = f"{percent(done, total):>6}"
-    detail = f"{progress['stage']} {_amount(progress)}"
-    room = width - 1  # the last column is left free: some terminals wrap when it is written
-    fixed = len(share) + 2 + len(detail)
-    one_row = room - len(daq_id) - 2 - 1 - fixed
-    if one_row >= BAR_WIDTH[0]:
-        return [_bar_row(f"{daq_id}  ", min(one_row, BAR_WIDTH[1]), done, total, share, detail)]
-    rows: list[Text | Group] = [_cut(daq_id, room)]
-    bar = room - 2 - 1 - fixed
-    if bar >= BAR_WIDTH[0]:
-        rows.append(_bar_row("  ", min(bar, BAR_WIDTH[1]), done, total, share, detail))
-    else:
-        rows.append(_cut(f"  {share.strip()}  {detail}", room))
-    return rows
-
-
-def _bar_row(lead: str, bar: int, done: int, total: int, share: str, detail: str) -> Group:
-    grid = Table.grid()
-    grid.add_column(no_wrap=True)
-    grid.add_column(width=bar)
-    grid.add_column(no_wrap=True)
-    grid.add_row(
-        lead,
-        ProgressBar(total=max(total, 1), completed=min(done, max(total, 1)), width=bar),
-        f" {share}  {detail}",
-    )
-    return Group(grid)
-
-
-def _cut(text: str, room: int) -> Text:
-    if len(text) <= room:
-        return Text(text)
-    return Text(text[: max(0, room - 1)] + "…")
 
 
 def alert_text(alert: DaqAlert) -> Text:

@@ -23,7 +23,9 @@ from twisted.python.failure import Failure
 from dpmd.client.api import DAQ_STATUS_TOPIC, DpmClient
 from dpmd.client.console import Console
 from dpmd.client.errors import ConnectionLost, DaqError, ProtocolError, RpcError
-from dpmd.client.render import alert_text, clock_time, event_line, progress_rows, progress_text
+from dpmd.client.progress import progress_rows, progress_text
+from dpmd.client.render import alert_text, event_line
+from dpmd.client.units import clock_time
 from dpmd.model import DaqStatus, DaqSubState, InternalDaqStatus
 
 POLLED = frozenset({DaqSubState.Collecting, DaqSubState.Merging})
