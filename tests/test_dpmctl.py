@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -204,6 +204,13 @@ class CommandTests(SynchronousTestCase):
         self.successResultOf(done)  # no second round of questions for JSON
         self.assertEqual(json.loads(self.out.getvalue()), [STATUS.to_json()])
 
+    def test_active_reports_a_failed_detail_question_like_any_other(self) -> None:
+        done = self.command("active")
+        self.server.reply([STATUS.to_json()])
+        self.server.reply(error=daq_exception("unknown DAQ id 'TEST.1'", "TEST.1"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.err.getvalue(), "dpmctl: unknown DAQ id 'TEST.1'\n")
+
     def test_abort_and_retry(self) -> None:
         done = self.command("abort", "TEST.1")
         request = self.server.reply({"id": "TEST.1", "error": False})
@@ -315,6 +322,22 @@ class RealServerTests(TestCase):
         self.assertIn("%) to dpmd", out)
         status, out, _ = yield self.run_dpmctl("--connect", endpoint, "--json", "storage")
         self.assertEqual(json.loads(out)["path"], str(service.config.workspace))
+
+    @inlineCallbacks
+    def test_interrupted_ends_the_command_quietly_with_130(self) -> Any:
+        service = start_server(self)
+        options = build_parser({}).parse_args(["--connect", tcp_endpoint(service), "watch"])
+        out, err = io.StringIO(), io.StringIO()
+        interrupted: Deferred[None] = Deferred()
+        running = ensureDeferred(
+            run(reactor, options, Console(out, err, False, False), io.StringIO(), interrupted)
+        )
+        # Connected and watching every DAQ by now, or still connecting: either way it ends.
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertNoResult(running)
+        interrupted.callback(None)
+        status = yield running
+        self.assertEqual((status, out.getvalue(), err.getvalue()), (130, "", ""))
 
     @inlineCallbacks
     def test_cannot_connect_is_exit_status_three(self) -> Any:

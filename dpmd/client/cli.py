@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
 import shtab
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    FirstError,
+    ensureDeferred,
+    gatherResults,
+)
 from twisted.internet.task import react
 
 from dpmd.client import demo
@@ -190,10 +196,13 @@ async def _active(context: Context) -> int:
     if context.console.as_json:
         context.console.json([status.to_json() for status in statuses])
         return OK
-    internals = await gatherResults(
-        [context.client.get_internal_daq_status(status.id) for status in statuses],
-        consumeErrors=True,
-    )
+    try:
+        internals = await gatherResults(
+            [context.client.get_internal_daq_status(status.id) for status in statuses],
+            consumeErrors=True,
+        )
+    except FirstError as error:  # the first failed question, reported as any other
+        raise error.subFailure.value from None
     rows = [(status, internal.detail) for status, internal in zip(statuses, internals, strict=True)]
     context.console.print(active_view(rows, context.reactor.seconds()))
     return OK
