@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class DaqState(enum.Enum):
+class WireEnum(enum.Enum):
+    """An enumeration whose members print as their wire value (``Collecting``).
+
+    ``print(status.substate)`` then shows what the protocol and ``dpmctl``
+    show, not Python's ``DaqSubState.Collecting``.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class DaqState(WireEnum):
     """The top-level state of a DAQ as the ICD names it."""
 
     StateAcquiring = "StateAcquiring"
@@ -21,7 +32,7 @@ class DaqState(enum.Enum):
     StateUndefined = "StateUndefined"
 
 
-class DaqSubState(enum.Enum):
+class DaqSubState(WireEnum):
     """The detailed state of a DAQ; dpmd uses the ones from ``Scheduled`` on."""
 
     NotStarted = "NotStarted"
@@ -63,7 +74,7 @@ _ACQUIRING = frozenset(
 )
 
 
-class AlertSeverity(enum.Enum):
+class AlertSeverity(WireEnum):
     Error = "Error"
     Warning = "Warning"
     Info = "Info"

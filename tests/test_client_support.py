@@ -216,3 +216,26 @@ def listen_requiring_client_certificates(service: DpmService, certificates: Cert
     return SSL4ServerEndpoint(reactor, 0, options, interface="127.0.0.1").listen(
         service.factories[0]
     )
+
+
+def screen_lines(output: str, columns: int, lines: int = 24) -> list[str]:
+    """What a terminal of this size shows after ``output``: each line, right-stripped.
+
+    pyte is a VT100 emulator: cursor moves, erasures and wrapping happen as in
+    a real terminal, so a stale or wrapped progress line is seen as a person
+    would see it.
+    """
+    import pyte
+
+    screen = pyte.Screen(columns, lines)
+    stream = pyte.Stream(screen)
+    stream.feed(output.replace("\n", "\r\n"))  # a terminal's output post-processing (onlcr)
+    return [line.rstrip() for line in screen.display]
+
+
+def screen_text(output: str, columns: int, lines: int = 24) -> list[str]:
+    """``screen_lines`` without the blank lines at the bottom."""
+    shown = screen_lines(output, columns, lines)
+    while shown and not shown[-1]:
+        shown.pop()
+    return shown

@@ -5,19 +5,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import dpmd
-from dpmd.client.cli import Console, Context, build_parser, execute, read_specification, run
+from dpmd.client.cli import Context, execute, main, read_specification, run
+from dpmd.client.console import Console, UsageProblem
 from dpmd.client.endpoints import DEFAULT_ENDPOINT
+from dpmd.client.options import build_parser
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 from tests.test_client_support import FakeServer, short_directory, start_server, tcp_endpoint
 from tests.test_twistd import twistd, wait_for
@@ -63,12 +68,25 @@ class ParserTests(SynchronousTestCase):
             self.assertEqual((options.json, options.connect, options.id), (True, "tcp:h:1", "A"))
         self.assertFalse(self.parse("status", "A").json)
 
-    def test_usage_errors_exit_with_two(self) -> None:
-        stderr, sys.stderr = sys.stderr, io.StringIO()
-        self.addCleanup(setattr, sys, "stderr", stderr)
-        for argv in [(), ("nonsense",), ("status",), ("status", "A", "B"), ("--bogus", "active")]:
-            error = self.assertRaises(SystemExit, self.parse, *argv)
-            self.assertEqual(error.code, 2, argv)
+    def test_usage_errors_are_usage_problems(self) -> None:
+        for argv in [
+            (),
+            ("nonsense",),
+            ("status",),
+            ("status", "A", "B"),
+            ("--bogus", "active"),
+            ("--color", "sometimes", "active"),
+            ("completion", "fish"),
+        ]:
+            problem = self.assertRaises(UsageProblem, self.parse, *argv)
+            self.assertIn("usage: dpmctl", problem.usage, argv)
+        problem = self.assertRaises(UsageProblem, self.parse, "status", "A", "B")
+        self.assertEqual(str(problem), "unrecognized arguments: B")
+
+    def test_colour_option_before_or_after_the_command(self) -> None:
+        self.assertEqual(self.parse("active").color, "auto")
+        self.assertEqual(self.parse("--color", "never", "active").color, "never")
+        self.assertEqual(self.parse("active", "--color", "always").color, "always")
 
     def test_specification_from_a_file_or_stdin(self) -> None:
         path = Path(self.mktemp())
@@ -130,6 +148,28 @@ class CommandTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertIn("\x1b[1;31mError  \x1b[0m MergeError", self.out.getvalue())
 
+    def test_status_of_an_archived_daq_from_an_older_server(self) -> None:
+        final = DaqStatus("TEST.1", "INSTR.1", DaqSubState.Completed, result="/r/I.fits")
+        done = self.command("status", "TEST.1")
+        refusal = daq_exception("DAQ 'TEST.1' is finished and archived", "TEST.1")
+        self.assertEqual(self.server.reply(error=refusal)["method"], "/daq/GetDaqStatus")
+        fallback = self.server.reply({"status": final.to_json(), "detail": {"archived": True}})
+        self.assertEqual(fallback["method"], "/daq/GetInternalDaqStatus")
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertIn("state    StateCompleted / Completed (archived)", self.out.getvalue())
+        self.assertIn("result   /r/I.fits", self.out.getvalue())
+        done = self.command("--json", "status", "TEST.1", as_json=True)
+        self.server.reply(error=refusal)
+        self.server.reply({"status": final.to_json(), "detail": {"archived": True}})
+        self.successResultOf(done)
+        self.assertEqual(json.loads(self.out.getvalue()), final.to_json())
+
+    def test_status_of_an_unknown_daq_is_not_retried(self) -> None:
+        done = self.command("status", "NOPE")
+        self.server.reply(error=daq_exception("unknown DAQ id 'NOPE'", "NOPE"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.server.requests(), [])
+
     def test_internal(self) -> None:
         detail = {"queued_at": T0, "workspace": "/dpm/TEST.1", "progress": None, "sources": []}
         done = self.command("internal", "TEST.1")
@@ -164,6 +204,13 @@ class CommandTests(SynchronousTestCase):
         self.successResultOf(done)  # no second round of questions for JSON
         self.assertEqual(json.loads(self.out.getvalue()), [STATUS.to_json()])
 
+    def test_active_reports_a_failed_detail_question_like_any_other(self) -> None:
+        done = self.command("active")
+        self.server.reply([STATUS.to_json()])
+        self.server.reply(error=daq_exception("unknown DAQ id 'TEST.1'", "TEST.1"))
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(self.err.getvalue(), "dpmctl: unknown DAQ id 'TEST.1'\n")
+
     def test_abort_and_retry(self) -> None:
         done = self.command("abort", "TEST.1")
         request = self.server.reply({"id": "TEST.1", "error": False})
@@ -178,9 +225,14 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(done), 0)
         self.assertEqual(self.out.getvalue(), "retrying the merge of TEST.1\n")
         done = self.command("--json", "retry", "TEST.1", as_json=True)
-        self.server.reply(error=daq_exception("DAQ 'TEST.1' is not waiting for a retry", "TEST.1"))
+        refusal = daq_exception("DAQ 'TEST.1' is not waiting for a retry", "TEST.1")
+        self.server.reply(error=refusal)
         self.assertEqual(self.successResultOf(done), 1)
-        self.assertEqual(self.out.getvalue(), "")
+        self.assertEqual(
+            json.loads(self.out.getvalue()),
+            {"error": {**refusal, "kind": "DaqException"}},  # and nothing else on stdout
+        )
+        self.assertEqual(self.err.getvalue(), "dpmctl: DAQ 'TEST.1' is not waiting for a retry\n")
 
     def test_storage_and_exit(self) -> None:
         done = self.command("storage")
@@ -197,6 +249,57 @@ class CommandTests(SynchronousTestCase):
         self.server.reply({"path": "/x"})
         self.assertEqual(self.successResultOf(done), 1)
         self.assertIn("the server failed the command", self.err.getvalue())
+
+    def test_every_failure_is_one_json_object_under_json(self) -> None:
+        done = self.command("--json", "storage", as_json=True)
+        self.server.reply(error={"code": -32603, "message": "internal error", "data": {"i": "ab"}})
+        self.assertEqual(self.successResultOf(done), 1)
+        self.assertEqual(
+            json.loads(self.out.getvalue()),
+            {
+                "error": {
+                    "code": -32603,
+                    "kind": "RpcError",
+                    "message": "the server failed the command: internal error"
+                    " (JSON-RPC error -32603)",
+                    "data": {"i": "ab"},
+                }
+            },
+        )
+        done = self.command("--json", "storage", as_json=True)
+        self.server.reply({"path": "/x"})
+        self.successResultOf(done)
+        [line] = self.out.getvalue().splitlines()
+        self.assertEqual(json.loads(line)["error"]["kind"], "ProtocolError")
+        done = self.command("--json", "watch", "TEST.1", as_json=True)
+        self.server.reply(None)
+        self.server.protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(self.successResultOf(done), 3)
+        error = json.loads(self.out.getvalue().splitlines()[-1])["error"]
+        self.assertEqual((error["kind"], error["code"]), ("ConnectionLost", None))
+        self.assertIn("gone", error["message"])
+
+    def test_internal_of_an_archived_daq_says_where_the_product_went(self) -> None:
+        detail = {
+            "archived": True,
+            "workspace": "/dpm/archive/TEST.1",
+            "product": "/dpm/in-progress/TEST.1/INSTR.1.fits",
+            "released": {
+                "0": {"path": "/data/olas/INSTR.1.fits", "how": "link"},
+                "1": {"path": "archive-host:/ingest/INSTR.1.fits", "how": "rsync"},
+            },
+        }
+        done = self.command("internal", "TEST.1")
+        self.server.reply({"status": STATUS.to_json(), "detail": detail})
+        self.successResultOf(done)
+        lines = self.out.getvalue().splitlines()
+        self.assertIn("released[0]  /data/olas/INSTR.1.fits (link)", lines)
+        self.assertIn("released[1]  archive-host:/ingest/INSTR.1.fits (rsync)", lines)
+        self.assertNotIn("/dpm/in-progress/TEST.1/INSTR.1.fits", self.out.getvalue())
+        done = self.command("internal", "TEST.1")
+        self.server.reply({"status": STATUS.to_json(), "detail": {**detail, "archived": False}})
+        self.successResultOf(done)
+        self.assertIn("product      /dpm/in-progress/TEST.1/INSTR.1.fits", self.out.getvalue())
 
 
 class RealServerTests(TestCase):
@@ -219,6 +322,22 @@ class RealServerTests(TestCase):
         self.assertIn("%) to dpmd", out)
         status, out, _ = yield self.run_dpmctl("--connect", endpoint, "--json", "storage")
         self.assertEqual(json.loads(out)["path"], str(service.config.workspace))
+
+    @inlineCallbacks
+    def test_interrupted_ends_the_command_quietly_with_130(self) -> Any:
+        service = start_server(self)
+        options = build_parser({}).parse_args(["--connect", tcp_endpoint(service), "watch"])
+        out, err = io.StringIO(), io.StringIO()
+        interrupted: Deferred[None] = Deferred()
+        running = ensureDeferred(
+            run(reactor, options, Console(out, err, False, False), io.StringIO(), interrupted)
+        )
+        # Connected and watching every DAQ by now, or still connecting: either way it ends.
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertNoResult(running)
+        interrupted.callback(None)
+        status = yield running
+        self.assertEqual((status, out.getvalue(), err.getvalue()), (130, "", ""))
 
     @inlineCallbacks
     def test_cannot_connect_is_exit_status_three(self) -> Any:
@@ -289,3 +408,110 @@ class ProcessTests(TestCase):
         out, err, status = yield dpmctl("--connect", f"unix:{path}", "exit")
         self.assertEqual((status, out, err), (0, b"dpmd is shutting down\n", b""))
         self.assertEqual(server.wait(timeout=30), 0)
+
+
+def main_output(test: SynchronousTestCase, *argv: str) -> tuple[int, str, str]:
+    """``dpmctl ARGV`` for what it does before it connects: exit status, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    test.patch(sys, "stdout", out)
+    test.patch(sys, "stderr", err)
+    exit = test.assertRaises(SystemExit, main, list(argv))
+    return exit.code, out.getvalue(), err.getvalue()
+
+
+def completion_script(test: SynchronousTestCase, shell: str) -> str:
+    out = io.StringIO()
+    options = build_parser({}).parse_args(["completion", shell])
+    console = Console(out, io.StringIO(), False, False)
+    status = test.successResultOf(ensureDeferred(run(None, options, console, io.StringIO())))
+    test.assertEqual(status, 0)
+    return out.getvalue()
+
+
+class CommandLineTests(SynchronousTestCase):
+    """What the command does before it connects: version, usage errors, help, completion."""
+
+    def test_version(self) -> None:
+        self.assertEqual(main_output(self, "--version"), (0, f"dpmctl {dpmd.__version__}\n", ""))
+
+    def test_usage_error_under_json_is_a_json_object_too(self) -> None:
+        status, out, err = main_output(self, "--json", "status")
+        self.assertEqual(status, 2)
+        self.assertEqual(
+            json.loads(out),
+            {
+                "error": {
+                    "code": None,
+                    "kind": "UsageError",
+                    "message": "the following arguments are required: ID",
+                }
+            },
+        )
+        self.assertIn("usage: dpmctl status", err)
+        status, out, err = main_output(self, "status")
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("dpmctl: the following arguments are required: ID", err)
+
+    def test_help_says_where_the_configuration_and_the_unit_are(self) -> None:
+        status, out, _ = main_output(self, "--help")
+        self.assertEqual(status, 0)
+        etc = Path(dpmd.__file__).parent / "etc"
+        self.assertIn(f"\n  {etc}\n", out)
+        self.assertTrue((etc / "dpmd.yaml").is_file())
+        self.assertTrue((etc / "dpmd.service").is_file())
+
+    def test_bash_completion(self) -> None:
+        bash = shutil.which("bash")
+        if bash is None:
+            raise self.skipTest("bash is not installed")
+        path = Path(self.mktemp())
+        path.write_text(completion_script(self, "bash"))
+
+        def complete(*words: str) -> list[str]:
+            """What bash offers for the last of ``words`` after ``dpmctl``."""
+            line = " ".join(["dpmctl", *words])
+            program = (
+                f"source {path}; COMP_WORDS=(dpmctl {' '.join(repr(w) for w in words)});"
+                f" COMP_CWORD={len(words)}; COMP_LINE={line!r}; COMP_POINT={len(line)};"
+                ' _shtab_dpmctl; printf "%s\\n" "${COMPREPLY[@]}"'
+            )
+            result = subprocess.run(
+                [bash, "--norc", "-c", program], capture_output=True, text=True, timeout=30
+            )
+            self.assertEqual(result.stderr, "")
+            return sorted(result.stdout.split())
+
+        self.assertEqual(complete("st"), ["status", "storage"])
+        self.assertIn("--color", complete("watch", "--c"))
+        self.assertEqual(complete("completion", ""), ["bash", "zsh"])
+        self.assertEqual(complete("--color", ""), ["always", "auto", "never"])
+
+    def test_zsh_completion(self) -> None:
+        zsh = shutil.which("zsh")
+        if zsh is None:
+            raise self.skipTest("zsh is not installed (apt-get install zsh)")
+        functions = Path(self.mktemp())
+        functions.mkdir()
+        (functions / "_dpmctl").write_text(
+            completion_script(self, "zsh")
+        )  # the documented place: a directory of $fpath
+        # An interactive zsh in a pseudo-terminal (zpty) is sent "dpmctl sta" and a TAB.
+        driver = f"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "fpath=({functions} \\$fpath); autoload -U compinit; PS1='> '"
+zpty -w z "compinit -u -d {functions}/.zcompdump"
+zpty -w -n z $'dpmctl sta\\t'
+out=""
+for i in {{1..200}}; do
+  zpty -r -t z chunk && out+=$chunk
+  [[ $out == *"dpmctl status"* ]] && break
+  sleep 0.05
+done
+zpty -d z
+print -r -- $out
+"""
+        result = subprocess.run(
+            [zsh, "-f", "-c", driver], capture_output=True, text=True, timeout=60
+        )
+        self.assertIn("dpmctl status", result.stdout)

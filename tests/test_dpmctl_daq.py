@@ -10,11 +10,14 @@ from typing import Any
 from astropy.io import fits
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from dpmd.client import connect
-from dpmd.client.cli import Console, build_parser, run
+from dpmd.client.cli import run
+from dpmd.client.console import Console
 from dpmd.client.demo import prepare_sources, write_detector_file
+from dpmd.client.options import build_parser
 from dpmd.client.watch import SilentView, Watcher
 from dpmd.model import DaqStatus, DaqSubState
 from tests.test_client_support import start_server, tcp_endpoint
@@ -93,6 +96,40 @@ class DaqCommandTests(TestCase):
         status, out, _ = yield self.dpmctl("--json", "internal", result["id"])
         self.assertEqual(status, 0)
         self.assertEqual(json.loads(out)["status"]["result"], result["product"])
+
+    @inlineCallbacks
+    def test_demo_twice_in_the_same_dir(self) -> Any:
+        products = []
+        for _ in range(2):
+            status, out, err = yield self.dpmctl("--json", "demo", "--dir", str(self.sources))
+            self.assertEqual((status, err), (0, ""))
+            products.append(json.loads(out)["product"])
+        self.assertNotEqual(products[0], products[1])
+        for product in products:
+            with fits.open(product, checksum=True) as hdus:
+                self.assertEqual(len(hdus), 4)
+
+    @inlineCallbacks
+    def test_status_and_internal_of_an_archived_daq(self) -> Any:
+        status, out, _ = yield self.dpmctl("--json", "demo", "--dir", str(self.sources))
+        self.assertEqual(status, 0)
+        result = json.loads(out)
+        internal = {}
+        for _ in range(200):  # archiving follows Completed on a later turn
+            status, out, _ = yield self.dpmctl("--json", "internal", result["id"])
+            internal = json.loads(out)
+            if internal["detail"]["archived"]:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(internal["detail"]["archived"])
+        status, out, err = yield self.dpmctl("status", result["id"])
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn(f"result   {result['product']}", out)
+        self.assertIn("StateCompleted / Completed", out)
+        status, out, _ = yield self.dpmctl("internal", result["id"])
+        self.assertIn(f"{result['product']} (", out)  # the receiver's path and how it got there
+        [receiver] = internal["detail"]["released"].values()
+        self.assertEqual(receiver["path"], result["product"])
 
     @inlineCallbacks
     def test_refusals_are_exit_status_one(self) -> Any:

@@ -12,10 +12,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.client.cli import Console, Context, execute
+from dpmd.client.cli import Context, execute
+from dpmd.client.console import Console
 from dpmd.client.watch import Watcher, WatchView
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
-from tests.test_client_support import FakeServer
+from tests.test_client_support import FakeServer, screen_text
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
 ALERT = DaqAlert("SourceFileCollectionError", "fcs", AlertSeverity.Error, "host unreachable", T0)
@@ -40,7 +41,10 @@ class WatchScenario(SynchronousTestCase):
     """A watch of TEST.1 started against a fake server; the test plays the server."""
 
     terminal = False
+    colour: bool | None = None
     as_json = False
+    width = 80
+    daq_id = "TEST.1"
 
     def setUp(self) -> None:
         self.server = FakeServer()
@@ -48,8 +52,8 @@ class WatchScenario(SynchronousTestCase):
         self.clock.advance(T0)
         self.out = io.StringIO()
         self.err = io.StringIO()
-        console = Console(self.out, self.err, self.as_json, self.terminal)
-        options = Namespace(command="watch", id="TEST.1")
+        console = Console(self.out, self.err, self.as_json, self.terminal, self.colour, self.width)
+        options = Namespace(command="watch", id=self.daq_id)
         self.exit_status = ensureDeferred(
             execute(Context(self.server.client, options, console, self.clock, None))
         )
@@ -60,7 +64,7 @@ class WatchScenario(SynchronousTestCase):
         # The internal status, since it is given for archived DAQs too.
         query = self.server.reply({"status": first, "detail": {"progress": step}})
         self.assertEqual(
-            (query["method"], query["params"]), ("/daq/GetInternalDaqStatus", {"id": "TEST.1"})
+            (query["method"], query["params"]), ("/daq/GetInternalDaqStatus", {"id": first["id"]})
         )
 
     def notify(self, params: dict[str, Any]) -> None:
@@ -74,7 +78,7 @@ class WatchScenario(SynchronousTestCase):
         else:
             request = self.server.reply(answer)
             self.assertEqual(request["method"], "/daq/GetInternalDaqStatus")
-            self.assertEqual(request["params"], {"id": "TEST.1"})
+            self.assertEqual(request["params"], {"id": self.daq_id})
 
     def every_stage(self) -> None:
         self.start(status(DaqSubState.Scheduled, 0))
@@ -182,36 +186,115 @@ class PlainWatchTests(WatchScenario):
         self.assertIn("incident ab12", self.err.getvalue())
 
 
+def bar_row(line: str, daq_id: str, share: str, detail: str) -> tuple[int, float]:
+    """A live progress row (``ID  BAR  25.0%  DETAIL``): its bar's width and filled part.
+
+    Without colour the bar's unfilled part is blank, so the fill is counted
+    in the bar's cells: whole ``━`` and the half ``╸``.
+    """
+    tail = f" {share:>6}  {detail}"
+    if not (line.startswith(f"{daq_id}  ") and line.endswith(tail)):
+        raise AssertionError(f"not a progress row of {daq_id} ending {tail!r}: {line!r}")
+    bar = line[len(daq_id) + 2 : len(line) - len(tail)]
+    return len(bar), (bar.count("━") + 0.5 * bar.count("╸")) / len(bar)
+
+
 class TerminalWatchTests(WatchScenario):
     terminal = True
+    colour = False
 
-    def test_colours_and_a_live_bar(self) -> None:
+    def test_a_live_bar_below_the_events_and_nothing_stale(self) -> None:
         self.start(status(DaqSubState.Collecting, 0))
         self.tick(internal(DaqSubState.Collecting, 0, progress("collecting", 1024, 4096)))
+        first, bar = screen_text(self.out.getvalue(), 80)
+        self.assertEqual(first, "00:00:00  TEST.1  Collecting")
+        width, filled = bar_row(bar, "TEST.1", "25.0%", "collecting 1.0 KiB/4.0 KiB")
+        self.assertEqual((width, len(bar)), (36, 79))  # the last column stays free
+        self.assertAlmostEqual(filled, 0.25, delta=1 / width)
         self.notify(status(DaqSubState.Collecting, 2, ALERT))
         self.tick(internal(DaqSubState.Collecting, 2, progress("collecting", 3072, 4096)))
+        shown = screen_text(self.out.getvalue(), 80)
+        self.assertEqual(
+            shown[:3],
+            [
+                "00:00:00  TEST.1  Collecting",
+                "00:00:02  TEST.1  Collecting ERROR",
+                "    Error   SourceFileCollectionError[fcs]: host unreachable",
+            ],
+        )
+        [bar] = shown[3:]  # one bar, redrawn in place
+        self.assertAlmostEqual(
+            bar_row(bar, "TEST.1", "75.0%", "collecting 3.0 KiB/4.0 KiB")[1], 0.75, delta=0.03
+        )
         self.notify(status(DaqSubState.Completed, 4))
         self.assertEqual(self.successResultOf(self.exit_status), 0)
-        bar = "[{}] {:>6}  collecting {}/4.0 KiB\n"
-        red = "\x1b[1;31m"
-        erase = "\x1b[1F\x1b[J"
         self.assertEqual(
-            self.out.getvalue(),
-            "00:00:00  TEST.1  Collecting\n"
-            + "TEST.1  "
-            + bar.format("#" * 7 + "-" * 23, "25.0%", "1.0 KiB")
-            + erase
-            + f"00:00:02  TEST.1  Collecting{red} ERROR\x1b[0m\n"
-            + f"    {red}Error  \x1b[0m SourceFileCollectionError[fcs]: host unreachable\n"
-            + "TEST.1  "
-            + bar.format("#" * 7 + "-" * 23, "25.0%", "1.0 KiB")
-            + erase
-            + "TEST.1  "
-            + bar.format("#" * 22 + "-" * 8, "75.0%", "3.0 KiB")
-            + erase
-            + "00:00:04  TEST.1  \x1b[32mCompleted\x1b[0m\n"
-            + "    cleared SourceFileCollectionError[fcs]\n",
-        )
+            screen_text(self.out.getvalue(), 80),
+            [
+                "00:00:00  TEST.1  Collecting",
+                "00:00:02  TEST.1  Collecting ERROR",
+                "    Error   SourceFileCollectionError[fcs]: host unreachable",
+                "00:00:04  TEST.1  Completed",
+                "    cleared SourceFileCollectionError[fcs]",
+            ],
+        )  # the bar is gone, and nothing of it is left behind
+        output = self.out.getvalue()
+        self.assertNotIn("\x1b[3", output)  # no colour was asked for
+        self.assertTrue(output.endswith("\x1b[?25h"))  # the cursor is shown again
+
+
+class NarrowAndWideTerminalTests(WatchScenario):
+    """The same watch at 40 and 200 columns: rows that fit, and nothing stale at the end."""
+
+    terminal = True
+    colour = False
+    ID = daq_id = "DEMO.2026-01-01T12:00:00.000"
+
+    def setUp(self) -> None:
+        pass  # each width below is a watch of its own
+
+    def test_40_and_200_columns(self) -> None:
+        for self.width in (40, 200):
+            super().setUp()
+            first = status(DaqSubState.Collecting, 0, id=self.ID)
+            self.start(first)
+            step = progress("collecting", 1024, 4096)
+            self.tick({"status": first, "detail": {"progress": step}})
+            shown = screen_text(self.out.getvalue(), self.width, 40)
+            rows = shown[-2:] if self.width == 40 else shown[-1:]
+            for row in rows:
+                self.assertLess(len(row), self.width, row)
+            if self.width == 40:  # too narrow for the id, a bar and the text on one row
+                self.assertEqual(rows, [self.ID, "  25.0%  collecting 1.0 KiB/4.0 KiB"])
+            else:
+                self.assertEqual(
+                    bar_row(rows[0], self.ID, "25.0%", "collecting 1.0 KiB/4.0 KiB")[0], 40
+                )
+            self.notify(status(DaqSubState.Completed, 4, id=self.ID))
+            self.assertEqual(self.successResultOf(self.exit_status), 0)
+            self.assertEqual(
+                screen_text(self.out.getvalue(), self.width, 40),
+                screen_text(
+                    f"00:00:00  {self.ID}  Collecting\n00:00:04  {self.ID}  Completed\n",
+                    self.width,
+                    40,
+                ),
+            )
+
+
+class ColourWatchTests(WatchScenario):
+    terminal = True
+    colour = True
+
+    def test_substates_and_alerts_in_colour(self) -> None:
+        self.start(status(DaqSubState.Collecting, 0))
+        self.notify(status(DaqSubState.Collecting, 2, ALERT))
+        self.notify(status(DaqSubState.Completed, 4))
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
+        output = self.out.getvalue()
+        self.assertIn("\x1b[1;31mError  \x1b[0m", output)  # bold red
+        self.assertIn("\x1b[1;31m ERROR\x1b[0m", output)
+        self.assertIn("\x1b[32mCompleted\x1b[0m", output)  # green
 
 
 class JsonWatchTests(WatchScenario):
@@ -249,7 +332,8 @@ class WatchAllTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(T0)
         out = io.StringIO()
-        watching = ensureDeferred(Watcher(server.client, clock, WatchView(out, False, False)).run())
+        view = WatchView(Console(out, io.StringIO(), False, False))
+        watching = ensureDeferred(Watcher(server.client, clock, view).run())
         server.reply(None)
         query = server.reply(
             [status(DaqSubState.Merging, 0), {**status(DaqSubState.Scheduled, 0), "id": "A"}]

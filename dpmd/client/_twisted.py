@@ -38,7 +38,9 @@ class ClientProtocol(Protocol):
         self._after_handshake = after_handshake
 
     def connectionMade(self) -> None:
-        self.session.connection_made(self.transport.write, self.transport.loseConnection)
+        transport = self.transport
+        assert transport is not None  # Twisted sets it before calling connectionMade
+        self.session.connection_made(transport.write, transport.loseConnection)
         if not self._after_handshake:
             self.ready.callback(None)
 

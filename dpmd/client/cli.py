@@ -2,26 +2,36 @@
 
 Exit status: 0 done; 1 the DPM refused the command (``DaqException``) or
 failed it, or the watched DAQ ended ``Aborted``; 2 usage error; 3 cannot
-reach the server (including a connection lost on the way).  ``--json``
-prints machine-readable output instead of text.
+reach the server (including a connection lost on the way); 130 interrupted
+(Ctrl-C).  ``--json`` prints machine-readable output instead of text, and
+failures as one JSON object too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
-from twisted.internet.defer import gatherResults
+import shtab
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    FirstError,
+    ensureDeferred,
+    gatherResults,
+)
 from twisted.internet.task import react
 
+from dpmd.client import demo
 from dpmd.client._twisted import connect
 from dpmd.client.api import DpmClient
-from dpmd.client.endpoints import DEFAULT_ENDPOINT, USAGE, TlsEndpoint, UnixEndpoint, parse_endpoint
+from dpmd.client.console import Console, Problem, UsageProblem, wants_colour
+from dpmd.client.endpoints import TlsEndpoint, UnixEndpoint, parse_endpoint
 from dpmd.client.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -30,87 +40,12 @@ from dpmd.client.errors import (
     ProtocolError,
     RpcError,
 )
-from dpmd.client.render import active_table, internal_text, status_text, storage_text
+from dpmd.client.options import build_parser
+from dpmd.client.render import active_view, internal_view, status_view, storage_view
 from dpmd.client.watch import Watcher, WatchView
 from dpmd.model import DaqReply, DaqSubState
 
-OK, FAILED, USAGE_ERROR, CANNOT_CONNECT = 0, 1, 2, 3
-
-
-class UsageProblem(Exception):
-    """A command line that names something unusable, found before connecting."""
-
-
-@dataclass
-class Console:
-    """Where a command writes, and how: JSON or text, colour or not."""
-
-    out: TextIO
-    err: TextIO
-    as_json: bool
-    terminal: bool
-
-    def json(self, value: Any) -> None:
-        self.out.write(json.dumps(value) + "\n")
-
-    def text(self, text: str) -> None:
-        self.out.write(text + "\n")
-
-    def show(self, value: Any, text: str) -> None:
-        if self.as_json:
-            self.json(value)
-        else:
-            self.text(text)
-
-
-def _add_common_options(parser: argparse.ArgumentParser, connect: Any, as_json: Any) -> None:
-    parser.add_argument(
-        "--connect",
-        metavar="ENDPOINT",
-        default=connect,
-        help=f"server endpoint ({USAGE}); default $DPMCTL_CONNECT or {DEFAULT_ENDPOINT}",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=as_json,
-        help="machine-readable output",
-    )
-
-
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dpmctl",
-        description="Talk to a dpmd (Data Product Manager) server.",
-        epilog="Exit status: 0 ok, 1 refused by the DPM (DaqException) or failed, "
-        "2 usage error, 3 cannot connect.",
-    )
-    _add_common_options(parser, environ.get("DPMCTL_CONNECT") or DEFAULT_ENDPOINT, False)
-    # The same options after the command too; SUPPRESS keeps a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
-    _add_common_options(common, argparse.SUPPRESS, argparse.SUPPRESS)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=text, description=text, parents=[common])
-
-    queue = command("queue", "queue a DAQ from a Data Product Specification")
-    queue.add_argument("specification", metavar="SPEC.json|-", help="the file, or - for stdin")
-    for name, text in [
-        ("status", "status of a DAQ"),
-        ("internal", "a DAQ's status with the server's details"),
-        ("abort", "abort a DAQ"),
-        ("retry", "retry the failed merge step of a DAQ"),
-    ]:
-        command(name, text).add_argument("id", metavar="ID")
-    command("active", "table of the DAQs not yet archived")
-    command("storage", "space on the server's workspace file system")
-    watch = command("watch", "follow status changes and progress live")
-    watch.add_argument("id", metavar="ID", nargs="?", help="follow this DAQ until it ends")
-    command("exit", "stop the server cleanly")
-    demo = command("demo", "merge a small generated data product, end to end")
-    demo.add_argument("--dir", metavar="DIR", help="where to write the source files")
-    return parser
+OK, FAILED, USAGE_ERROR, CANNOT_CONNECT, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def read_specification(name: str, stdin: TextIO) -> str:
@@ -137,6 +72,28 @@ def cannot_connect_hint(endpoint: str) -> str:
     return hint
 
 
+def problem_of(error: Exception, endpoint: str) -> tuple[Problem, int]:
+    """The report and exit status of a failed command."""
+    if isinstance(error, UsageProblem):
+        return Problem("UsageError", str(error)), USAGE_ERROR
+    if isinstance(error, EndpointError):
+        return Problem("UsageError", str(error)), USAGE_ERROR
+    if isinstance(error, DaqError):
+        data = {"exception": "DaqException", "id": error.id, "message": error.message}
+        return Problem("DaqException", error.message, -32000, data), FAILED
+    if isinstance(error, RpcError):
+        message = f"the server failed the command: {error}"
+        return Problem("RpcError", message, error.code, error.data), FAILED
+    if isinstance(error, ProtocolError):
+        return Problem("ProtocolError", f"the server failed the command: {error}"), FAILED
+    if isinstance(error, ConnectFailed):
+        hint = cannot_connect_hint(endpoint)
+        return Problem("ConnectFailed", str(error), hint=hint), CANNOT_CONNECT
+    if isinstance(error, ConnectionLost):
+        return Problem("ConnectionLost", str(error)), CANNOT_CONNECT
+    raise error
+
+
 @dataclass
 class Context:
     """What a command works with."""
@@ -148,20 +105,44 @@ class Context:
     specification: str | None
 
 
-async def run(reactor: Any, options: argparse.Namespace, console: Console, stdin: TextIO) -> int:
-    """Carry out one parsed command line; returns the exit status."""
+async def run(
+    reactor: Any,
+    options: argparse.Namespace,
+    console: Console,
+    stdin: TextIO,
+    interrupted: Deferred[None] | None = None,
+) -> int:
+    """Carry out one parsed command line; returns the exit status.
+
+    When ``interrupted`` fires (Ctrl-C), the command is cancelled wherever
+    it waits and the status is 130, with nothing printed: the operator
+    asked for it to end.
+    """
+    if options.command == "completion":
+        console.text(shtab.complete(build_parser({}), options.shell).rstrip("\n"))
+        return OK
+    work = ensureDeferred(_connect_and_execute(reactor, options, console, stdin))
+    if interrupted is not None:
+        interrupted.addCallback(lambda _: work.cancel())
+    try:
+        return await work
+    except CancelledError:
+        return INTERRUPTED
+
+
+async def _connect_and_execute(
+    reactor: Any, options: argparse.Namespace, console: Console, stdin: TextIO
+) -> int:
     try:
         # Reading the file first: a mistake in the command line costs no connection.
         specification = (
             read_specification(options.specification, stdin) if options.command == "queue" else None
         )
         client = await connect(options.connect, reactor)
-    except (UsageProblem, EndpointError) as error:
-        console.err.write(f"dpmctl: {error}\n")
-        return USAGE_ERROR
-    except ConnectFailed as error:
-        console.err.write(f"dpmctl: {error}\n  {cannot_connect_hint(options.connect)}\n")
-        return CANNOT_CONNECT
+    except (UsageProblem, EndpointError, ConnectFailed) as error:
+        problem, status = problem_of(error, options.connect)
+        console.fail(problem)
+        return status
     try:
         return await execute(Context(client, options, console, reactor, specification))
     finally:
@@ -169,22 +150,13 @@ async def run(reactor: Any, options: argparse.Namespace, console: Console, stdin
 
 
 async def execute(context: Context) -> int:
-    """Run the command on a connected client; failures become messages and exit statuses."""
-    console = context.console
+    """Run the command on a connected client; failures become reports and exit statuses."""
     try:
         return await COMMANDS[context.options.command](context)
-    except UsageProblem as error:
-        console.err.write(f"dpmctl: {error}\n")
-        return USAGE_ERROR
-    except DaqError as error:
-        console.err.write(f"dpmctl: {error.message}\n")
-        return FAILED
-    except (RpcError, ProtocolError) as error:
-        console.err.write(f"dpmctl: the server failed the command: {error}\n")
-        return FAILED
-    except ConnectionLost as error:
-        console.err.write(f"dpmctl: {error}\n")
-        return CANNOT_CONNECT
+    except (UsageProblem, DaqError, RpcError, ProtocolError, ConnectionLost) as error:
+        problem, status = problem_of(error, context.client.endpoint)
+        context.console.fail(problem)
+        return status
 
 
 def _partly_failed(reply: DaqReply) -> str:
@@ -192,21 +164,30 @@ def _partly_failed(reply: DaqReply) -> str:
 
 
 async def _queue(context: Context) -> int:
+    assert context.specification is not None  # read before connecting
     reply = await context.client.queue_daq(context.specification)
     context.console.show(reply.to_json(), f"queued {reply.id}{_partly_failed(reply)}")
     return OK
 
 
 async def _status(context: Context) -> int:
-    status = await context.client.get_daq_status(context.options.id)
-    context.console.show(status.to_json(), status_text(status, context.console.terminal))
+    try:
+        status = await context.client.get_daq_status(context.options.id)
+        note = ""
+    except DaqError as refusal:
+        # A server from before archived DAQs had a status refuses them; the internal
+        # status has the final one from its store.
+        if "archived" not in refusal.message:
+            raise
+        status = (await context.client.get_internal_daq_status(context.options.id)).status
+        note = "archived"
+    context.console.show(status.to_json(), status_view(status, note))
     return OK
 
 
 async def _internal(context: Context) -> int:
     internal = await context.client.get_internal_daq_status(context.options.id)
-    text = internal_text(internal.status, internal.detail, context.console.terminal)
-    context.console.show(internal.to_json(), text)
+    context.console.show(internal.to_json(), internal_view(internal.status, internal.detail))
     return OK
 
 
@@ -215,12 +196,15 @@ async def _active(context: Context) -> int:
     if context.console.as_json:
         context.console.json([status.to_json() for status in statuses])
         return OK
-    internals = await gatherResults(
-        [context.client.get_internal_daq_status(status.id) for status in statuses],
-        consumeErrors=True,
-    )
+    try:
+        internals = await gatherResults(
+            [context.client.get_internal_daq_status(status.id) for status in statuses],
+            consumeErrors=True,
+        )
+    except FirstError as error:  # the first failed question, reported as any other
+        raise error.subFailure.value from None
     rows = [(status, internal.detail) for status, internal in zip(statuses, internals, strict=True)]
-    context.console.text(active_table(rows, context.reactor.seconds()))
+    context.console.print(active_view(rows, context.reactor.seconds()))
     return OK
 
 
@@ -239,7 +223,7 @@ async def _retry(context: Context) -> int:
 
 async def _storage(context: Context) -> int:
     status = await context.client.query_storage_status()
-    context.console.show(status.to_json(), storage_text(status))
+    context.console.show(status.to_json(), storage_view(status))
     return OK
 
 
@@ -250,20 +234,16 @@ async def _exit(context: Context) -> int:
 
 
 async def _watch(context: Context) -> int:
-    console = context.console
-    view = WatchView(console.out, console.as_json, console.terminal)
-    final = await Watcher(context.client, context.reactor, view, context.options.id).run()
+    view = WatchView(context.console)
+    try:
+        final = await Watcher(context.client, context.reactor, view, context.options.id).run()
+    finally:
+        view.close()
     return FAILED if final.substate is DaqSubState.Aborted else OK
 
 
 async def _demo(context: Context) -> int:
-    from dpmd.client import demo  # astropy is slow to import: only for the demo
-
-    try:
-        directory = demo.make_directory(context.options.dir)
-    except OSError as error:
-        raise UsageProblem(f"cannot use --dir {context.options.dir}: {error}") from None
-    return await demo.run_demo(context, directory)
+    return await demo.run_demo(context)
 
 
 COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
@@ -280,13 +260,37 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
 }
 
 
+def make_console(
+    options: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]
+) -> Console:
+    terminal = out.isatty()
+    colour = wants_colour(options.color, terminal, environ)
+    return Console(out, err, options.json, terminal, colour)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``dpmctl`` console script."""
-    options = build_parser(os.environ).parse_args(argv)
-    console = Console(sys.stdout, sys.stderr, options.json, sys.stdout.isatty())
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        options = build_parser(os.environ).parse_args(arguments)
+    except UsageProblem as problem:
+        sys.stderr.write(problem.usage)
+        console = Console(sys.stdout, sys.stderr, "--json" in arguments, False)
+        console.fail(Problem("UsageError", str(problem)))
+        raise SystemExit(USAGE_ERROR) from None
+    console = make_console(options, sys.stdout, sys.stderr, os.environ)
 
     async def command(reactor: Any) -> None:
-        status = await run(reactor, options, console, sys.stdin)
+        interrupted: Deferred[None] = Deferred()
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+            reactor.callFromThread(interrupted.callback, None)
+
+        # Twisted's own handler stops the reactor, which would drop the connection
+        # and be reported as a lost connection (status 3).
+        signal.signal(signal.SIGINT, on_interrupt)
+        status = await run(reactor, options, console, sys.stdin, interrupted)
         if status:
             raise SystemExit(status)
 

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
+import random
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy
-from astropy.io import fits
+from twisted.internet.defer import CancelledError
 
-from dpmd.client.render import human_size
+from dpmd.client.console import Problem, UsageProblem
+from dpmd.client.errors import DaqError, RpcError
+from dpmd.client.fitsinfo import describe
+from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
+from dpmd.client.units import human_size
 from dpmd.client.watch import SilentView, Watcher, WatchView
 from dpmd.model import DaqStatus, DaqSubState
 
@@ -50,53 +57,70 @@ def daq_id_for(now: float) -> str:
     return "DEMO." + moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def _star_field(rng: numpy.random.Generator, shape: tuple[int, int], stars: int) -> numpy.ndarray:
+def _star_field(rng: random.Random, width: int, height: int, stars: int) -> list[float]:
     """Sky background with noise and a few Gaussian stars: a plausible raw frame."""
-    rows, columns = numpy.indices(shape)
-    image = rng.normal(1000.0, 12.0, shape)
+    image = [rng.gauss(1000.0, 12.0) for _ in range(width * height)]
     for _ in range(stars):
-        y, x = rng.uniform(4, shape[0] - 4), rng.uniform(4, shape[1] - 4)
-        flux, width = rng.uniform(2e3, 4e4), rng.uniform(1.2, 2.5)
-        image += flux * numpy.exp(-((rows - y) ** 2 + (columns - x) ** 2) / (2 * width**2))
-    return image.astype(numpy.float32)
+        y, x = rng.uniform(4, height - 4), rng.uniform(4, width - 4)
+        flux, sigma = rng.uniform(2e3, 4e4), rng.uniform(1.2, 2.5)
+        reach = int(5 * sigma) + 1  # farther out a star adds nothing a float32 can hold
+        for row in range(max(0, int(y) - reach), min(height, int(y) + reach + 1)):
+            for column in range(max(0, int(x) - reach), min(width, int(x) + reach + 1)):
+                distance = (row - y) ** 2 + (column - x) ** 2
+                image[row * width + column] += flux * math.exp(-distance / (2 * sigma**2))
+    return image
 
 
 def write_detector_file(path: Path, date_obs: str) -> None:
-    rng = numpy.random.default_rng(20240201)
-    primary = fits.PrimaryHDU()
-    primary.header["INSTRUME"] = ("DEMO", "Instrument used")
-    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
-    primary.header["HIERARCH ESO DET DIT"] = (10.0, "[s] Detector integration time")
-    primary.header["HIERARCH ESO DET NDIT"] = (3, "Number of integrations")
-    primary.header["HIERARCH ESO DET READ MODE"] = ("SLOW", "Readout mode")
-    chips = []
-    for number in (1, 2):
-        chip = fits.ImageHDU(_star_field(rng, (128, 128), 6), name=f"CHIP{number}")
-        chip.header["HIERARCH ESO DET CHIP ID"] = (f"DEMO-CCD-{number}", "Chip identifier")
-        chip.header["BUNIT"] = ("adu", "Pixel unit")
-        chips.append(chip)
-    fits.HDUList([primary, *chips]).writeto(path, checksum=True)
+    rng = random.Random(20240201)
+    primary = primary_hdu(
+        [
+            ("INSTRUME", "DEMO", "Instrument used"),
+            ("DATE-OBS", date_obs, "Start of the exposure"),
+            ("HIERARCH ESO DET DIT", 10.0, "[s] Detector integration time"),
+            ("HIERARCH ESO DET NDIT", 3, "Number of integrations"),
+            ("HIERARCH ESO DET READ MODE", "SLOW", "Readout mode"),
+        ]
+    )
+    chips = [
+        image_hdu(
+            f"CHIP{number}",
+            128,
+            128,
+            _star_field(rng, 128, 128, 6),
+            [
+                ("HIERARCH ESO DET CHIP ID", f"DEMO-CCD-{number}", "Chip identifier"),
+                ("BUNIT", "adu", "Pixel unit"),
+            ],
+        )
+        for number in (1, 2)
+    ]
+    write_fits(path, [primary, *chips])
 
 
 def write_focal_plane_file(path: Path, date_obs: str) -> None:
-    primary = fits.PrimaryHDU()
-    primary.header["DATE-OBS"] = (date_obs, "Start of the exposure")
-    primary.header["HIERARCH ESO INS MODE"] = ("IMAGING", "Instrument mode")
-    primary.header["HIERARCH ESO INS FILT1 ID"] = ("FILT-4", "Filter wheel position id")
-    primary.header["HIERARCH ESO INS FILT1 NAME"] = ("Ks", "Filter name")
-    primary.header["HIERARCH ESO INS OPTI1 NAME"] = ("WIDE", "Camera optics")
-    primary.header["HIERARCH ESO INS TEMP1 VAL"] = (71.9, "[K] Raw sensor: not for the archive")
-    primary.header["HIERARCH ESO INS TEMP2 VAL"] = (72.4, "[K] Detector housing")
-    primary.header["HIERARCH ESO TEL FOCU VALUE"] = (0.25, "[mm] Not the focal plane's")
-    table = fits.BinTableHDU.from_columns(
+    primary = primary_hdu(
         [
-            fits.Column("TIME", "D", unit="s", array=numpy.linspace(0.0, 30.0, 5)),
-            fits.Column("DEVICE", "8A", array=["FILT1", "FILT1", "OPTI1", "FILT1", "OPTI1"]),
-            fits.Column("POSITION", "E", unit="deg", array=[0.0, 45.0, 12.5, 45.0, 12.5]),
-        ],
-        name="FCS_EVENTS",
+            ("DATE-OBS", date_obs, "Start of the exposure"),
+            ("HIERARCH ESO INS MODE", "IMAGING", "Instrument mode"),
+            ("HIERARCH ESO INS FILT1 ID", "FILT-4", "Filter wheel position id"),
+            ("HIERARCH ESO INS FILT1 NAME", "Ks", "Filter name"),
+            ("HIERARCH ESO INS OPTI1 NAME", "WIDE", "Camera optics"),
+            ("HIERARCH ESO INS TEMP1 VAL", 71.9, "[K] Raw sensor: not for the archive"),
+            ("HIERARCH ESO INS TEMP2 VAL", 72.4, "[K] Detector housing"),
+            ("HIERARCH ESO TEL FOCU VALUE", 0.25, "[mm] Not the focal plane's"),
+        ]
     )
-    fits.HDUList([primary, table]).writeto(path, checksum=True)
+    table = table_hdu(
+        "FCS_EVENTS",
+        [
+            Column("TIME", "D", [0.0, 7.5, 15.0, 22.5, 30.0], unit="s"),
+            Column("DEVICE", "8A", ["FILT1", "FILT1", "OPTI1", "FILT1", "OPTI1"]),
+            Column("POSITION", "E", [0.0, 45.0, 12.5, 45.0, 12.5], unit="deg"),
+        ],
+        [],
+    )
+    write_fits(path, [primary, table])
 
 
 def specification(daq_id: str, detector: Path, focal_plane: Path) -> dict[str, Any]:
@@ -154,20 +178,12 @@ def prepare_sources(directory: Path, daq_id: str) -> dict[str, Any]:
 
 def summary(path: str) -> dict[str, Any]:
     """The product's HDUs and a few primary keywords, as JSON-ready data."""
-    with fits.open(path) as product:
-        hdus = [
-            {
-                "index": index,
-                "name": hdu.name,
-                "type": type(hdu).__name__,
-                "shape": list(hdu.shape) if hdu.is_image and hdu.shape else None,
-                "rows": len(hdu.data) if isinstance(hdu, fits.BinTableHDU) else None,
-            }
-            for index, hdu in enumerate(product)
-        ]
-        header = product[0].header
-        keywords = {name: header[name] for name in SHOWN_KEYWORDS if name in header}
-    return {"hdus": hdus, "keywords": keywords, "size": Path(path).stat().st_size}
+    hdus, keywords = describe(path)
+    return {
+        "hdus": [hdu.to_json() for hdu in hdus],
+        "keywords": {name: keywords[name] for name in SHOWN_KEYWORDS if name in keywords},
+        "size": Path(path).stat().st_size,
+    }
 
 
 def summary_text(product: str, facts: dict[str, Any]) -> str:
@@ -187,7 +203,7 @@ def summary_text(product: str, facts: dict[str, Any]) -> str:
 
 
 def make_directory(given: str | None) -> Path:
-    """``--dir``, created if needed, or a new temporary directory (kept: the server reads it)."""
+    """``--dir``, created if needed, or a new temporary directory."""
     if given is None:
         return Path(tempfile.mkdtemp(prefix="dpmctl-demo-"))
     directory = Path(given).absolute()
@@ -201,34 +217,96 @@ def _failure_text(status: DaqStatus) -> str:
         for alert in status.alerts
     )
     return (
-        f"dpmctl: demo DAQ {status.id} stopped in {status.substate.value}"
-        f"{': ' + status.message if status.message else ''}{alerts}\n"
-        f"  details: dpmctl internal {status.id}\n"
-        f"  then: dpmctl retry {status.id}, or dpmctl abort {status.id}\n"
+        f"demo DAQ {status.id} stopped in {status.substate.value}"
+        f"{': ' + status.message if status.message else ''}{alerts}"
     )
 
 
-async def run_demo(context: Context, directory: Path) -> int:
-    """Queue the demo DAQ, follow it and show the product; the exit status."""
+def _failure_hint(status: DaqStatus) -> str:
+    return (
+        f"details: dpmctl internal {status.id}\n"
+        f"  then: dpmctl retry {status.id}, or dpmctl abort {status.id}"
+    )
+
+
+@dataclass
+class DemoRun:
+    """How far one demo got: whether the server may still read its sources."""
+
+    directory: Path
+    daq_id: str
+    queueing: bool = False
+    """``QueueDaq`` was sent and not refused: the server may hold the DAQ."""
+    final: bool = False
+
+    @property
+    def sources_needed(self) -> bool:
+        """A DAQ that is queued and not final reads its sources where they are."""
+        return self.queueing and not self.final
+
+
+async def run_demo(context: Context) -> int:
+    """Make the sources, queue the demo DAQ, follow it, show the product; the exit status.
+
+    A temporary folder (no ``--dir``, no ``--keep``) is removed at the end,
+    unless the DAQ may still need its sources: it waits for a retry, or the
+    demo was interrupted while it ran.  ``--dir`` may name the folder of an
+    earlier run: its files are replaced.
+    """
+    options = context.options
+    try:
+        directory = make_directory(options.dir)
+    except OSError as error:
+        raise UsageProblem(f"cannot use --dir {options.dir}: {error}") from None
+    demo = DemoRun(directory, daq_id_for(context.reactor.seconds()))
+    try:
+        return await _queue_and_follow(context, demo)
+    except CancelledError:
+        if demo.queueing:
+            context.console.err.write(
+                f"dpmctl: interrupted; DAQ {demo.daq_id} goes on in the server"
+                f" (dpmctl watch {demo.daq_id})\n"
+            )
+        raise
+    finally:
+        if options.dir is None and not options.keep:
+            if demo.sources_needed:
+                context.console.err.write(
+                    f"dpmctl: the sources stay in {directory}: DAQ {demo.daq_id} still needs them\n"
+                )
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _queue_and_follow(context: Context, demo: DemoRun) -> int:
     console = context.console
-    daq_id = daq_id_for(context.reactor.seconds())
-    spec = prepare_sources(directory, daq_id)
-    view = SilentView() if console.as_json else WatchView(console.out, False, console.terminal)
-    watcher = Watcher(context.client, context.reactor, view, daq_id, stop_on_error=True)
+    spec = prepare_sources(demo.directory, demo.daq_id)
+    view = SilentView() if console.as_json else WatchView(console)
+    watcher = Watcher(context.client, context.reactor, view, demo.daq_id, stop_on_error=True)
     if not console.as_json:
-        console.text(f"sources: {directory}\nqueueing {daq_id}")
-    await watcher.subscribe()  # before queueing, so that every stage is seen
-    await context.client.queue_daq(json.dumps(spec))
-    final = await watcher.follow()
+        console.text(f"sources: {demo.directory}\nqueueing {demo.daq_id}")
+    try:
+        await watcher.subscribe()  # before queueing, so that every stage is seen
+        demo.queueing = True  # from here on the server may hold it
+        try:
+            await context.client.queue_daq(json.dumps(spec))
+        except (DaqError, RpcError):
+            demo.queueing = False  # refused: it holds nothing
+            raise
+        final = await watcher.follow()
+    finally:
+        view.close()
+    demo.final = final.substate.is_final
     if final.substate is not DaqSubState.Completed:
-        console.err.write(_failure_text(final))
+        console.fail(
+            Problem("DemoStopped", _failure_text(final), data=final.to_json(),
+                    hint=_failure_hint(final))
+        )  # fmt: skip
         return 1
+    result = {"id": demo.daq_id, "product": final.result, "sources": str(demo.directory)}
     if not Path(final.result).is_file():  # a server on another machine
-        console.show({"id": daq_id, "product": final.result}, f"product: {final.result}")
+        console.show(result, f"product: {final.result}")
         return 0
     facts = summary(final.result)
-    if console.as_json:
-        console.json({"id": daq_id, "product": final.result, "sources": str(directory), **facts})
-    else:
-        console.text(summary_text(final.result, facts))
+    console.show({**result, **facts}, summary_text(final.result, facts))
     return 0

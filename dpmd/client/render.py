@@ -1,94 +1,64 @@
-"""Text for people: sizes, ages, tables, progress bars and status lines.
+"""What ``dpmctl`` shows people: status lines, alerts, tables and the server's details.
 
 Everything here is a pure function of its arguments (the current time is
-passed in), so ``dpmctl``'s output can be tested line by line.  Colour is
-ANSI escapes and only used when the caller says the output is a terminal.
+passed in) that returns text or a ``rich`` renderable; ``dpmd.client.console``
+decides where it goes, how wide it may be and whether it is in colour.
+Styles are attached to spans of ``rich.text.Text``, never written as markup,
+so that nothing a server sends (``SourceFileCollectionError[fcs]``) can be
+taken for a style.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Group, RenderableType
+from rich.measure import Measurement
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from dpmd.client.progress import progress_text
+from dpmd.client.units import age, clock_time, human_size, percent, utc_time
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 
-RESET = "\x1b[0m"
-SEVERITY_COLOURS = {
-    AlertSeverity.Error: "\x1b[1;31m",  # bold red
-    AlertSeverity.Warning: "\x1b[33m",  # yellow
-    AlertSeverity.Info: "\x1b[36m",  # cyan
+SEVERITY_STYLES = {
+    AlertSeverity.Error: "bold red",
+    AlertSeverity.Warning: "yellow",
+    AlertSeverity.Info: "cyan",
 }
-SUBSTATE_COLOURS = {
-    DaqSubState.Completed: "\x1b[32m",  # green
-    DaqSubState.Aborted: "\x1b[31m",  # red
-    DaqSubState.Aborting: "\x1b[31m",
+SUBSTATE_STYLES = {
+    DaqSubState.Completed: "green",
+    DaqSubState.Aborted: "red",
+    DaqSubState.Aborting: "red",
 }
 
-_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+def key_value_table(rows: Sequence[tuple[str, str | Text]]) -> Table:
+    """Names in the first column, values in the second, wrapped to the width if need be."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, value)
+    return grid
 
 
-def human_size(size: int) -> str:
-    """``1536`` → ``1.5 KiB``: binary units, since disks are sized in them."""
-    value = float(size)
-    for unit in _SIZE_UNITS:
-        if abs(value) < 1024 or unit == _SIZE_UNITS[-1]:
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+def column_table(header: Sequence[str], rows: Sequence[Sequence[str | Text]]) -> Table:
+    """Columns two spaces apart under a header line, as ``ps`` and ``df`` print them."""
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style="")
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
-def percent(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
-
-
-def age(seconds: float) -> str:
-    """A short duration: ``42s``, ``3m07s``, ``2h05m``, ``3d04h``."""
-    seconds = max(0, int(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def clock_time(timestamp: float) -> str:
-    """``HH:MM:SS`` in UTC, the observatory's time."""
-    return time.strftime("%H:%M:%S", time.gmtime(timestamp))
-
-
-def utc_time(timestamp: float | None, milliseconds: bool = False) -> str:
-    if timestamp is None:
-        return "-"
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-    return f"{text}.{int(timestamp % 1 * 1000):03d}Z" if milliseconds else f"{text}Z"
-
-
-def paint(text: str, colour: str | None, enabled: bool) -> str:
-    return f"{colour}{text}{RESET}" if enabled and colour else text
-
-
-def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
-    lines = [header, *rows] if header is not None else list(rows)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(
-            [*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)), row[-1]]
-        )
-        for row in lines
-    )
-
-
-def storage_text(status: StorageStatus) -> str:
+def storage_view(status: StorageStatus) -> Table:
     used = status.capacity - status.free
-    return table(
+    return key_value_table(
         [
             ("workspace", status.path),
             ("capacity", human_size(status.capacity)),
@@ -103,80 +73,88 @@ def storage_text(status: StorageStatus) -> str:
     )
 
 
-def _amount(progress: dict[str, Any]) -> str:
-    done, total, unit = progress["done"], progress["total"], progress["unit"]
-    if unit == "bytes":
-        return f"{human_size(done)}/{human_size(total)}"
-    return f"{done}/{total} {unit}"
-
-
-def progress_text(progress: dict[str, Any] | None) -> str:
-    """``merging 3/5 hdus (60.0%)``; ``-`` when the server reports no progress."""
-    if not progress:
-        return "-"
-    share = f" ({percent(progress['done'], progress['total'])})" if progress["total"] else ""
-    return f"{progress['stage']} {_amount(progress)}{share}"
-
-
-def progress_bar(progress: dict[str, Any], width: int = 30) -> str:
-    """``[##########--------------------]  33.3%  collecting 1.0 MiB/3.0 MiB``."""
-    done, total = progress["done"], progress["total"]
-    filled = min(width, width * done // total) if total > 0 else 0
-    bar = "#" * filled + "-" * (width - filled)
-    return f"[{bar}] {percent(done, total):>6}  {progress['stage']} {_amount(progress)}"
-
-
-def alert_text(alert: DaqAlert, colour: bool) -> str:
+def alert_text(alert: DaqAlert) -> Text:
     key = f"[{alert.key}]" if alert.key else ""
-    label = paint(f"{alert.severity.value:<7}", SEVERITY_COLOURS[alert.severity], colour)
-    return f"{label} {alert.category}{key}: {alert.description}"
+    text = Text(f"{alert.severity.value:<7}", style=SEVERITY_STYLES[alert.severity], end="")
+    text = Text.assemble(text, f" {alert.category}{key}: {alert.description}")
+    return text
 
 
-def substate_text(substate: DaqSubState, colour: bool) -> str:
-    return paint(substate.value, SUBSTATE_COLOURS.get(substate), colour)
+def substate_text(substate: DaqSubState) -> Text:
+    return Text(substate.value, style=SUBSTATE_STYLES.get(substate, ""))
 
 
-def status_text(status: DaqStatus, colour: bool = False) -> str:
-    """Every field of a ``DaqStatus``, one per line, alerts last."""
-    rows = [
+def status_view(status: DaqStatus, note: str = "") -> RenderableType:
+    """Every field of a ``DaqStatus``, one per line, alerts last; ``note`` after the state."""
+    state = Text(f"{status.state.value} / ")
+    state.append_text(substate_text(status.substate))
+    if note:
+        state.append(f" ({note})")
+    rows: list[tuple[str, str | Text]] = [
         ("id", status.id),
         ("file id", status.file_id),
-        ("state", f"{status.state.value} / {substate_text(status.substate, colour)}"),
+        ("state", state),
         ("error", "yes" if status.error else "no"),
         ("message", status.message or "-"),
         ("result", status.result or "-"),
         ("changed", utc_time(status.timestamp)),
     ]
-    text = table(rows)
-    alerts = [f"  {alert_text(alert, colour)}" for alert in status.alerts]
-    return "\n".join([text, *(["alerts:", *alerts] if alerts else [])])
+    parts: list[RenderableType] = [key_value_table(rows)]
+    if status.alerts:
+        parts.append("alerts:")
+        parts += [Text("  ").append_text(alert_text(alert)) for alert in status.alerts]
+    return Group(*parts)
 
 
-def event_line(status: DaqStatus, colour: bool) -> str:
+def event_line(status: DaqStatus) -> Text:
     """One line per status change, for ``watch``: time, id, substate, message."""
-    flag = paint(" ERROR", SEVERITY_COLOURS[AlertSeverity.Error], colour) if status.error else ""
-    message = f"  {status.message}" if status.message else ""
-    substate = substate_text(status.substate, colour)
-    return f"{clock_time(status.timestamp)}  {status.id}  {substate}{flag}{message}"
+    line = Text(f"{clock_time(status.timestamp)}  {status.id}  ")
+    line.append_text(substate_text(status.substate))
+    if status.error:
+        line.append(" ERROR", style=SEVERITY_STYLES[AlertSeverity.Error])
+    if status.message:
+        line.append(f"  {status.message}")
+    return line
 
 
-def active_table(rows: Sequence[tuple[DaqStatus, dict[str, Any]]], now: float) -> str:
+def active_view(rows: Sequence[tuple[DaqStatus, dict[str, Any]]], now: float) -> RenderableType:
     """The ``active`` table; ``rows`` pair each status with its internal ``detail``."""
     if not rows:
-        return "no active DAQs"
-    lines = []
+        return Text("no active DAQs")
+    cells = []
     for status, detail in rows:
         since = detail.get("queued_at") or status.timestamp
-        lines.append(
+        cells.append(
             (
                 status.id,
-                status.substate.value,
-                "yes" if status.error else "-",
+                substate_text(status.substate),
+                Text("yes", style=SEVERITY_STYLES[AlertSeverity.Error]) if status.error else "-",
                 progress_text(detail.get("progress")),
                 age(now - since),
             )
         )
-    return table(lines, ("ID", "SUBSTATE", "ERROR", "PROGRESS", "AGE"))
+    return Narrow(
+        column_table(("ID", "SUBSTATE", "ERROR", "PROGRESS", "AGE"), cells),
+        Group(*(_stacked(row) for row in cells)),
+    )
+
+
+def _stacked(row: Sequence[str | Text]) -> Group:
+    """A row of the ``active`` table for a narrow terminal: the id, then the rest indented."""
+    rest = Text("  ").join(Text(cell) if isinstance(cell, str) else cell for cell in row[1:])
+    return Group(Text(str(row[0]), overflow="fold"), Padding(rest, (0, 0, 0, 2)))
+
+
+class Narrow:
+    """``wide`` when it fits the width without wrapping a cell, else ``narrow``."""
+
+    def __init__(self, wide: RenderableType, narrow: RenderableType) -> None:
+        self.wide = wide
+        self.narrow = narrow
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        needed = Measurement.get(console, options.update(width=10**6), self.wide).maximum
+        yield self.wide if needed <= options.max_width else self.narrow
 
 
 _DETAIL_SHOWN = frozenset(
@@ -190,20 +168,45 @@ _DETAIL_SHOWN = frozenset(
         "sources",
         "processes",
         "history",
+        "product",
+        "released",
     }
 )
 
 
-def internal_text(status: DaqStatus, detail: dict[str, Any], colour: bool = False) -> str:
-    """The status, then the server's bookkeeping: times, progress, sources, processes."""
-    parts = [status_text(status, colour)]
-    facts = [
+def released_rows(detail: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the product is: the receivers it went to, and (until archiving) its own file.
+
+    Once a DAQ is archived its folder, where ``product`` pointed, is gone:
+    the receivers are then the only places to find it.
+    """
+    released = detail.get("released") or {}
+    rows: list[tuple[str, str]] = []
+    if isinstance(released, dict):
+        for key, where in released.items():
+            if isinstance(where, dict) and "path" in where:
+                how = f" ({where['how']})" if where.get("how") else ""
+                rows.append((f"released[{key}]", f"{where['path']}{how}"))
+            else:
+                rows.append((f"released[{key}]", json.dumps(where)))
+    product = detail.get("product")
+    if product and not detail.get("archived"):
+        rows.insert(0, ("product", str(product)))
+    elif product and not rows:
+        rows.append(("product", f"{product} (removed when the DAQ was archived)"))
+    return rows
+
+
+def internal_view(status: DaqStatus, detail: dict[str, Any]) -> RenderableType:
+    """The status, then the server's bookkeeping: times, progress, product, sources, processes."""
+    facts: list[tuple[str, str | Text]] = [
         ("queued", utc_time(detail.get("queued_at"))),
         ("started", utc_time(detail.get("started_at"))),
         ("finished", utc_time(detail.get("finished_at"))),
         ("archived", "yes" if detail.get("archived") else "no"),
         ("workspace", str(detail.get("workspace", "-"))),
         ("progress", progress_text(detail.get("progress"))),
+        *released_rows(detail),
     ]
     # Whatever else the server reports, shown as it comes.
     facts += [
@@ -211,7 +214,7 @@ def internal_text(status: DaqStatus, detail: dict[str, Any], colour: bool = Fals
         for key, value in detail.items()
         if key not in _DETAIL_SHOWN
     ]
-    parts.append(table(facts))
+    parts: list[RenderableType] = [status_view(status), key_value_table(facts)]
     sources = detail.get("sources") or []
     if sources:
         rows = [
@@ -223,18 +226,19 @@ def internal_text(status: DaqStatus, detail: dict[str, Any], colour: bool = Fals
             )
             for source in sources
         ]
-        parts.append("sources:\n" + table(rows, ("NAME", "STATE", "SIZE", "PATH")))
+        parts += ["sources:", column_table(("NAME", "STATE", "SIZE", "PATH"), rows)]
     processes = detail.get("processes") or []
     if processes:
-        rows = [
+        commands = [
             (str(p.get("kind", "")), str(p.get("pid", "")), " ".join(p.get("argv", [])))
             for p in processes
         ]
-        parts.append("processes:\n" + table(rows, ("KIND", "PID", "COMMAND")))
+        parts += ["processes:", column_table(("KIND", "PID", "COMMAND"), commands)]
     history = detail.get("history") or []
     if history:
-        parts.append("history:\n" + "\n".join(f"  {_history_line(entry)}" for entry in history))
-    return "\n".join(parts)
+        parts.append("history:")
+        parts += [Text(f"  {_history_line(entry)}", overflow="fold") for entry in history]
+    return Group(*parts)
 
 
 def _history_line(entry: Any) -> str:

@@ -10,17 +10,22 @@ of live progress bars kept below them.
 
 from __future__ import annotations
 
-import json
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from dpmd.client.api import DAQ_STATUS_TOPIC, DpmClient
+from dpmd.client.console import Console
 from dpmd.client.errors import ConnectionLost, DaqError, ProtocolError, RpcError
-from dpmd.client.render import alert_text, clock_time, event_line, progress_bar, progress_text
+from dpmd.client.progress import progress_rows, progress_text
+from dpmd.client.render import alert_text, event_line
+from dpmd.client.units import clock_time
 from dpmd.model import DaqStatus, DaqSubState, InternalDaqStatus
 
 POLLED = frozenset({DaqSubState.Collecting, DaqSubState.Merging})
@@ -34,6 +39,8 @@ class View(Protocol):
 
     def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class SilentView:
     """For ``demo --json``: watch without showing anything."""
@@ -44,35 +51,42 @@ class SilentView:
     def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class WatchView:
-    """Writes what the watcher learns to ``stream`` in one of three styles.
+    """Writes what the watcher learns to a ``Console`` in one of three styles.
 
     * JSON: one object per line, ``{"event": "status", "status": …}`` or
       ``{"event": "progress", "id": …, "progress": …}`` (progress only when
       it changed);
     * plain (not a terminal): one line per status change, alerts when they
       appear or clear, and a progress line per stage and tenth of the way;
-    * terminal: the same lines, coloured, with a live progress bar per DAQ
-      redrawn in place below them.
+    * terminal: the same lines, in colour if wanted, with a live progress bar
+      per DAQ below them, redrawn in place by ``rich.live``.  Each bar's row
+      is laid out for the terminal's width at every redraw (``progress_rows``)
+      so that none wraps: a wrapped row would leave a stale line behind.
+
+    ``close`` ends the live display (and gives the cursor back); call it
+    whatever way the watch ends.
     """
 
-    def __init__(self, stream: TextIO, as_json: bool, terminal: bool) -> None:
-        self._stream = stream
-        self._json = as_json
-        self._terminal = terminal and not as_json
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._json = console.as_json
+        self._terminal = console.terminal and not console.as_json
         self._alerts: dict[str, dict[tuple[str, str], str]] = {}
         self._progress: dict[str, dict[str, Any] | None] = {}
         self._steps: dict[str, tuple[str, int]] = {}
         self._bars: dict[str, dict[str, Any]] = {}
-        self._drawn = 0
+        self._live: Live | None = None
 
     def status(self, status: DaqStatus) -> None:
         if self._json:
-            self._write_json({"event": "status", "status": status.to_json()})
+            self._console.json({"event": "status", "status": status.to_json()})
             return
-        lines = [event_line(status, self._terminal)]
-        lines += self._alert_changes(status)
+        lines = [event_line(status), *self._alert_changes(status)]
         if status.substate not in POLLED:
             self._bars.pop(status.id, None)
             self._steps.pop(status.id, None)
@@ -82,7 +96,7 @@ class WatchView:
         if self._json:
             if self._progress.get(daq_id) != progress:
                 self._progress[daq_id] = progress
-                self._write_json({"event": "progress", "id": daq_id, "progress": progress})
+                self._console.json({"event": "progress", "id": daq_id, "progress": progress})
             return
         if progress is None:
             return
@@ -94,38 +108,51 @@ class WatchView:
         step = (progress["stage"], tenth)
         if self._steps.get(daq_id) != step:
             self._steps[daq_id] = step
-            self._emit([f"{clock_time(now)}  {daq_id}  {progress_text(progress)}"])
+            self._emit([Text(f"{clock_time(now)}  {daq_id}  {progress_text(progress)}")])
 
-    def _alert_changes(self, status: DaqStatus) -> list[str]:
+    def close(self) -> None:
+        if self._live is not None:
+            self._bars.clear()
+            self._live.stop()
+            self._live = None
+
+    def _alert_changes(self, status: DaqStatus) -> list[Text]:
         """Lines for alerts that are new or changed, and for those that cleared."""
         before = self._alerts.get(status.id, {})
         now = {(alert.category, alert.key): alert.description for alert in status.alerts}
         self._alerts[status.id] = now
         lines = [
-            f"    {alert_text(alert, self._terminal)}"
+            Text("    ").append_text(alert_text(alert))
             for alert in status.alerts
             if before.get((alert.category, alert.key)) != alert.description
         ]
         for category, key in sorted(before.keys() - now.keys()):
-            lines.append(f"    cleared {category}{f'[{key}]' if key else ''}")
+            lines.append(Text(f"    cleared {category}{f'[{key}]' if key else ''}"))
         return lines
 
-    def _emit(self, lines: list[str]) -> None:
-        if self._terminal and self._drawn:
-            # Back to the first line of the bars and clear them: they go below the new lines.
-            self._stream.write(f"\x1b[{self._drawn}F\x1b[J")
+    def _emit(self, lines: list[Text]) -> None:
+        if not self._terminal:
+            for line in lines:
+                self._console.print(line)
+            return
+        if self._live is None:
+            self._live = Live(
+                console=self._console.rich,
+                auto_refresh=False,  # no thread: the reactor's turns redraw it
+                redirect_stdout=False,
+                redirect_stderr=False,
+                get_renderable=self._bar_rows,
+            )
+            self._live.start()
         for line in lines:
-            self._stream.write(line + "\n")
-        if self._terminal:
-            width = max((len(daq_id) for daq_id in self._bars), default=0)
-            for daq_id, progress in self._bars.items():
-                self._stream.write(f"{daq_id:<{width}}  {progress_bar(progress)}\n")
-            self._drawn = len(self._bars)
-        self._stream.flush()
+            self._console.rich.print(line)  # above the bars, which rich then redraws
+        self._live.refresh()
+        self._console.out.flush()
 
-    def _write_json(self, message: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(message) + "\n")
-        self._stream.flush()
+    def _bar_rows(self) -> Group:
+        width = self._console.rich.width
+        bars = self._bars.items()
+        return Group(*(row for daq_id, step in bars for row in progress_rows(daq_id, step, width)))
 
 
 class Watcher:

@@ -1,0 +1,105 @@
+"""``dpmctl``'s command line: commands, options, and usage errors that ``--json`` can report.
+
+The connection options (``--connect``, ``--json``, ``--color``) are accepted
+before and after the command; ``dpmctl completion bash|zsh`` prints a
+completion script that ``shtab`` derives from this parser, so it always
+knows every command and option.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import shtab
+
+import dpmd
+from dpmd.client.console import COLOUR_CHOICES, UsageProblem
+from dpmd.client.endpoints import DEFAULT_ENDPOINT, USAGE
+
+ETC = Path(dpmd.__file__).parent / "etc"
+"""The example configuration and the systemd unit, installed with the package."""
+SHELLS = ("bash", "zsh")
+
+
+class Parser(argparse.ArgumentParser):
+    """Raises ``UsageProblem`` instead of exiting, so ``--json`` can report it too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageProblem(message, self.format_usage())
+
+
+def _add_common_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--connect",
+        metavar="ENDPOINT",
+        default=defaults["connect"],
+        help=f"server endpoint ({USAGE}); default $DPMCTL_CONNECT or {DEFAULT_ENDPOINT}",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=defaults["json"], help="machine-readable output"
+    )
+    parser.add_argument(
+        "--color",
+        choices=COLOUR_CHOICES,
+        default=defaults["color"],
+        help="colour the output: auto (a terminal, unless $NO_COLOR is set), always, never",
+    )
+
+
+def build_parser(environ: Mapping[str, str]) -> Parser:
+    parser = Parser(
+        prog="dpmctl",
+        description="Talk to a dpmd (Data Product Manager) server.",
+        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed,\n"
+        "  2 usage error, 3 cannot connect, 130 interrupted\n"
+        "dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service):\n"
+        f"  {ETC}\n"
+        "shell completion: dpmctl completion bash|zsh (see the README)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dpmctl {dpmd.__version__}")
+    _add_common_options(
+        parser,
+        {
+            "connect": environ.get("DPMCTL_CONNECT") or DEFAULT_ENDPOINT,
+            "json": False,
+            "color": "auto",
+        },
+    )
+    # The same options after the command too; SUPPRESS keeps a value given before it.
+    common = Parser(add_help=False)
+    _add_common_options(common, dict.fromkeys(("connect", "json", "color"), argparse.SUPPRESS))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[common])
+
+    queue = command("queue", "queue a DAQ from a Data Product Specification")
+    queue.add_argument(
+        "specification", metavar="SPEC.json|-", help="the file, or - for stdin"
+    ).complete = shtab.FILE  # type: ignore[attr-defined]
+    for name, text in [
+        ("status", "status of a DAQ, archived ones included"),
+        ("internal", "a DAQ's status with the server's details"),
+        ("abort", "abort a DAQ"),
+        ("retry", "retry the failed merge step of a DAQ"),
+    ]:
+        command(name, text).add_argument("id", metavar="ID")
+    command("active", "table of the DAQs not yet archived")
+    command("storage", "space on the server's workspace file system")
+    watch = command("watch", "follow status changes and progress live")
+    watch.add_argument("id", metavar="ID", nargs="?", help="follow this DAQ until it ends")
+    command("exit", "stop the server cleanly")
+    demo_command = command("demo", "merge a small generated data product, end to end")
+    demo_command.add_argument(
+        "--dir", metavar="DIR", help="write the sources here (kept); default: a temporary folder"
+    ).complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    demo_command.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder of the sources"
+    )
+    completion = command("completion", "print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=SHELLS)
+    return parser
