@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from dpmd.access import private_unix_socket
+
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 
@@ -87,7 +89,7 @@ def _listen_list(value: Any) -> tuple[str, ...]:
     endpoints = _text_list(value)
     if not endpoints:
         raise ValueError("must name at least one endpoint")
-    return endpoints
+    return tuple(private_unix_socket(endpoint) for endpoint in endpoints)
 
 
 def _identity_list(value: Any) -> tuple[str, ...]:

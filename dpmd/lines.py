@@ -6,6 +6,9 @@ the peer cannot be trusted any more.  The buffer hands out one line at a
 time, so the server can stop between lines when too many requests are in
 flight, and it resumes its scan where the last one ended, so a long line
 arriving in many small reads is scanned once rather than once per read.
+
+The bound is on the line without its ending: a line of exactly the bound
+whose ``\\r`` has arrived and whose ``\\n`` has not is not too long yet.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ class LineBuffer:
         self._buffer = bytearray()
         self._scanned = 0
 
+    def __len__(self) -> int:
+        """Bytes held: received and not yet handed out."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
@@ -32,22 +39,39 @@ class LineBuffer:
         Raises ``LineTooLong`` as soon as the bound is passed, without waiting
         for the end of the line.
         """
+        buffer = self._buffer
         while True:
-            end = self._buffer.find(b"\n", self._scanned)
+            end = buffer.find(b"\n", self._scanned)
             if end < 0:
-                self._scanned = len(self._buffer)
-                if len(self._buffer) > self.max_line_bytes:
+                self._scanned = held = len(buffer)
+                if held > self.max_line_bytes and (
+                    held > self.max_line_bytes + 1 or buffer[-1] != 0x0D
+                ):
                     raise LineTooLong()
                 return None
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._scanned = 0
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > self.max_line_bytes:
+            stop = end - 1 if end and buffer[end - 1] == 0x0D else end
+            if stop > self.max_line_bytes:
                 raise LineTooLong()
-            if line.strip():
+            with memoryview(buffer) as view:
+                line = bytes(view[:stop])
+            del buffer[: end + 1]
+            self._scanned = 0
+            if line and not line.isspace():
                 return line
+
+    def take_rest(self) -> bytes | None:
+        """What is left once the peer has stopped sending: its last line without a newline.
+
+        ``None`` if nothing but blanks is left.  Raises ``LineTooLong`` like
+        ``next_line``.
+        """
+        rest = bytes(self._buffer)
+        self.clear()
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        if len(rest) > self.max_line_bytes:
+            raise LineTooLong()
+        return rest if rest and not rest.isspace() else None
 
     def clear(self) -> None:
         """Forget everything received, as when the stream is given up."""
