@@ -168,6 +168,8 @@ class JsonRpcProtocol(Protocol):
             deferred.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._close_requested:
+            return  # the TLS close may need reading on; what a client sends now is not heard
         self._lines.feed(data)
         if self._bounds is not None:
             self._account_input(grew=True)
@@ -311,12 +313,21 @@ class JsonRpcProtocol(Protocol):
             self._close_now()
 
     def _close_now(self) -> None:
-        """Write what is queued and close; a producer left registered would keep TLS open."""
+        """Write what is queued and close.
+
+        A producer left registered, or reading left paused, would keep a TLS
+        connection open: it sends its close only once no producer is
+        registered, and it closes only once it has read the client's.
+        """
         if self._close_requested:
             return
         self._close_requested = True
         self._closing = True
         self._write_all_queued()
+        if self._reading_paused:
+            # TLS closes only once the client's close_notify has been read.
+            self._reading_paused = False
+            self.transport.resumeProducing()
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
@@ -362,7 +373,7 @@ class JsonRpcProtocol(Protocol):
         self.transport.write(item.line + b"\n")
 
     def _update_reading(self) -> None:
-        if not self._connected or self._input_ended:
+        if not self._connected or self._input_ended or self._close_requested:
             return
         if self._in_flight >= self._max_in_flight:
             self._at_cap = True
