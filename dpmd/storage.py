@@ -1,4 +1,15 @@
-"""Space on the workspace's file system: the ``/dpm/storage`` topic and its query."""
+"""Space on the workspace's file system: the ``/dpm/storage`` topic and its query.
+
+``statvfs`` is cheap on a local file system but can hang on a stale network
+one, so it runs through ``run_blocking`` (a thread pool in the server) and
+never on the reactor.  A thread hop per query would cost more than the
+query, so one sample serves every query for ``max_age`` seconds, and while
+a sample is being taken every query waits for that one (single flight):
+``status()`` answers from memory, without a Deferred, whenever it can.
+
+The periodic publication is one call, ``publish_sample()``, for the server
+to drive from a ``TimerService`` every ``storage_interval`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +17,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
@@ -22,11 +34,7 @@ RunBlocking = Callable[..., "Deferred[Any]"]
 
 
 class StorageMonitor:
-    """Samples ``statvfs`` of the workspace and publishes it to subscribers.
-
-    ``statvfs`` can hang on a stale network file system, so it runs through
-    ``run_blocking`` (a thread pool in the server) and never on the reactor.
-    """
+    """Samples ``statvfs`` of the workspace, answers queries and publishes to subscribers."""
 
     def __init__(
         self,
@@ -36,37 +44,43 @@ class StorageMonitor:
         interval: float,
         run_blocking: RunBlocking,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+        max_age: float = 1.0,
     ) -> None:
         self._path = path
         self._clock = clock
         self._hub = hub
         self._run_blocking = run_blocking
         self._statvfs = statvfs
-        self._loop = LoopingCall(self._publish)
-        self._loop.clock = clock
+        self._max_age = max_age
         self._interval = interval
+        self._latest: StorageStatus | None = None
+        self._waiting: list[Deferred[StorageStatus]] | None = None
+        self._loop = LoopingCall(self.publish_sample)
+        self._loop.clock = clock
         hub.add_topic(STORAGE_TOPIC, self._greet)
 
+    def status(self) -> StorageStatus | Deferred[StorageStatus]:
+        """A sample at most ``max_age`` old: at once if there is one, else when it is taken."""
+        latest = self._latest
+        if latest is not None and self._clock.seconds() - latest.timestamp <= self._max_age:
+            return latest
+        waiter: Deferred[StorageStatus] = Deferred()
+        if self._waiting is None:
+            self._waiting = [waiter]
+            self._run_blocking(self._statvfs, self._path).addCallbacks(
+                self._sampled, self._sample_failed
+            )
+        else:
+            self._waiting.append(waiter)
+        return waiter
+
     def query(self) -> Deferred[StorageStatus]:
-        return self._run_blocking(self._statvfs, self._path).addCallback(self._to_status)
+        """``status()`` as a Deferred."""
+        status = self.status()
+        return status if isinstance(status, Deferred) else succeed(status)
 
-    def start(self) -> None:
-        self._loop.start(self._interval, now=False)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
-
-    def _to_status(self, result: os.statvfs_result) -> StorageStatus:
-        return StorageStatus(
-            path=self._path,
-            capacity=result.f_blocks * result.f_frsize,
-            free=result.f_bfree * result.f_frsize,
-            available=result.f_bavail * result.f_frsize,
-            timestamp=self._clock.seconds(),
-        )
-
-    def _publish(self) -> Deferred[None] | None:
+    def publish_sample(self) -> Deferred[None] | None:
+        """One periodic tick: publish a fresh sample, if anyone listens."""
         if not self._hub.subscriber_count(STORAGE_TOPIC):
             return None
         return (
@@ -76,6 +90,32 @@ class StorageMonitor:
             )
             .addErrback(lambda failure: log.failure("storage sample failed", failure))
         )
+
+    def start(self) -> None:
+        """Publish every ``interval`` seconds (for servers that do not drive
+        ``publish_sample`` from a ``TimerService`` of their own)."""
+        self._loop.start(self._interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def _sampled(self, result: os.statvfs_result) -> None:
+        self._latest = StorageStatus(
+            path=self._path,
+            capacity=result.f_blocks * result.f_frsize,
+            free=result.f_bfree * result.f_frsize,
+            available=result.f_bavail * result.f_frsize,
+            timestamp=self._clock.seconds(),
+        )
+        waiting, self._waiting = self._waiting or [], None
+        for waiter in waiting:
+            waiter.callback(self._latest)
+
+    def _sample_failed(self, failure: Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for waiter in waiting:
+            waiter.errback(failure)
 
     def _greet(self, subscriber: Subscriber) -> None:
         # A later turn, so the reply to Subscribe is on the wire before the first sample.
