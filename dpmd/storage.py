@@ -5,7 +5,8 @@ one, so it runs through ``run_blocking`` (a thread pool in the server) and
 never on the reactor.  A thread hop per query would cost more than the
 query, so one sample serves every query for ``max_age`` seconds, and while
 a sample is being taken every query waits for that one (single flight):
-``status()`` answers from memory, without a Deferred, whenever it can.
+``status()`` answers from memory, without a Deferred, whenever it can, and
+``encoded()`` gives the same as JSON text encoded once per sample.
 
 The periodic publication is one call, ``publish_sample()``, for the server
 to drive from a ``TimerService`` every ``storage_interval`` seconds.
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.topics import Subscriber, TopicHub
 
 log = get_logger(__name__)
@@ -54,6 +56,7 @@ class StorageMonitor:
         self._max_age = max_age
         self._interval = interval
         self._latest: StorageStatus | None = None
+        self._encoded: PreEncoded | None = None
         self._waiting: list[Deferred[StorageStatus]] | None = None
         self._loop = LoopingCall(self.publish_sample)
         self._loop.clock = clock
@@ -73,6 +76,19 @@ class StorageMonitor:
         else:
             self._waiting.append(waiter)
         return waiter
+
+    def encoded(self) -> PreEncoded | Deferred[PreEncoded]:
+        """``status()`` as its JSON text, encoded once per sample, for ``QueryStorageStatus``."""
+        status = self.status()
+        if isinstance(status, Deferred):
+            return status.addCallback(lambda _: self._encoded_latest())
+        return self._encoded_latest()
+
+    def _encoded_latest(self) -> PreEncoded:
+        if self._encoded is None:
+            assert self._latest is not None
+            self._encoded = PreEncoded.of(self._latest.to_json())
+        return self._encoded
 
     def query(self) -> Deferred[StorageStatus]:
         """``status()`` as a Deferred."""
@@ -108,6 +124,7 @@ class StorageMonitor:
             available=result.f_bavail * result.f_frsize,
             timestamp=self._clock.seconds(),
         )
+        self._encoded = None
         waiting, self._waiting = self._waiting or [], None
         for waiter in waiting:
             waiter.callback(self._latest)

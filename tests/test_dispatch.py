@@ -12,6 +12,7 @@ from dpmd.access import Role
 from dpmd.api import translate_error
 from dpmd.model import DaqError
 from dpmd.rpc.dispatch import Dispatcher, Method, Param, _error_line, string_param
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.rpc.errors import RpcError
 
 
@@ -289,6 +290,17 @@ class PlainAnswerTests(SynchronousTestCase):
         reply = decoded(dispatcher.answer(b'{"jsonrpc":"2.0","method":"refuse","id":1}'))
         self.assertEqual(reply["error"]["code"], -32000)
         self.assertEqual(reply["error"]["data"]["id"], "X")
+
+    def test_pre_encoded_results_are_spliced_in_as_they_are(self) -> None:
+        encoded = PreEncoded.of({"free": 5, "path": "/ws"})
+        dispatcher = Dispatcher({"now": Method("now", lambda: encoded)})
+        for request_id in [7, "seven", None, 2.5]:
+            request = {"jsonrpc": "2.0", "method": "now", "id": request_id}
+            reply = dispatcher.answer(json.dumps(request).encode())
+            self.assertEqual(
+                decoded(reply),
+                {"jsonrpc": "2.0", "id": request_id, "result": {"free": 5, "path": "/ws"}},
+            )
 
     def test_deferred_results_stay_deferred(self) -> None:
         pending: Deferred[str] = Deferred()

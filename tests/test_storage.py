@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -75,6 +76,17 @@ class StorageStatusTests(SynchronousTestCase):
         status = self.monitor.status()
         self.assertIsInstance(status, StorageStatus)
         self.assertEqual(self.threads.calls, [])
+
+    def test_the_encoded_status_is_encoded_once_per_sample(self) -> None:
+        waiting = self.monitor.encoded()
+        self.threads.finish()
+        first = self.successResultOf(waiting)  # type: ignore[arg-type]
+        self.assertEqual(json.loads(first.json)["free"], 614400)
+        self.assertIs(self.monitor.encoded(), first)
+        self.clock.advance(2)
+        self.monitor.encoded()
+        self.threads.finish()
+        self.assertIsNot(self.monitor.encoded(), first)
 
     def test_an_older_sample_is_taken_again(self) -> None:
         self.monitor.status()

@@ -42,12 +42,33 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_STARTS = frozenset('{["-0123456789tfn')
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+)
 
 
 def encode(message: Any) -> bytes:
     """One JSON text on one line, UTF-8, compact; raises if it cannot be represented."""
     return _ENCODER.encode(message).encode("utf-8")
+
+
+class PreEncoded:
+    """A result already encoded as one JSON text (UTF-8), sent as it is.
+
+    For answers that are asked for far more often than they change (a DAQ's
+    status, the latest storage sample): the server encodes them once and
+    every request splices the same bytes into its reply.
+    """
+
+    __slots__ = ("json",)
+
+    def __init__(self, json: bytes) -> None:
+        self.json = json
+
+    @classmethod
+    def of(cls, value: Any) -> PreEncoded:
+        return cls(encode(value))
 
 
 def decode(line: bytes) -> tuple[Any, bool]:
@@ -61,7 +82,12 @@ def decode(line: bytes) -> tuple[Any, bool]:
     except UnicodeDecodeError as error:
         raise ParseError(f"not UTF-8 (byte {error.start + 1})") from None
     try:
-        value = _DECODER.decode(text)
+        if text[:1] in _STARTS:  # the usual case: raw_decode without decode()'s regexes
+            value, end = _DECODER.raw_decode(text)
+            if end != len(text) and not text[end:].isspace():
+                raise json.JSONDecodeError("Extra data", text, end)
+        else:
+            value = _DECODER.decode(text)
     except json.JSONDecodeError as error:
         raise ParseError(f"not valid JSON: {error.msg} at column {error.colno}") from None
     except RecursionError:
