@@ -195,7 +195,10 @@ class Dispatcher:
             self._notify(method, arguments, session)
             return None
         try:
-            result = self._call(method, arguments, session)
+            if method.takes_session:
+                result = method.handler(session, **arguments)
+            else:
+                result = method.handler(**arguments)
         except Exception as error:
             return _error_line(request_id, self._exception_error(error, method.name))
         if isinstance(result, Deferred):

@@ -48,8 +48,25 @@ _ENCODER = json.JSONEncoder(
 )
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# JSONEncoder.encode builds a new C encoder on every call; this one is built once.
+_MAKE_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    None
+    if _MAKE_C_ENCODER is None
+    else _MAKE_C_ENCODER(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
 def encode(message: Any) -> bytes:
     """One JSON text on one line, UTF-8, compact; raises if it cannot be represented."""
+    if _C_ENCODE is not None and type(message) is dict:
+        return "".join(_C_ENCODE(message, 0)).encode("utf-8")
     return _ENCODER.encode(message).encode("utf-8")
 
 

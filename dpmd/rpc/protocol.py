@@ -222,7 +222,7 @@ class JsonRpcProtocol(Protocol):
         message = {"jsonrpc": "2.0", "method": topic, "params": params}
         try:
             line = encode(message)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             log.error("notification on {topic} held values JSON cannot carry", topic=topic)
             line = encode(scrub(message))
         if not (self._output_blocked or self._queue):
@@ -262,6 +262,7 @@ class JsonRpcProtocol(Protocol):
         if self._processing:
             return  # the loop below is running further up the stack and will go on
         self._processing = True
+        lines, answer = self._lines, self._dispatcher.answer
         try:
             while (
                 not self._closing
@@ -269,15 +270,22 @@ class JsonRpcProtocol(Protocol):
                 and self._in_flight < self._max_in_flight
             ):
                 try:
-                    line = self._lines.next_line()
+                    line = lines.next_line()
                     if line is None and self._input_ended:
-                        line = self._lines.take_rest()
+                        line = lines.take_rest()
                 except LineTooLong:
                     self._line_too_long()
                     return
                 if line is None:
                     break
-                self._handle_line(line)
+                reply = answer(line, self)
+                if type(reply) is bytes:
+                    if self._queue or self._output_blocked or not self._connected:
+                        self._send(reply)
+                    else:
+                        self.transport.write(reply + b"\n")
+                elif reply is not None:
+                    self._await(reply)  # type: ignore[arg-type]
         finally:
             self._processing = False
         if self._bounds is not None and self._charged:
@@ -285,13 +293,9 @@ class JsonRpcProtocol(Protocol):
         self._update_reading()
         self._close_if_done()
 
-    def _handle_line(self, line: bytes) -> None:
-        answer = self._dispatcher.answer(line, self)
-        if isinstance(answer, bytes):
-            self._send(answer)
-        elif answer is not None:
-            self._in_flight += 1
-            answer.addCallbacks(self._reply, self._dispatcher_failed)
+    def _await(self, reply: Deferred[bytes | None]) -> None:
+        self._in_flight += 1
+        reply.addCallbacks(self._reply, self._dispatcher_failed)
 
     def _reply(self, reply: bytes | None) -> None:
         self._in_flight -= 1
