@@ -1,6 +1,7 @@
 """``mtls:``: a TLS listener that admits only clients with a certificate from one CA.
 
     mtls:PORT:privateKey=KEY.pem:certKey=CERT.pem:caCert=CA.pem[:interface=ADDR][:backlog=N]
+         [:handshakeTimeout=SECONDS]
 
 The server presents ``certKey`` (``privateKey`` may hold both, as for
 Twisted's ``ssl:``; further certificates in ``certKey`` are sent as the
@@ -11,7 +12,9 @@ and its DNS subject alternative names (parsed by ``service_identity``);
 the session decides what they may do (``dpmd.access``) once the handshake
 is done.  ``interface`` defaults to every IPv4 address; an IPv6 address is
 written with escaped colons, as in every Twisted endpoint string
-(``interface=\\:\\:1``).
+(``interface=\\:\\:1``).  A client that has not completed the handshake
+``handshakeTimeout`` seconds (10) after connecting is dropped, so that
+connections that prove nothing cannot use up ``max_connections``.
 
 It is registered as a Twisted endpoint-string plugin
 (``twisted/plugins/dpmd_mtls.py``), so ``--listen`` and the ``listen`` key
@@ -42,6 +45,12 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from dpmd.access import IClientIdentities
+from dpmd.logs import get_logger
+
+log = get_logger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client has to complete the TLS handshake (``handshakeTimeout=``)."""
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -64,7 +73,37 @@ def certificate_identities(certificate: X509) -> tuple[str, ...]:
 
 @implementer(IClientIdentities)
 class _AuthenticatedTLS(BufferingTLSTransport):
-    """A TLS connection that tells its protocol who the verified client is."""
+    """A TLS connection that tells its protocol who the verified client is.
+
+    A client that connects and never completes the handshake would hold one
+    of the server's ``max_connections`` without ever proving anything: it is
+    dropped after the factory's ``handshake_timeout``.
+    """
+
+    factory: _AuthenticatedTLSFactory
+    _deadline: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self._deadline = self.factory.clock.callLater(
+            self.factory.handshake_timeout, self._handshake_expired
+        )
+        super().makeConnection(transport)
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if not self._handshakeDone:
+            log.warn(
+                "dropping {peer}: no TLS handshake within {seconds} s",
+                peer=str(self.getPeer()),
+                seconds=self.factory.handshake_timeout,
+            )
+            self.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        super().connectionLost(reason)
 
     def client_identities(self) -> tuple[str, ...]:
         certificate = self.getPeerCertificate()
@@ -73,6 +112,13 @@ class _AuthenticatedTLS(BufferingTLSTransport):
 
 class _AuthenticatedTLSFactory(TLSMemoryBIOFactory):
     protocol = _AuthenticatedTLS
+
+    def __init__(
+        self, options: Any, wrapped: IProtocolFactory, clock: Any, handshake_timeout: float
+    ) -> None:
+        super().__init__(options, False, wrapped, clock)
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
 
     def buildProtocol(self, addr: Any) -> Any:
         inner = self.wrappedFactory.buildProtocol(addr)
@@ -127,13 +173,19 @@ class MutualTLSServerEndpoint:
         options: ssl.CertificateOptions,
         interface: str = "",
         backlog: int = 50,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         self._tcp = endpoint(reactor, port, backlog, interface)
+        self._reactor = reactor
         self._options = options
+        self._handshake_timeout = handshake_timeout
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        return self._tcp.listen(_AuthenticatedTLSFactory(self._options, False, protocolFactory))
+        factory = _AuthenticatedTLSFactory(
+            self._options, protocolFactory, self._reactor, self._handshake_timeout
+        )
+        return self._tcp.listen(factory)
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -145,7 +197,7 @@ class MutualTLSParser:
     def parseStreamServer(self, reactor: Any, *args: object, **kwargs: object) -> Any:
         if len(args) != 1:
             raise ValueError("mtls: takes one port, as in mtls:12084:privateKey=…:caCert=…")
-        known = {"privateKey", "certKey", "caCert", "interface", "backlog"}
+        known = {"privateKey", "certKey", "caCert", "interface", "backlog", "handshakeTimeout"}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             names = ", ".join(sorted(known))
@@ -162,6 +214,7 @@ def parse_mutual_tls(
     caCert: str = "",
     interface: str = "",
     backlog: str = "50",
+    handshakeTimeout: str = str(HANDSHAKE_TIMEOUT),
 ) -> MutualTLSServerEndpoint:
     """The endpoint an ``mtls:`` string describes; ``ValueError`` says what is wrong with it."""
     missing = [name for name, value in (("privateKey", privateKey), ("caCert", caCert))
@@ -172,5 +225,12 @@ def parse_mutual_tls(
         number, depth = int(port), int(backlog)
     except ValueError:
         raise ValueError(f"mtls: port {port!r} and backlog must be integers") from None
+    try:
+        timeout = float(handshakeTimeout)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"mtls: handshakeTimeout must be a positive number of seconds, "
+                         f"not {handshakeTimeout!r}")  # fmt: skip
     options = mutual_tls_options(privateKey, certKey or privateKey, caCert)
-    return MutualTLSServerEndpoint(reactor, number, options, interface, depth)
+    return MutualTLSServerEndpoint(reactor, number, options, interface, depth, timeout)

@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.access import AccessPolicy, private_unix_socket
 from dpmd.mtls import MutualTLSParser, mutual_tls_options
+from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher, Method
 from dpmd.rpc.protocol import JsonRpcFactory
 from dpmd.testing import JsonLineClient
@@ -189,6 +190,8 @@ class OptionTests(SynchronousTestCase):
              f"caCert {self.key} holds no PEM certificate"),
             (("1",), {"privateKey": str(self.key), "caCert": str(self.ca_path), "bogus": "1"},
              "unknown parameter 'bogus'"),
+            (("1",), {"privateKey": str(self.key), "caCert": str(self.ca_path),
+                      "handshakeTimeout": "0"}, "handshakeTimeout must be a positive number"),
         ]  # fmt: skip
         for args, kwargs, problem in cases:
             with self.subTest(kwargs=kwargs):
@@ -219,3 +222,26 @@ class UnixSocketModeTests(TestCase):
         self.assertEqual(private_unix_socket(r"unix:/a\:mode=x"), r"unix:/a\:mode=x:mode=600")
 
 assert json  # the module's helpers build JSON through JsonLineClient
+
+
+class HandshakeTimeoutTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_a_client_that_never_completes_the_handshake_is_dropped(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        ca = make_ca()
+        _, ca_path = ca.write(directory, "ca")
+        key, cert = issue(ca, "dpmd").write(directory, "server")
+        factory = JsonRpcFactory(Dispatcher({}), TopicHub(), 4096, bounds=ServerBounds(2))
+        description = (f"mtls:0:privateKey={key}:certKey={cert}:caCert={ca_path}"
+                       ":interface=127.0.0.1:handshakeTimeout=0.2")  # fmt: skip
+        port = yield serverFromString(reactor, description).listen(factory)
+        self.addCleanup(port.stopListening)
+        silent = JsonLineClient()  # plain TCP: it never says hello
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), silent
+        )
+        yield silent.closed
+        self.assertEqual(factory.sessions, set())
