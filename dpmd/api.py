@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from dpmd.daq.manager import DaqManager
 from dpmd.model import DaqError
 from dpmd.rpc.dispatch import Method, Param, json_type_name, string_param
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
 from dpmd.storage import StorageMonitor
 from dpmd.topics import Subscriber, TopicHub, UnknownTopic
@@ -38,8 +39,9 @@ class DpmControl:
         self._storage = storage
         self._request_exit = request_exit
 
-    def query_storage_status(self) -> Deferred[dict[str, Any]]:
-        return self._storage.query().addCallback(lambda status: status.to_json())
+    def query_storage_status(self) -> PreEncoded | Deferred[PreEncoded]:
+        """From a sample at most ``storage.max_age`` old, encoded once per sample."""
+        return self._storage.encoded()
 
     def exit(self) -> str:
         self._request_exit()
@@ -79,10 +81,10 @@ class DaqControl:
     # The status commands answer a DAQ in memory at once (a plain value: no Deferred
     # chain), an archived one after a look-up in the store (a Deferred).
 
-    def get_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+    def get_daq_status(self, id: str) -> PreEncoded | Deferred[dict[str, Any]]:
         return self._manager.get_daq_status(id)
 
-    def get_active_daqs(self) -> list[dict[str, Any]]:
+    def get_active_daqs(self) -> PreEncoded:
         return self._manager.get_active_daqs()
 
     def get_internal_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from dpmd.access import private_unix_socket
+
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 
@@ -88,7 +90,16 @@ def _listen_list(value: Any) -> tuple[str, ...]:
     endpoints = _text_list(value)
     if not endpoints:
         raise ValueError("must name at least one endpoint")
-    return endpoints
+    return tuple(private_unix_socket(endpoint) for endpoint in endpoints)
+
+
+def _identity_list(value: Any) -> tuple[str, ...]:
+    """Client certificate identities (CN or DNS names), compared without regard to case."""
+    identities = _text_list(value)
+    for identity in identities:
+        if identity != identity.strip() or any(ord(c) < 32 or ord(c) == 127 for c in identity):
+            raise ValueError(f"identity {identity!r} has spaces around it or control characters")
+    return tuple(identity.lower() for identity in identities)
 
 
 def _log_level(value: Any) -> str:
@@ -141,6 +152,17 @@ KEYS: tuple[Key, ...] = (
         "bytes/s: both budgets grow by the time the DAQ's input takes at this rate"),
     Key("archive.keep_days", _positive_seconds, 30.0, "days archived DAQ folders (logs) are kept"),
     Key("archive.check_interval", _positive_seconds, 3600.0, "seconds between retention runs"),
+    Key("release.allowed", _text_list, (".",), "directories local receivers may be under"),
+    Key("storage.max_age", _positive_seconds, 1.0, "oldest storage sample a query gets"),
+    Key("max_connections", _positive_int, 200, "client connections at once, in all"),
+    Key(
+        "max_buffered_bytes",
+        _integer_from(1024),
+        64 * 1024 * 1024,
+        "request bytes read and not yet handled, all connections together",
+    ),
+    Key("access.control", _identity_list, (), "certificate identities allowed every method"),
+    Key("access.read", _identity_list, (), "certificate identities allowed to read and subscribe"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -187,6 +209,14 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    """Who may do what on listeners that authenticate clients (``mtls:``)."""
+
+    control: tuple[str, ...]
+    read: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration, with every path made absolute."""
 
@@ -204,6 +234,12 @@ class Config:
     transfer: TransferConfig
     archive: ArchiveConfig
     watchdog: WatchdogConfig
+    release_allowed: tuple[Path, ...] = ()
+    """Directories a local receiver may be under; ``release_dir`` is always one of them."""
+    storage_max_age: float = 1.0
+    max_connections: int = 200
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    access: AccessConfig = AccessConfig((), ())
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -275,11 +311,13 @@ def build_config(
         raise ConfigError("watchdog.kill", f"must be more than watchdog.stall "
                                            f"({checked['watchdog.stall']:g} s)")  # fmt: skip
     dataroot = Path(checked["dataroot"] or cwd or os.getcwd()).absolute()
+    _check_together(checked)
+    release_dir = dataroot / checked["release_dir"]
     return Config(
         dataroot=dataroot,
         workspace=dataroot / checked["workspace"],
         listen=checked["listen"],
-        release_dir=dataroot / checked["release_dir"],
+        release_dir=release_dir,
         log_level=checked["log_level"],
         python=checked["python"] or sys.executable,
         limits=Limits(
@@ -308,4 +346,32 @@ def build_config(
             keep_days=checked["archive.keep_days"],
             check_interval=checked["archive.check_interval"],
         ),
+        release_allowed=_allowed_roots(dataroot, release_dir, checked["release.allowed"]),
+        storage_max_age=checked["storage.max_age"],
+        max_connections=checked["max_connections"],
+        max_buffered_bytes=checked["max_buffered_bytes"],
+        access=AccessConfig(control=checked["access.control"], read=checked["access.read"]),
     )
+
+
+def _check_together(checked: Mapping[str, Any]) -> None:
+    """Rules that involve more than one key."""
+    if checked["max_buffered_bytes"] < checked["max_line_bytes"]:
+        raise ConfigError(
+            "max_buffered_bytes",
+            f"must be at least max_line_bytes ({checked['max_line_bytes']}), or a line of that "
+            f"length could never be read, not {checked['max_buffered_bytes']}",
+        )
+    both = sorted(set(checked["access.control"]) & set(checked["access.read"]))
+    if both:
+        raise ConfigError("access.read", f"identity {both[0]!r} is in access.control too")
+
+
+def _allowed_roots(dataroot: Path, release_dir: Path, entries: tuple[str, ...]) -> tuple[Path, ...]:
+    """``release_dir`` and each entry (relative to dataroot), normalised, without repeats."""
+    roots: list[Path] = []
+    for entry in (str(release_dir), *entries):
+        root = Path(os.path.normpath(dataroot / entry))
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.threads import deferToThreadPool
 
+from dpmd.access import AccessPolicy
 from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
 from dpmd.blocking import SerialExecutor
 from dpmd.config import Config
@@ -44,8 +45,10 @@ from dpmd.daq.manager import DaqManager
 from dpmd.daq.store import StoreError
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
+from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcFactory
+from dpmd.sdnotify import SystemdNotifier
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
@@ -110,9 +113,11 @@ class DpmService(MultiService):
 
         writer = SerialExecutor(threads, "dpmd-store-writer")
         reader = SerialExecutor(threads, "dpmd-store-reader")
-        self.storage = StorageMonitor(
-            str(config.workspace), reactor, self.hub, config.storage_interval, run_blocking
-        )
+        self.storage = StorageMonitor(str(config.workspace), reactor, self.hub, run_blocking,
+                                      max_age=config.storage_max_age)  # fmt: skip
+        self.notifier = SystemdNotifier()
+        self._bounds = ServerBounds(config.max_connections, config.max_buffered_bytes)
+        self._access = AccessPolicy.of(config.access.control, config.access.read)
         self.manager = DaqManager(
             config, Workspace(config.workspace), self.hub, reactor,
             ProcessRunner(IReactorProcess(reactor), grace=config.shutdown_timeout), writer, reader,
@@ -147,8 +152,8 @@ class DpmService(MultiService):
         settle(self.manager.archive.retention_pass(), "the retention task")
 
     def _listener(self, description: str) -> None:
-        factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes)
-        factory.noisy = False
+        factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes,
+                                 bounds=self._bounds, access=self._access)  # fmt: skip
         try:
             listener = strports.service(description, factory, reactor=IReactorCore(self._reactor))
         except (ValueError, KeyError, TypeError) as error:
@@ -184,11 +189,10 @@ class DpmService(MultiService):
             self.privilegedStartService()
         self.lock.record_owner()
         super().startService()
-        log.info(
-            "dpmd serving workspace {workspace} on {addresses}",
-            workspace=str(self.config.workspace),
-            addresses=", ".join(describe_address(port.getHost()) for port in self.ports),
-        )
+        addresses = ", ".join(describe_address(port.getHost()) for port in self.ports)
+        log.info("dpmd serving workspace {workspace} on {addresses}",
+                 workspace=str(self.config.workspace), addresses=addresses)  # fmt: skip
+        self.notifier.ready(f"serving {addresses}")
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -198,6 +202,7 @@ class DpmService(MultiService):
         while the manager still commits.)  The DAQs resume on the next start.
         """
         Service.stopService(self)
+        self.notifier.stopping()
         self.ports.clear()
         try:
             for service in reversed(list(self)):
@@ -213,9 +218,9 @@ class DpmService(MultiService):
         self._reactor.callLater(0, self._exit)
 
     def _exit(self) -> None:
+        """No new connections; every session closed once it has answered; then stop."""
         log.info("exit requested by a client")
-        sessions = [session for factory in self.factories for session in list(factory.sessions)]
-        closing = gatherResults([session.close_gracefully() for session in sessions])
+        closing = gatherResults([factory.close_sessions() for factory in self.factories])
         closing.addTimeout(self.config.shutdown_timeout, self._reactor)
         closing.addBoth(lambda _: self.stop_reactor())
 

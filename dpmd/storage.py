@@ -1,4 +1,16 @@
-"""Space on the workspace's file system: the ``/dpm/storage`` topic and its query."""
+"""Space on the workspace's file system: the ``/dpm/storage`` topic and its query.
+
+``statvfs`` is cheap on a local file system but can hang on a stale network
+one, so it runs through ``run_blocking`` (a thread pool in the server) and
+never on the reactor.  A thread hop per query would cost more than the
+query, so one sample serves every query for ``max_age`` seconds, and while
+a sample is being taken every query waits for that one (single flight):
+``status()`` answers from memory, without a Deferred, whenever it can, and
+``encoded()`` gives the same as JSON text encoded once per sample.
+
+The periodic publication is one call, ``publish_sample()``, for the server
+to drive from a ``TimerService`` every ``storage_interval`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +18,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.topics import Subscriber, TopicHub
 
 log = get_logger(__name__)
@@ -21,43 +35,64 @@ RunBlocking = Callable[..., "Deferred[Any]"]
 
 
 class StorageMonitor:
-    """Samples ``statvfs`` of the workspace and publishes it to subscribers.
-
-    ``statvfs`` can hang on a stale network file system, so it runs through
-    ``run_blocking`` (a thread pool in the server) and never on the reactor.
-    """
+    """Samples ``statvfs`` of the workspace, answers queries and publishes to subscribers."""
 
     def __init__(
         self,
         path: str,
         clock: IReactorTime,
         hub: TopicHub,
-        interval: float,
         run_blocking: RunBlocking,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+        max_age: float = 1.0,
     ) -> None:
         self._path = path
         self._clock = clock
         self._hub = hub
         self._run_blocking = run_blocking
         self._statvfs = statvfs
-        self._interval = interval
+        self._max_age = max_age
+        self._latest: StorageStatus | None = None
+        self._encoded: PreEncoded | None = None
+        self._waiting: list[Deferred[StorageStatus]] | None = None
         hub.add_topic(STORAGE_TOPIC, self._greet)
 
-    def query(self) -> Deferred[StorageStatus]:
-        return self._run_blocking(self._statvfs, self._path).addCallback(self._to_status)
+    def status(self) -> StorageStatus | Deferred[StorageStatus]:
+        """A sample at most ``max_age`` old: at once if there is one, else when it is taken."""
+        latest = self._latest
+        if latest is not None and self._clock.seconds() - latest.timestamp <= self._max_age:
+            return latest
+        waiter: Deferred[StorageStatus] = Deferred()
+        if self._waiting is None:
+            self._waiting = [waiter]
+            self._run_blocking(self._statvfs, self._path).addCallbacks(
+                self._sampled, self._sample_failed
+            )
+        else:
+            self._waiting.append(waiter)
+        return waiter
 
-    def _to_status(self, result: os.statvfs_result) -> StorageStatus:
-        return StorageStatus(
-            path=self._path,
-            capacity=result.f_blocks * result.f_frsize,
-            free=result.f_bfree * result.f_frsize,
-            available=result.f_bavail * result.f_frsize,
-            timestamp=self._clock.seconds(),
-        )
+    def encoded(self) -> PreEncoded | Deferred[PreEncoded]:
+        """``status()`` as its JSON text, encoded once per sample, for ``QueryStorageStatus``."""
+        status = self.status()
+        if isinstance(status, Deferred):
+            return status.addCallback(lambda _: self._encoded_latest())
+        return self._encoded_latest()
+
+    def _encoded_latest(self) -> PreEncoded:
+        if self._encoded is None:
+            assert self._latest is not None
+            self._encoded = PreEncoded.of(self._latest.to_json())
+        return self._encoded
+
+    def query(self) -> Deferred[StorageStatus]:
+        """``status()`` as a Deferred."""
+        status = self.status()
+        return status if isinstance(status, Deferred) else succeed(status)
 
     def publish_sample(self) -> Deferred[None] | None:
-        """One periodic sample for the subscribers (a ``TimerService`` calls it)."""
+        """One periodic tick (a ``TimerService`` calls it): a fresh sample, if anyone
+        listens."""
         if not self._hub.subscriber_count(STORAGE_TOPIC):
             return None
         return (
@@ -67,6 +102,24 @@ class StorageMonitor:
             )
             .addErrback(lambda failure: log.failure("storage sample failed", failure))
         )
+
+    def _sampled(self, result: os.statvfs_result) -> None:
+        self._latest = StorageStatus(
+            path=self._path,
+            capacity=result.f_blocks * result.f_frsize,
+            free=result.f_bfree * result.f_frsize,
+            available=result.f_bavail * result.f_frsize,
+            timestamp=self._clock.seconds(),
+        )
+        self._encoded = None
+        waiting, self._waiting = self._waiting or [], None
+        for waiter in waiting:
+            waiter.callback(self._latest)
+
+    def _sample_failed(self, failure: Failure) -> None:
+        waiting, self._waiting = self._waiting or [], None
+        for waiter in waiting:
+            waiter.errback(failure)
 
     def _greet(self, subscriber: Subscriber) -> None:
         # A later turn, so the reply to Subscribe is on the wire before the first sample.

@@ -22,6 +22,7 @@ from dpmd.daq.manager import STATUS_TOPIC, DaqManager
 from dpmd.digest import file_digest
 from dpmd.model import DaqError, DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.testing import (
     FakeProcess,
     FakeProcessReactor,
@@ -151,8 +152,13 @@ class Harness:
     def answer(self, result: Any) -> Any:
         """A query's value: at once for a DAQ in memory, from the store otherwise."""
         if isinstance(result, Deferred):
-            return self.test.successResultOf(result)
+            result = self.test.successResultOf(result)
+        if isinstance(result, PreEncoded):
+            return json.loads(result.json)
         return result
+
+    def active(self) -> list[dict[str, Any]]:
+        return self.answer(self.manager.get_active_daqs())
 
     def notifications(self) -> list[dict[str, Any]]:
         return [message["params"] for message in written_messages(self.transport)]

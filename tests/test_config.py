@@ -40,7 +40,7 @@ class LayerTests(SynchronousTestCase):
 
     def test_listen_from_command_line_replaces_the_list(self) -> None:
         config = build_config({"listen": ["tcp:1"]}, {"listen": ["unix:/a", "tcp:2"]}, environ={})
-        self.assertEqual(config.listen, ("unix:/a", "tcp:2"))
+        self.assertEqual(config.listen, ("unix:/a:mode=600", "tcp:2"))  # see dpmd.access
 
     def test_log_level_names(self) -> None:
         self.assertEqual(build_config({"log_level": "WARNING"}, environ={}).log_level, "warn")

@@ -7,6 +7,7 @@ appear there complete or not at all, whatever happens to the copier.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 import dpmd.copyfile
-from dpmd.copyfile import copy_durably, temporary_name
+from dpmd.copyfile import copy_durably, remove_stale_temporary, temporary_name
 from dpmd.workers import child_environment
 
 MIB = 1 << 20
@@ -164,14 +165,25 @@ class CommandLineTests(CopyTestCase):
         self.assertFalse(target.parent.exists())
         self.assertEqual(sorted(os.listdir(self.directory)), ["olas", self.source.name])
 
-    def test_a_failed_copy_removes_its_temporary(self) -> None:
-        """The target is a directory: the data was copied, then the rename fails."""
+    def test_a_directory_under_the_final_name_is_refused_before_copying(self) -> None:
         self.source.write_bytes(b"x" * 10)
         self.target.mkdir()
         result = run_copy(str(self.source), str(self.target))
         self.assertEqual(result.returncode, 1)
-        self.assertIn("Is a directory", result.stderr)
+        self.assertIn(f"{self.target} is a directory; refusing to replace it", result.stderr)
         self.assertEqual(os.listdir(self.target.parent), [self.target.name])
+
+    def test_a_failed_rename_removes_its_temporary(self) -> None:
+        """The data was copied, then the rename fails: the temporary does not stay behind."""
+        self.source.write_bytes(b"x" * 10)
+
+        def refuse(*_: object, **__: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(os, "replace", refuse)
+        with self.assertRaises(OSError):
+            self.copy_in_process(chunk=4096)
+        self.assertEqual(os.listdir(self.target.parent), [])
 
     def test_bad_usage_exits_two(self) -> None:
         for arguments in ([], [str(self.source)], [str(self.source), "a", "b"]):
@@ -205,3 +217,73 @@ class CommandLineTests(CopyTestCase):
             self.assertOnlyTarget()
         else:
             self.assertEqual(os.listdir(self.target.parent), [temporary.name])
+
+
+class PlantedFileTests(CopyTestCase):
+    """Whoever can write into a receiver's directory must not be able to redirect the copy."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.source.write_bytes(pattern(5000))
+        self.victim = self.directory / "victim"
+        self.victim.write_bytes(b"precious")
+        self.temporary = temporary_name(self.target)
+
+    def assertVictimUntouched(self) -> None:
+        self.assertEqual(self.victim.read_bytes(), b"precious")
+
+    def test_a_symbolic_link_planted_as_the_temporary_is_never_followed(self) -> None:
+        self.temporary.symlink_to(self.victim)
+        result = run_copy(str(self.source), str(self.target))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"{self.temporary} is a symbolic link; refusing", result.stderr)
+        self.assertVictimUntouched()
+        self.assertFalse(self.target.exists() or self.target.is_symlink())
+        self.assertTrue(self.temporary.is_symlink(), "the plant stays for the operator to see")
+
+    def test_a_dangling_link_planted_as_the_temporary_creates_nothing(self) -> None:
+        """``open(O_CREAT)`` without ``O_NOFOLLOW`` would create the link's target."""
+        elsewhere = self.directory / "created-elsewhere"
+        self.temporary.symlink_to(elsewhere)
+        self.assertEqual(run_copy(str(self.source), str(self.target)).returncode, 1)
+        self.assertFalse(elsewhere.exists())
+
+    def test_a_hard_link_planted_as_the_temporary_is_not_written(self) -> None:
+        os.link(self.victim, self.temporary)
+        result = run_copy(str(self.source), str(self.target))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("a file not ours; refusing", result.stderr)
+        self.assertVictimUntouched()
+        self.assertTrue(self.temporary.exists())
+
+    def test_a_final_name_that_is_a_symbolic_link_is_refused(self) -> None:
+        self.target.symlink_to(self.victim)
+        result = run_copy(str(self.source), str(self.target))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"{self.target} is a symbolic link; refusing to replace it", result.stderr)
+        self.assertVictimUntouched()
+        self.assertTrue(self.target.is_symlink())
+        self.assertFalse(self.temporary.exists())
+
+    def test_a_leftover_of_an_interrupted_copy_is_replaced(self) -> None:
+        self.temporary.write_bytes(b"half a product")
+        result = run_copy(str(self.source), str(self.target))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertOnlyTarget()
+
+    def test_a_failure_leaves_a_file_it_did_not_create(self) -> None:
+        """The copier used to unlink the temporary name on any failure, whoever's it was."""
+        os.link(self.victim, self.temporary)
+        run_copy(str(self.source), str(self.target))
+        self.assertTrue(self.temporary.exists())
+
+    def test_remove_stale_temporary_removes_only_leftovers_of_ours(self) -> None:
+        self.temporary.symlink_to(self.victim)
+        self.assertFalse(remove_stale_temporary(self.target))
+        self.assertTrue(self.temporary.is_symlink())
+        self.temporary.unlink()
+        self.temporary.write_bytes(b"half")
+        self.assertTrue(remove_stale_temporary(self.target))
+        self.assertFalse(self.temporary.exists())
+        self.assertFalse(remove_stale_temporary(self.target))
+        self.assertVictimUntouched()

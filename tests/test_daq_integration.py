@@ -54,8 +54,8 @@ class ServerTests(TestCase):
         self.root.mkdir()
 
     @inlineCallbacks
-    def start(self) -> Any:
-        self.service, caller = yield start_server(self, self.root)
+    def start(self, **values: Any) -> Any:
+        self.service, caller = yield start_server(self, self.root, **values)
         return caller
 
     @inlineCallbacks
@@ -104,8 +104,8 @@ class ServerTests(TestCase):
 
     @inlineCallbacks
     def test_release_across_file_systems_symlinks_or_copies(self) -> None:
-        caller = yield self.start()
         far = self.other_file_system()
+        caller = yield self.start(**{"release.allowed": [".", str(far)]})
         (far / "linked").mkdir()
         (far / "copied").mkdir()
         receivers = [

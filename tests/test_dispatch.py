@@ -8,9 +8,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
+from dpmd.access import Role
 from dpmd.api import translate_error
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+from dpmd.rpc.dispatch import Dispatcher, Method, Param, _error_line, string_param
+from dpmd.rpc.encoding import PreEncoded
+from dpmd.rpc.errors import RpcError
 
 
 def number(value: Any) -> float:
@@ -253,3 +256,145 @@ class DispatcherTests(SynchronousTestCase):
         reply = self.call(json.dumps(batch))
         self.assertEqual(reply["error"]["code"], -32600)
         self.assertIn("1001", reply["error"]["message"])
+
+
+def decoded(reply: Any) -> Any:
+    return json.loads(reply)
+
+
+class PlainAnswerTests(SynchronousTestCase):
+    """Plain values are answered at once: no Deferred on the way of a status query."""
+
+    def setUp(self) -> None:
+        self.dispatcher = Dispatcher(Recorder().methods(), translate_error)
+
+    def test_plain_results_and_raised_errors_are_bytes(self) -> None:
+        for line, key in [
+            (b'{"jsonrpc":"2.0","method":"get_data","id":1}', "result"),
+            (b'{"jsonrpc":"2.0","method":"boom","id":2}', "error"),
+            (b'{"jsonrpc":"2.0","method":"nope","id":3}', "error"),
+            (b'[{"jsonrpc":"2.0","method":"get_data","id":4}]', None),
+        ]:
+            with self.subTest(line=line):
+                reply = self.dispatcher.answer(line)
+                self.assertIsInstance(reply, bytes)
+                if key is not None:
+                    self.assertIn(key, decoded(reply))
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_a_daq_exception_raised_synchronously_keeps_its_data(self) -> None:
+        def refuse() -> None:
+            raise DaqError("unknown DAQ id 'X'", "X")
+
+        dispatcher = Dispatcher({"refuse": Method("refuse", refuse)}, translate_error)
+        reply = decoded(dispatcher.answer(b'{"jsonrpc":"2.0","method":"refuse","id":1}'))
+        self.assertEqual(reply["error"]["code"], -32000)
+        self.assertEqual(reply["error"]["data"]["id"], "X")
+
+    def test_pre_encoded_results_are_spliced_in_as_they_are(self) -> None:
+        encoded = PreEncoded.of({"free": 5, "path": "/ws"})
+        dispatcher = Dispatcher({"now": Method("now", lambda: encoded)})
+        for request_id in [7, "seven", None, 2.5]:
+            request = {"jsonrpc": "2.0", "method": "now", "id": request_id}
+            reply = dispatcher.answer(json.dumps(request).encode())
+            self.assertEqual(
+                decoded(reply),
+                {"jsonrpc": "2.0", "id": request_id, "result": {"free": 5, "path": "/ws"}},
+            )
+
+    def test_deferred_results_stay_deferred(self) -> None:
+        pending: Deferred[str] = Deferred()
+        dispatcher = Dispatcher({"slow": Method("slow", lambda: pending)})
+        reply = dispatcher.answer(b'{"jsonrpc":"2.0","method":"slow","id":1}')
+        self.assertIsInstance(reply, Deferred)
+        pending.callback("x")
+        self.assertEqual(decoded(self.successResultOf(reply))["result"], "x")
+
+    def test_a_batch_mixing_plain_and_deferred_answers(self) -> None:
+        pending: Deferred[str] = Deferred()
+        methods = {"slow": Method("slow", lambda: pending), "now": Method("now", lambda: 1)}
+        reply = Dispatcher(methods).answer(
+            b'[{"jsonrpc":"2.0","method":"slow","id":1},{"jsonrpc":"2.0","method":"now","id":2}]'
+        )
+        assert isinstance(reply, Deferred)
+        pending.callback("x")
+        self.assertEqual([m["id"] for m in json.loads(self.successResultOf(reply))], [1, 2])
+
+    def test_a_result_that_cannot_be_encoded_is_an_internal_error_naming_it(self) -> None:
+        methods = {
+            "bad_text": Method("bad_text", lambda: {"location": "/x\udcff"}),
+            "bad_number": Method("bad_number", lambda: [float("inf")]),
+            "bad_type": Method("bad_type", lambda: {"when": object()}),
+        }
+        dispatcher = Dispatcher(methods)
+        for name, where in [("bad_text", "the result.location holds a lone surrogate"),
+                            ("bad_number", "the result[0] is a number too large"),
+                            ("bad_type", "the result.when is a object")]:  # fmt: skip
+            reply = json.loads(
+                dispatcher.answer(f'{{"jsonrpc":"2.0","method":"{name}","id":1}}'.encode())
+            )  # type: ignore[arg-type]
+            self.assertEqual((reply["id"], reply["error"]["code"]), (1, -32603))
+            self.assertIn(where, reply["error"]["message"])
+
+    def test_an_error_quoting_unencodable_text_is_still_sent(self) -> None:
+        def refuse(text: str) -> None:
+            raise DaqError(f"unknown DAQ id {text!r}", text)
+
+        dispatcher = Dispatcher(
+            {"refuse": Method("refuse", refuse, (Param("text", string_param),))}, translate_error
+        )
+        # The dispatcher refuses surrogates in requests; a handler's message may still hold
+        # one, from a value that got into the server some other way.
+        error_reply = dispatcher.answer(
+            b'{"jsonrpc":"2.0","method":"refuse","params":["x"],"id":1}'
+        )
+        self.assertIn("unknown DAQ id 'x'", json.loads(error_reply)["error"]["message"])  # type: ignore[arg-type]
+        line = _error_line(1, RpcError(-32000, "unknown DAQ id '\udcff'", {"id": "\udcff"}))
+        self.assertEqual(json.loads(line)["error"]["message"], "unknown DAQ id '\\udcff'")
+
+
+class Session:
+    def __init__(self, role: Any, identity: str) -> None:
+        self.role = role
+        self.identity = identity
+
+
+class AuthorisationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        calls = self.calls = []  # type: ignore[var-annotated]
+        methods = [
+            Method(name, lambda name=name: calls.append(name) or "ok")  # type: ignore[misc]
+            for name in ["/daq/QueueDaq", "/daq/GetDaqStatus", "/daq/GetActiveDaqs", "/dpm/Exit",
+                         "/dpm/QueryStorageStatus", "Subscribe", "Unsubscribe", "/daq/AbortDaq"]
+        ]  # fmt: skip
+        self.dispatcher = Dispatcher({method.name: method for method in methods})
+
+    def call(self, method: str, session: Any, notification: bool = False) -> Any:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if not notification:
+            request["id"] = 1
+        reply = self.dispatcher.answer(json.dumps(request).encode(), session)
+        return None if reply is None else decoded(reply)
+
+    def test_a_reader_may_read_and_subscribe_only(self) -> None:
+        reader = Session(Role.READ, "ops.example.org")
+        for method in ["/daq/GetDaqStatus", "/daq/GetActiveDaqs", "/dpm/QueryStorageStatus",
+                       "Subscribe", "Unsubscribe"]:  # fmt: skip
+            self.assertEqual(self.call(method, reader)["result"], "ok", method)
+        for method in ["/daq/QueueDaq", "/dpm/Exit", "/daq/AbortDaq"]:
+            error = self.call(method, reader)["error"]
+            self.assertEqual(error["code"], -32001)
+            self.assertEqual(
+                error["message"], f"not authorised: ops.example.org may not call {method}"
+            )
+        self.assertIsNone(self.call("/dpm/Exit", reader, notification=True))
+        self.assertNotIn("/dpm/Exit", self.calls)
+
+    def test_a_controller_and_an_unauthenticated_local_session_may_call_everything(self) -> None:
+        for session in (Session(Role.CONTROL, "ocm"), None, "plain"):
+            self.assertEqual(self.call("/daq/QueueDaq", session)["result"], "ok")
+
+    def test_a_session_whose_role_is_not_known_yet_may_call_nothing(self) -> None:
+        self.assertEqual(
+            self.call("/daq/GetActiveDaqs", Session(None, ""))["error"]["code"], -32001
+        )

@@ -167,7 +167,7 @@ class HappyPathTests(SynchronousTestCase):
         h = self.h
         for name in ("B.1", "B.2", "B.3"):
             h.queue(specification(name, h.source("a.fits")))
-        statuses = h.manager.get_active_daqs()
+        statuses = h.active()
         self.assertEqual(
             [(s["id"], s["substate"]) for s in statuses],
             [("B.1", "Merging"), ("B.2", "Scheduled"), ("B.3", "Scheduled")],
@@ -199,7 +199,7 @@ class RefusalTests(SynchronousTestCase):
         self.assertEqual(h.notifications(), [], "nothing is queued twice")
         h.finish_merge()
         self.assertEqual(h.queue(text), first, "archived DAQs too")
-        self.assertEqual(h.manager.get_active_daqs(), [])
+        self.assertEqual(h.active(), [])
         same_object = specification("D.3", h.source("a.fits"))
         self.assertEqual(h.queue(same_object), h.queue(same_object))
 
@@ -473,7 +473,7 @@ class RecoveryTests(SynchronousTestCase):
         old.queue(specification("R.2", old.source("b.fits")))
         (old.workspace.daq_dir("R.1") / ".R.1.fits.9.dpmd-tmp").write_bytes(b"half")
         new = self.restart(old)
-        self.assertEqual([s["id"] for s in new.manager.get_active_daqs()], ["R.1", "R.2"])
+        self.assertEqual([s["id"] for s in new.active()], ["R.1", "R.2"])
         merger = new.merger()
         self.assertIn("R.1", merger.argv[-1])
         self.assertEqual(list(new.workspace.daq_dir("R.1").glob(".*dpmd-tmp")), [])
@@ -520,7 +520,7 @@ class RecoveryTests(SynchronousTestCase):
         with closing(sqlite3.connect(old.workspace.root / "dpmd.sqlite3")) as db, db:
             db.execute("UPDATE daq SET record = '{not json' WHERE id = 'R.6'")
         new = self.restart(old)
-        self.assertEqual([s["id"] for s in new.manager.get_active_daqs()], ["R.7"])
+        self.assertEqual([s["id"] for s in new.active()], ["R.7"])
         self.assertEqual(new.stored("R.6")["substate"], "SetAside")
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
@@ -531,7 +531,7 @@ class RecoveryTests(SynchronousTestCase):
         new = self.restart(old)
         new.settle()
         self.assertFalse(stray.exists())
-        self.assertEqual(new.manager.get_active_daqs(), [])
+        self.assertEqual(new.active(), [])
 
     def test_next_queue_number_follows_the_recovered_ones(self) -> None:
         old = Harness(self)
@@ -586,7 +586,7 @@ class DurabilityTests(SynchronousTestCase):
         h.run_writer = full
         message = h.refused(h.manager.queue_daq(specification("W.2", h.source("a.fits"))))
         self.assertIn("database or disk is full", message)
-        self.assertEqual(h.manager.get_active_daqs(), [])
+        self.assertEqual(h.active(), [])
         self.assertEqual(h.notifications(), [])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
@@ -698,7 +698,7 @@ class QueueOrderTests(SynchronousTestCase):
             pending.callback(function(*args))
         for reply in replies:
             self.successResultOf(reply)
-        self.assertEqual([s["id"] for s in h.manager.get_active_daqs()], ["Q.1", "Q.2"])
+        self.assertEqual([s["id"] for s in h.active()], ["Q.1", "Q.2"])
         self.assertLess(h.stored("Q.1")["seq"], h.stored("Q.2")["seq"])
 
 
@@ -722,4 +722,4 @@ class HostileSpecificationTests(SynchronousTestCase):
                 self.assertIn("invalid specification", message)
                 self.assertIn(named, message)
                 message.encode()  # the refusal itself can always be sent
-        self.assertEqual(h.manager.get_active_daqs(), [])
+        self.assertEqual(h.active(), [])

@@ -56,7 +56,7 @@ class LegacyImportTests(SynchronousTestCase):
     def test_the_old_workspace_is_imported_at_the_first_start(self) -> None:
         self.make_old_workspace()
         h = Harness(self, root=self.root)
-        self.assertEqual([s["id"] for s in h.manager.get_active_daqs()], ["L.2", "L.1"])
+        self.assertEqual([s["id"] for s in h.active()], ["L.2", "L.1"])
         archived = h.status("L.0")
         self.assertEqual(archived.substate, DaqSubState.Completed)
         self.assertEqual(h.internal("L.0")["detail"]["released"]["0"]["path"], "/olas/L.0.fits")
@@ -88,7 +88,7 @@ class LegacyImportTests(SynchronousTestCase):
         self.patch(Store, "import_daqs", real)
         os.unlink(self.workspace / "dpmd.sqlite3")  # a crash before the first commit
         h = Harness(self, root=self.root)
-        self.assertEqual([s["id"] for s in h.manager.get_active_daqs()], ["L.2", "L.1"])
+        self.assertEqual([s["id"] for s in h.active()], ["L.2", "L.1"])
 
 
 class RetentionTests(SynchronousTestCase):

@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dpmd.config import build_config
 from dpmd.daq.checks import server_problems
 from dpmd.locations import RemoteFile, split_location
 from dpmd.spec import parse_specification
@@ -58,7 +59,7 @@ class LocationTests(SynchronousTestCase):
         for location, problem in cases.items():
             with self.subTest(location=location):
                 spec = parse_specification(spec_with("H.1", ("evil", location)))
-                messages = server_problems(spec)
+                messages = server_problems(spec, build_config({}, environ={}))
                 if problem is None:
                     self.assertEqual(messages, [])
                     continue
@@ -71,7 +72,7 @@ class LocationTests(SynchronousTestCase):
                                     ("h\t", "/in", "control")]:  # fmt: skip
             receivers = [{"type": "olasReceiver", "host": host, "path": path}]
             spec = parse_specification(spec_with("H.2", receivers=receivers))
-            [message] = server_problems(spec)
+            [message] = server_problems(spec, build_config({}, environ={}))
             self.assertIn("$.receivers[0]", message)
             self.assertIn(problem, message)
 

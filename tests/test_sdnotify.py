@@ -78,7 +78,6 @@ class NotifierTests(SynchronousTestCase):
 
 
 class ServerNotifiesTests(TestCase):
-    todo = "the server's READY=1 and STOPPING=1 are wired in dpmd/server.py"
 
     def test_twistd_sends_ready_once_it_serves_and_stopping_on_exit(self) -> None:
         listener = Listener(self)

@@ -33,7 +33,7 @@ class StorageMonitorTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1000)
         self.hub = TopicHub()
-        self.monitor = StorageMonitor("/ws", self.clock, self.hub, 60.0, synchronous, fake_statvfs)
+        self.monitor = StorageMonitor("/ws", self.clock, self.hub, synchronous, fake_statvfs)
         self.session, self.transport = connect_session(Dispatcher({}), self.hub)
 
     def test_query_converts_blocks_to_bytes(self) -> None:

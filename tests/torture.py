@@ -225,7 +225,7 @@ class Torture:
         self.config = root / "dpmd.yaml"
         self.config.write_text(
             "listen: ['tcp:0:interface=127.0.0.1']\nlimits: {daq: 2, merge: 2, transfer: 2}\n"
-            "shutdown_timeout: 5\n"
+            f"shutdown_timeout: 5\nrelease: {{allowed: ['.', '{far}']}}\n"
         )
         self.specs = {daq_id: json.dumps(self.specification(daq_id)) for daq_id in self.ids}
         self.acknowledged: set[str] = set()

@@ -4,14 +4,18 @@ The DAQ id and file id name folders and files in the workspace and at the
 receivers, so they are held to a portable file-name alphabet.  Locations and
 receivers become arguments of rsync and ssh, so anything that could be read
 as an option, or that holds control characters, is refused here, before
-anything touches the disk or the network.
+anything touches the disk or the network.  A receiver on this host must be
+under one of the directories the operator allowed (``release.allowed``, and
+``release_dir``), and never inside the workspace: a specification must not
+be able to make dpmd link or copy its product into ``/etc``.
 """
 
 from __future__ import annotations
 
 import re
 
-from dpmd.locations import location_problem, receiver_problem
+from dpmd.config import Config
+from dpmd.locations import confinement_problem, is_local_host, location_problem, receiver_problem
 from dpmd.spec import Specification
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:+-]{1,128}")
@@ -25,8 +29,12 @@ def name_problem(what: str, value: str) -> str | None:
     return None
 
 
-def server_problems(specification: Specification) -> list[str]:
-    """What makes a valid specification unusable by this server, each naming its source."""
+def server_problems(specification: Specification, config: Config) -> list[str]:
+    """What makes a valid specification unusable by this server, each naming its source.
+
+    Local receivers are held to ``config.release_allowed`` and kept out of
+    ``config.workspace``.
+    """
     problems = [
         problem
         for problem in (
@@ -41,6 +49,8 @@ def server_problems(specification: Specification) -> list[str]:
             problems.append(f"source '{source.source_name}': location {problem}")
     for index, receiver in enumerate(specification.receivers):
         problem = receiver_problem(receiver.host, receiver.path)
+        if problem is None and is_local_host(receiver.host):
+            problem = confinement_problem(receiver.path, config.release_allowed, config.workspace)
         if problem:
             problems.append(f"$.receivers[{index}]: {problem}")
     return problems

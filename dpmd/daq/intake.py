@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.blocking import RunBlocking
+from dpmd.config import Config
 from dpmd.daq.checks import server_problems
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
@@ -56,12 +57,14 @@ class _Arrival:
 class Intake:
     def __init__(
         self,
+        config: Config,
         journal: Journal,
         clock: IReactorTime,
         run_blocking: RunBlocking,
         next_seq: int,
         accepted: Callable[[DaqRecord, Specification], Daq],
     ) -> None:
+        self._config = config
         self._journal = journal
         self._clock = clock
         self._run_blocking = run_blocking
@@ -98,7 +101,7 @@ class Intake:
             arrival.reply.errback(outcome)
             return
         assert isinstance(outcome, Specification)
-        problems = server_problems(outcome)
+        problems = server_problems(outcome, self._config)
         if problems:
             error = DaqError(f"invalid specification: {'; '.join(problems)}", outcome.id)
             arrival.reply.errback(Failure(error))

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from dpmd.daq.record import DaqRecord
 from dpmd.model import AlertSeverity, DaqAlert, DaqError, DaqSubState
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.spec import Specification
 
 S = DaqSubState
@@ -87,6 +88,7 @@ class Daq:
         self.aborting = False
         """An ``AbortDaq`` is under way: nothing new may start for it."""
         self._wire: dict[str, Any] | None = None
+        self._encoded: PreEncoded | None = None
 
     @property
     def id(self) -> str:
@@ -112,6 +114,13 @@ class Daq:
             extra = (self.store_failure,) if self.store_failure is not None else ()
             self._wire = self.record.status(extra).to_json()
         return self._wire
+
+    def encoded_status(self) -> PreEncoded:
+        """The status as JSON text, encoded once per change: every status call and every
+        subscriber gets the same bytes."""
+        if self._encoded is None:
+            self._encoded = PreEncoded.of(self.wire_status())
+        return self._encoded
 
     # -- changes ------------------------------------------------------------------
 
@@ -171,7 +180,11 @@ class Daq:
     def committed(self, record: DaqRecord) -> None:
         """``record`` is on disk: it is now what clients see."""
         self.record = record
+        self._forget_wire()
+
+    def _forget_wire(self) -> None:
         self._wire = None
+        self._encoded = None
 
     def not_committed(self, reason: str) -> None:
         """The store refused a change: forget what was built on it, say why."""
@@ -184,8 +197,8 @@ class Daq:
             "its last recorded state — free the space or fix the disk, then RetryMergeDaq",
             self._clock.seconds(),
         )
-        self._wire = None
+        self._forget_wire()
 
     def store_recovered(self) -> None:
         self.store_failure = None
-        self._wire = None
+        self._forget_wire()

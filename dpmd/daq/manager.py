@@ -41,6 +41,7 @@ from dpmd.daq.scheduler import Scheduler
 from dpmd.daq.store import StoreError, Update
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.spec import Specification
 from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
@@ -80,7 +81,7 @@ class DaqManager:
         self.pipeline = Pipeline(self.means, self._workspace, self.journal, self._finished)
         self.control = Control(self.means, self._workspace, self.pipeline, self._finished,
                                self._resume)  # fmt: skip
-        self.intake = Intake(self.journal, self._clock, self.means.run_blocking,
+        self.intake = Intake(self._config, self.journal, self._clock, self.means.run_blocking,
                              recovered.next_seq, self._accepted)  # fmt: skip
         self.archive = Archive(self.means, self._workspace, self.journal)
         self.queries = Queries(self.registry, self.journal, self._workspace, self.archive.folder)
@@ -119,7 +120,7 @@ class DaqManager:
     def get_daq_status(self, daq_id: str) -> Any:
         return self.queries.status(daq_id)
 
-    def get_active_daqs(self) -> list[dict[str, Any]]:
+    def get_active_daqs(self) -> PreEncoded:
         return self.queries.active()
 
     def get_internal_daq_status(self, daq_id: str) -> Any:
@@ -178,7 +179,7 @@ class DaqManager:
         return self.journal.commit(change).addCallbacks(committed, refused)
 
     def _publish(self, daq: Daq) -> None:
-        self._hub.publish(STATUS_TOPIC, daq.wire_status(), daq.id)
+        self._hub.publish(STATUS_TOPIC, daq.encoded_status(), daq.id)
 
     def _start(self, daq: Daq) -> None:
         self.pipeline.start(daq)

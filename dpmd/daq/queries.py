@@ -19,6 +19,7 @@ from dpmd.daq.record import DaqRecord
 from dpmd.daq.registry import Registry
 from dpmd.daq.store import StoredDaq
 from dpmd.model import DaqError
+from dpmd.rpc.encoding import PreEncoded
 from dpmd.workspace import Workspace
 
 
@@ -30,14 +31,16 @@ class Queries:
         self._workspace = workspace
         self._archived_folder = archived_folder
 
-    def status(self, daq_id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
+    def status(self, daq_id: str) -> PreEncoded | Deferred[dict[str, Any]]:
         daq = self._registry.get(daq_id)
         if daq is not None:
-            return daq.wire_status()
+            return daq.encoded_status()
         return self.stored(daq_id).addCallback(lambda found: found[0].status().to_json())
 
-    def active(self) -> list[dict[str, Any]]:
-        return [daq.wire_status() for daq in self._registry]
+    def active(self) -> PreEncoded:
+        """Every unfinished DAQ's status, oldest first: the encoded statuses joined."""
+        return PreEncoded(b"[" + b",".join(daq.encoded_status().json for daq in self._registry)
+                          + b"]")  # fmt: skip
 
     def internal(self, daq_id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
         daq = self._registry.get(daq_id)

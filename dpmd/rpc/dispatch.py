@@ -1,37 +1,64 @@
-"""JSON-RPC 2.0 without I/O: one line of bytes in, a Deferred of the reply out.
+"""JSON-RPC 2.0 without I/O: one line of bytes in, the reply line out.
 
 The dispatcher knows the JSON-RPC 2.0 rules (request shape, ids, batches,
 notifications, the standard error codes) and nothing of transports or of
 the DPM.  Handlers come from a table of ``Method`` entries; each declares
 its parameters so that binding by name or by position, and the ``-32602``
 errors that name the offending parameter, are done here once.
+
+A handler may return a plain value, return a ``Deferred``, or raise.  A
+plain value is answered at once, without a Deferred anywhere on the way
+(``answer`` returns bytes), because most calls are status queries that the
+server can answer from memory and the wire should cost no more than the
+JSON itself.  Every request is answered, whatever it holds: values that
+could not be sent back (``1e400``, lone surrogates) are refused up front
+naming where they are, and a result that cannot be encoded still gets an
+error reply, so a client's slot is never lost.
+
+Who may call what is decided here too, from the session's ``role`` (see
+``dpmd.access``), so that no handler needs to know about identities.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
+from dpmd.access import Role, may_call
 from dpmd.logs import get_logger
+from dpmd.rpc.encoding import (
+    ParseError,
+    PreEncoded,
+    decode,
+    encode,
+    quote,
+    scrub,
+    unrepresentable,
+)
 from dpmd.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    NOT_AUTHORISED,
     PARSE_ERROR,
     RpcError,
 )
 
 log = get_logger(__name__)
 
+_CONTROL = Role.CONTROL
+
 MAX_BATCH = 1000
 """Requests in one batch; a longer batch is refused as a whole (a bound on work per line)."""
+
+Reply = bytes | None
+"""An encoded reply line (without its newline), or None when no reply is due."""
 
 
 @dataclass(frozen=True)
@@ -73,26 +100,22 @@ def string_param(value: Any) -> str:
     return value
 
 
-def encode(message: Any) -> bytes:
-    """One JSON text on one line, UTF-8, compact."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+def _error_line(request_id: Any, error: RpcError) -> bytes:
+    message = {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+    try:
+        return encode(message)
+    except (ValueError, TypeError):  # text from the client in the message or data
+        return encode(scrub(message))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _valid_id(request_id: Any) -> bool:
-    # JSON-RPC 2.0 ids are strings, numbers or null; booleans are not numbers.
-    return request_id is None or (
-        isinstance(request_id, str | int | float) and not isinstance(request_id, bool)
-    )
-
-
-def _error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+def _id_problem(request_id: Any, surrogates: bool) -> str | None:
+    """Why an ``id`` cannot be echoed, or None; JSON-RPC ids are strings, numbers or null."""
+    kind = type(request_id)
+    if request_id is None or kind is int or (kind is str and not surrogates):
+        return None
+    if kind is str or kind is float:
+        return unrepresentable(request_id, 'member "id"', surrogates)
+    return 'member "id" must be a string, a number or null'
 
 
 class Dispatcher:
@@ -111,80 +134,113 @@ class Dispatcher:
         self._methods = dict(methods)
         self._translate_error = translate_error
 
-    def dispatch(self, line: bytes, session: Any = None) -> Deferred[bytes | None]:
-        """Answer one line; the Deferred fires with the reply, or None when none is due."""
-        try:
-            message = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError) as error:
-            reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else "not valid JSON"
-            return succeed(
-                encode(_error_response(None, RpcError(PARSE_ERROR, f"parse error: {reason}")))
-            )
-        if isinstance(message, list):
-            return self._dispatch_batch(message, session)
-        return self._dispatch_one(message, session).addCallback(
-            lambda reply: None if reply is None else encode(reply)
-        )
+    def dispatch(self, line: bytes, session: Any = None) -> Deferred[Reply]:
+        """``answer`` as a Deferred, for callers that want one shape."""
+        reply = self.answer(line, session)
+        return reply if isinstance(reply, Deferred) else succeed(reply)
 
-    def _dispatch_batch(self, batch: list[Any], session: Any) -> Deferred[bytes | None]:
+    def answer(self, line: bytes, session: Any = None) -> Reply | Deferred[Reply]:
+        """The reply to one line: bytes (or None) at once, or a Deferred of them.
+
+        Never raises and the Deferred never fails: every request is answered.
+        """
+        try:
+            message, surrogates = decode(line)
+        except ParseError as error:
+            return _error_line(None, RpcError(PARSE_ERROR, f"parse error: {error}"))
+        if type(message) is list:
+            return self._answer_batch(message, session, surrogates)
+        return self._answer_one(message, session, surrogates)
+
+    def _answer_batch(
+        self, batch: list[Any], session: Any, surrogates: bool
+    ) -> Reply | Deferred[Reply]:
         if not batch:
-            return succeed(encode(_error_response(None, RpcError(INVALID_REQUEST, "empty batch"))))
+            return _error_line(None, RpcError(INVALID_REQUEST, "empty batch"))
         if len(batch) > MAX_BATCH:
             error = RpcError(INVALID_REQUEST, f"batch of {len(batch)} requests exceeds {MAX_BATCH}")
-            return succeed(encode(_error_response(None, error)))
+            return _error_line(None, error)
+        replies = [self._answer_one(request, session, surrogates) for request in batch]
 
-        def collect(replies: list[dict[str, Any] | None]) -> bytes | None:
-            present = [reply for reply in replies if reply is not None]
-            return encode(present) if present else None
+        def join(lines: Sequence[Reply]) -> Reply:
+            present = [line for line in lines if line is not None]
+            return b"[" + b",".join(present) + b"]" if present else None
 
-        calls = [self._dispatch_one(request, session) for request in batch]
-        return gatherResults(calls, consumeErrors=True).addCallback(collect)
+        if not any(isinstance(reply, Deferred) for reply in replies):
+            return join(replies)  # type: ignore[arg-type]
+        waiting = [reply if isinstance(reply, Deferred) else succeed(reply) for reply in replies]
+        return gatherResults(waiting, consumeErrors=True).addCallback(join)
 
-    def _dispatch_one(self, request: Any, session: Any) -> Deferred[dict[str, Any] | None]:
-        """Handle one request object; never fails, the result is the reply object or None."""
-        if not isinstance(request, dict):
+    def _answer_one(self, request: Any, session: Any, surrogates: bool) -> Reply | Deferred[Reply]:
+        """Handle one request object; the reply line, None, or a Deferred that never fails."""
+        if type(request) is not dict:
             error = RpcError(
                 INVALID_REQUEST, f"a request must be an object, not {json_type_name(request)}"
             )
-            return succeed(_error_response(None, error))
+            return _error_line(None, error)
         is_notification = "id" not in request
         request_id = request.get("id")
+        problem = _id_problem(request_id, surrogates)
+        if problem is not None:
+            return _error_line(None, RpcError(INVALID_REQUEST, problem))
         try:
-            method, arguments = self._bind(request)
+            method, arguments = self._bind(request, session, surrogates)
         except RpcError as error:
             if is_notification and error.code != INVALID_REQUEST:
-                return succeed(None)
-            return succeed(_error_response(request_id if _valid_id(request_id) else None, error))
+                if error.code == NOT_AUTHORISED:
+                    log.warn("notification refused: {message}", message=error.message)
+                return None
+            return _error_line(request_id, error)
         if is_notification:
-            maybeDeferred(self._call, method, arguments, session).addErrback(
-                self._log_notification_failure, method.name
+            self._notify(method, arguments, session)
+            return None
+        try:
+            if method.takes_session:
+                result = method.handler(session, **arguments)
+            else:
+                result = method.handler(**arguments)
+        except Exception as error:
+            return _error_line(request_id, self._exception_error(error, method.name))
+        if isinstance(result, Deferred):
+            return result.addCallbacks(
+                self._result_line,
+                self._failure_line,
+                callbackArgs=(request_id, method.name),
+                errbackArgs=(request_id, method.name),
             )
-            return succeed(None)
-        return (
-            maybeDeferred(self._call, method, arguments, session)
-            .addCallback(lambda result: {"jsonrpc": "2.0", "id": request_id, "result": result})
-            .addErrback(
-                lambda failure: _error_response(
-                    request_id, self._to_rpc_error(failure, method.name)
-                )
-            )
-        )
+        return self._result_line(result, request_id, method.name)
 
-    def _bind(self, request: dict[str, Any]) -> tuple[Method, dict[str, Any]]:
-        """Check the request's shape and bind its params; raise RpcError on any fault."""
+    def _bind(
+        self, request: dict[str, Any], session: Any, surrogates: bool
+    ) -> tuple[Method, dict[str, Any]]:
+        """Check the request's shape, the caller's right and the params; raise RpcError."""
         if request.get("jsonrpc") != "2.0":
             raise RpcError(INVALID_REQUEST, 'member "jsonrpc" must be exactly "2.0"')
-        if "id" in request and not _valid_id(request["id"]):
-            raise RpcError(INVALID_REQUEST, 'member "id" must be a string, a number or null')
         name = request.get("method")
-        if not isinstance(name, str):
+        if type(name) is not str:
             raise RpcError(INVALID_REQUEST, 'member "method" must be a string')
+        if surrogates:
+            problem = unrepresentable(name, 'member "method"')
+            if problem:
+                raise RpcError(INVALID_REQUEST, problem)
         params = request.get("params", [])
-        if not isinstance(params, list | dict):
+        if type(params) is not list and type(params) is not dict:
             raise RpcError(INVALID_REQUEST, 'member "params" must be an array or an object')
         method = self._methods.get(name)
         if method is None:
-            raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {quote(name)}")
+        role = getattr(session, "role", _CONTROL)
+        if role is not _CONTROL and not may_call(role, name):
+            identity = getattr(session, "identity", "") or "this connection"
+            raise RpcError(
+                NOT_AUTHORISED,
+                f"not authorised: {identity} may not call {name}",
+                {"method": name, "identity": identity},
+            )
+        if params and not _plain_values(params, surrogates):
+            problem = unrepresentable(params, "params", surrogates)
+            if problem:
+                raise RpcError(INVALID_PARAMS, f"{name}: {problem}")
         return method, _bind_params(method, params)
 
     def _call(self, method: Method, arguments: dict[str, Any], session: Any) -> Any:
@@ -192,13 +248,64 @@ class Dispatcher:
             return method.handler(session, **arguments)
         return method.handler(**arguments)
 
+    def _notify(self, method: Method, arguments: dict[str, Any], session: Any) -> None:
+        try:
+            result = self._call(method, arguments, session)
+        except Exception as error:
+            self._log_notification_failure(self._exception_error(error, method.name), method.name)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(
+                lambda failure: self._log_notification_failure(
+                    self._to_rpc_error(failure, method.name), method.name
+                )
+            )
+
+    def _result_line(self, result: Any, request_id: Any, method_name: str) -> bytes:
+        if type(result) is PreEncoded:
+            head = (
+                b'{"jsonrpc":"2.0","id":%d,"result":' % request_id
+                if type(request_id) is int
+                else b'{"jsonrpc":"2.0","id":' + encode(request_id) + b',"result":'
+            )
+            return head + result.json + b"}"
+        try:
+            return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
+        except (ValueError, TypeError, RecursionError) as error:
+            reason = unrepresentable(result, "the result") or str(error)
+            incident = self._incident()
+            log.error(
+                "the result of {method} cannot be sent (incident {incident}): {reason}",
+                method=method_name,
+                incident=incident,
+                reason=reason,
+            )
+            message = f"internal error: {quote(reason)} (incident {incident})"
+            refusal = RpcError(INTERNAL_ERROR, message, {"incident": incident})
+            return _error_line(request_id, refusal)
+
+    def _failure_line(self, failure: Failure, request_id: Any, method_name: str) -> bytes:
+        return _error_line(request_id, self._to_rpc_error(failure, method_name))
+
+    def _exception_error(self, error: Exception, method_name: str) -> RpcError:
+        """The RpcError for an exception a handler raised; call only inside ``except``."""
+        known = self._known_error(error)
+        return known if known is not None else self._internal_error(Failure(), method_name)
+
+    def _known_error(self, error: BaseException) -> RpcError | None:
+        if isinstance(error, RpcError):
+            return error
+        return self._translate_error(error)
+
     def _to_rpc_error(self, failure: Failure, method_name: str) -> RpcError:
-        if isinstance(failure.value, RpcError):
-            return failure.value
-        translated = self._translate_error(failure.value)
-        if translated is not None:
-            return translated
-        incident = uuid.uuid4().hex[:12]
+        known = self._known_error(failure.value)
+        return known if known is not None else self._internal_error(failure, method_name)
+
+    def _incident(self) -> str:
+        return uuid.uuid4().hex[:12]
+
+    def _internal_error(self, failure: Failure, method_name: str) -> RpcError:
+        incident = self._incident()
         log.failure(
             "internal error in {method} (incident {incident})",
             failure,
@@ -209,15 +316,35 @@ class Dispatcher:
             INTERNAL_ERROR, f"internal error (incident {incident})", {"incident": incident}
         )
 
-    def _log_notification_failure(self, failure: Failure, method_name: str) -> None:
-        error = self._to_rpc_error(failure, method_name)
+    def _log_notification_failure(self, error: RpcError, method_name: str) -> None:
         log.info(
             "notification {method} failed: {message}", method=method_name, message=error.message
         )
 
 
+def _plain_values(params: list[Any] | dict[str, Any], surrogates: bool) -> bool:
+    """A quick yes for the usual params: strings (without surrogate escapes) and integers."""
+    if surrogates:
+        return False
+    values: Any = params if type(params) is list else params.values()  # type: ignore[union-attr]
+    for value in values:
+        kind = type(value)
+        if kind is not str and kind is not int:
+            return False
+    return True
+
+
 def _bind_params(method: Method, params: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
     declared = method.params
+    if type(params) is list and len(params) == len(declared):
+        arguments: dict[str, Any] = {}
+        try:
+            for index, param in enumerate(declared):
+                arguments[param.name] = param.check(params[index])
+        except ValueError:
+            pass  # the slow path below names the parameter
+        else:
+            return arguments
     names = ", ".join(param.name for param in declared) or "none"
     if isinstance(params, list):
         if len(params) > len(declared):
@@ -231,10 +358,10 @@ def _bind_params(method: Method, params: Sequence[Any] | Mapping[str, Any]) -> d
         if unknown:
             raise RpcError(
                 INVALID_PARAMS,
-                f"{method.name} has no parameter {unknown[0]!r} (parameters: {names})",
+                f"{method.name} has no parameter {quote(unknown[0])!r} (parameters: {names})",
             )
         given = dict(params)
-    arguments: dict[str, Any] = {}
+    arguments = {}
     for param in declared:
         if param.name not in given:
             raise RpcError(INVALID_PARAMS, f"{method.name}: missing parameter {param.name!r}")

@@ -34,11 +34,11 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from dpmd.copyfile import temporary_name
+from dpmd.copyfile import remove_stale_temporary
 from dpmd.daq.record import Delivery
 from dpmd.digest import ALGORITHM, Digest
 from dpmd.durable import fsync_directory, rename_no_replace
-from dpmd.locations import RemoteFile, is_local_host
+from dpmd.locations import RemoteFile, is_local_host, resolved_confinement_problem
 from dpmd.spec import OlasReceiver
 from dpmd.stages import Problem, StageError, StageHost
 from dpmd.stages.transfer import (
@@ -216,6 +216,13 @@ class Release:
     @inlineCallbacks
     def deliver_local(self, destination: Destination) -> Any:
         host, key = self.host, destination.key
+        config = host.config
+        # QueueDaq checked the path as written; a link on the way may lead elsewhere.
+        outside = yield host.run_blocking(resolved_confinement_problem,
+                                          str(destination.directory), config.release_allowed,
+                                          config.workspace)  # fmt: skip
+        if outside:
+            raise ReleaseProblem(f"receiver {key}: {outside}")
         final = destination.directory / self.name
         staging = destination.directory / part_name(self.name)
         if self.entry(key)["state"] == Delivery.STAGED:
@@ -416,5 +423,5 @@ def remove_partial_deliveries(
         if destination.host or state == Delivery.DELIVERED:
             continue
         staging = destination.directory / part_name(name)
-        remove_staging(temporary_name(staging))  # the copier's own temporary
+        remove_stale_temporary(staging)  # the copier's own temporary, if it is ours
         remove_staging(staging)

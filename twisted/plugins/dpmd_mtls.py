@@ -1,0 +1,3 @@
+from dpmd.mtls import MutualTLSParser
+
+dpmd_mtls = MutualTLSParser()
