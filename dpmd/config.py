@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from dpmd.access import private_unix_socket
+from dpmd.logs import LEVELS
 
-LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+LOG_LEVELS = LEVELS
 
 
 class ConfigError(Exception):
@@ -68,6 +69,12 @@ def _positive_seconds(value: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"must be a positive number of seconds, not {value}")
     return float(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {_type_name(value)}")
+    return value
 
 
 def _text(value: Any) -> str:
@@ -123,6 +130,7 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     Key("dataroot", _text, None, "root of relative paths; default $DATAROOT, else the cwd"),
+    Key("create_dataroot", _boolean, False, "create dataroot if it does not exist"),
     Key("workspace", _text, "dpm", "the DAQ workspace, relative to dataroot"),
     Key("listen", _listen_list, ("tcp:12083:interface=127.0.0.1",), "server endpoints"),
     Key("release_dir", _text, "released", "where products go without receivers"),
@@ -221,6 +229,7 @@ class Config:
     """The validated configuration, with every path made absolute."""
 
     dataroot: Path
+    create_dataroot: bool
     workspace: Path
     listen: tuple[str, ...]
     release_dir: Path
@@ -315,6 +324,7 @@ def build_config(
     release_dir = dataroot / checked["release_dir"]
     return Config(
         dataroot=dataroot,
+        create_dataroot=checked["create_dataroot"],
         workspace=dataroot / checked["workspace"],
         listen=checked["listen"],
         release_dir=release_dir,
@@ -375,3 +385,31 @@ def _allowed_roots(dataroot: Path, release_dir: Path, entries: tuple[str, ...]) 
         if root not in roots:
             roots.append(root)
     return tuple(roots)
+
+
+def effective_document(config: Config) -> dict[str, Any]:
+    """The configuration in force, as the nested mapping of a configuration file, with
+    every path made absolute: what ``twistd dpmd --print-config`` prints."""
+    flat: dict[str, Any] = {
+        "dataroot": str(config.dataroot),
+        "create_dataroot": config.create_dataroot,
+        "workspace": str(config.workspace),
+        "listen": list(config.listen),
+        "release_dir": str(config.release_dir),
+        "log_level": config.log_level,
+        "python": config.python,
+        "limits": vars(config.limits),
+        "max_line_bytes": config.max_line_bytes,
+        "storage_interval": config.storage_interval,
+        "shutdown_timeout": config.shutdown_timeout,
+        "transfer": {name: list(value) if isinstance(value, tuple) else value
+                     for name, value in vars(config.transfer).items()},
+        "watchdog": vars(config.watchdog),
+        "archive": vars(config.archive),
+        "release": {"allowed": [str(path) for path in config.release_allowed]},
+        "storage": {"max_age": config.storage_max_age},
+        "max_connections": config.max_connections,
+        "max_buffered_bytes": config.max_buffered_bytes,
+        "access": {"control": list(config.access.control), "read": list(config.access.read)},
+    }  # fmt: skip
+    return {name: dict(value) if isinstance(value, dict) else value for name, value in flat.items()}

@@ -141,6 +141,26 @@ def json_file_observer() -> JsonLineObserver:
     return observer
 
 
+def twistd_log_files(handler: Any) -> list[Any]:
+    """The log files twistd rotates on SIGUSR1 (the ones its handler closes over).
+
+    twistd's own handler *rotates* its log file, which does nothing once
+    logrotate has moved the file away; dpmd's reopens it instead.
+    """
+    from twisted.python.logfile import LogFile
+
+    cells = getattr(handler, "__closure__", None) or ()
+    return [cell.cell_contents for cell in cells if isinstance(cell.cell_contents, LogFile)]
+
+
+def reopen_logs(log_files: list[Any]) -> None:
+    """SIGUSR1: reopen twistd's log file and every JSON log under their names."""
+    for log_file in log_files:
+        log_file.reopen()
+    reopen_json_logs()
+    get_logger(__name__).info("log files reopened")
+
+
 def reopen_json_logs() -> None:
     """Reopen the files of every ``json_file_observer`` (on SIGUSR1, after logrotate)."""
     for observer in _json_logs:

@@ -10,28 +10,48 @@ otherwise be told only to the log file of a process that has no terminal.
 from __future__ import annotations
 
 import os
+import signal
+from pathlib import Path
 from typing import Any
 
+import yaml
 from twisted.application.service import IService, MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from dpmd.config import LOG_LEVELS, Config, ConfigError, build_config, read_config_file
+import dpmd
+from dpmd.config import (
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    build_config,
+    effective_document,
+    read_config_file,
+)
 from dpmd.lock import WorkspaceLock, WorkspaceLocked
-from dpmd.logs import get_logger, set_log_level
+from dpmd.logs import get_logger, reopen_logs, set_log_level, twistd_log_files
 from dpmd.server import DpmService, StartupError, report_startup_error
 
 log = get_logger(__name__)
+
+
+EXAMPLE_CONFIG = Path(dpmd.__file__).parent / "etc" / "dpmd.yaml"
 
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run the Data Product Manager. Values given here override the configuration "
-        "file, which overrides $DATAROOT and the built-in defaults."
+        "file, which overrides $DATAROOT and the built-in defaults. An example "
+        f"configuration naming every key is installed at {EXAMPLE_CONFIG}."
     )
+    optFlags = [
+        ["create-dataroot", None, "Create dataroot if it does not exist (else refuse to start)."],
+        ["print-config", None, "Print the configuration in force (file, $DATAROOT, options) "
+                               "as YAML, and exit."],
+    ]  # fmt: skip
     optParameters = [
-        ["config", "c", None, "YAML configuration file (see etc/dpmd.yaml)."],
+        ["config", "c", None, f"YAML configuration file (example: {EXAMPLE_CONFIG})."],
         ["workspace", "w", None, "Workspace directory, relative to dataroot [default: dpm]."],
         ["release-dir", None, None, "Where products go when a DAQ names no receivers."],
         ["log-level", None, None, f"Lowest level logged: {', '.join(LOG_LEVELS)} [default: info]."],
@@ -40,6 +60,11 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+
+    def opt_version(self) -> None:
+        """Print dpmd's version and exit."""
+        print(f"dpmd {dpmd.__version__}")
+        raise SystemExit(0)
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted endpoint to serve on (repeatable) [default: tcp:12083:interface=127.0.0.1]."""
@@ -52,6 +77,7 @@ class Options(usage.Options):
             "release_dir": self["release-dir"],
             "log_level": self["log-level"],
             "listen": self["listen"] or None,
+            "create_dataroot": True if self["create-dataroot"] else None,
         }
         return {name: value for name, value in values.items() if value is not None}
 
@@ -63,6 +89,18 @@ def load_config(options: Options) -> Config:
 
 def build_service(config: Config, reactor: IReactorTime) -> DpmService:
     """Prepare the workspace, take its lock and build the service; raises ``StartupError``."""
+    if not config.dataroot.is_dir():
+        if not config.create_dataroot:
+            raise StartupError(
+                f"dataroot {config.dataroot} does not exist (a typo, or a data disk that is not "
+                "mounted?); create it, or start with --create-dataroot"
+            )
+        try:
+            config.dataroot.mkdir(parents=True)
+        except OSError as error:
+            raise StartupError(
+                f"cannot create dataroot {config.dataroot}: {error.strerror}"
+            ) from None
     try:
         config.workspace.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -107,6 +145,7 @@ class StartupGuard(MultiService):
             os.set_inheritable(self._launcher_stderr, False)
 
     def privilegedStartService(self) -> None:
+        install_signal_handlers()  # before the first client can connect
         try:
             super().privilegedStartService()
         except StartupError as error:
@@ -135,11 +174,40 @@ class StartupGuard(MultiService):
             self._launcher_stderr = None
 
 
+def install_signal_handlers() -> None:
+    """SIGHUP stops dpmd cleanly, as SIGTERM does; SIGUSR1 reopens its log files.
+
+    A stop commits every record, stops the children (SIGTERM, then SIGKILL
+    after ``shutdown_timeout``) and ends twistd (status 0 after SIGHUP; after
+    SIGTERM twistd ends by that signal, its convention); the DAQs resume at the
+    next start.  Only ``twistd dpmd`` installs them: an embedding program keeps
+    its own.
+    """
+    from twisted.internet import reactor
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("{signal} received: stopping", signal=signal.Signals(signum).name)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    def reopen(signum: int, frame: object) -> None:
+        reactor.callFromThread(reopen_logs, twistd_log_files(previous))  # type: ignore[attr-defined]
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    # SIGTERM too: the reactor installs its own only once it runs, after start-up.
+    for stopping in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(stopping, stop)
+    signal.signal(signal.SIGUSR1, reopen)
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     try:
-        service = build_service(load_config(options), reactor)
+        config = load_config(options)
+        if options["print-config"]:
+            print(yaml.safe_dump(effective_document(config), sort_keys=False), end="")
+            raise SystemExit(0)
+        service = build_service(config, reactor)
     except (ConfigError, StartupError) as error:
         report_startup_error(error)
         raise SystemExit(1) from None

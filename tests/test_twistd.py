@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import yaml
 from twisted.trial.unittest import TestCase
 
 import dpmd
@@ -148,3 +151,93 @@ class TwistdTests(TestCase):
         self.assertFalse(pidfile.exists())
         first.terminate()
 
+
+
+class OperatorTests(TestCase):
+    """What an operator checks and does before and during a night."""
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).absolute()
+        self.directory.mkdir()
+
+    def run_twistd(self, *arguments: str, dataroot: Path | None = None) -> Any:
+        environ = dict(os.environ, PYTHONPATH=SOURCE_ROOT,
+                       DATAROOT=str(dataroot or self.directory))  # fmt: skip
+        return subprocess.run([*TWISTD, "--nodaemon", "--pidfile=", "dpmd", *arguments],
+                              cwd=self.directory, env=environ, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    def test_version(self) -> None:
+        result = self.run_twistd("--version")
+        expected = (0, f"dpmd {dpmd.__version__}")
+        self.assertEqual((result.returncode, result.stdout.strip()), expected)
+
+    def test_print_config_shows_the_configuration_in_force(self) -> None:
+        config = self.directory / "dpmd.yaml"
+        config.write_text("limits:\n  merge: 3\nwatchdog:\n  stall: 20\n")
+        result = self.run_twistd("--config", str(config), "--workspace", "night", "--print-config")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        document = yaml.safe_load(result.stdout)
+        self.assertEqual(document["limits"]["merge"], 3)  # from the file
+        self.assertEqual(document["watchdog"]["stall"], 20.0)
+        self.assertEqual(document["dataroot"], str(self.directory))  # from $DATAROOT
+        self.assertEqual(document["workspace"], str(self.directory / "night"))  # command line
+        self.assertEqual(document["limits"]["daq"], 1)  # the default
+        self.assertFalse((self.directory / "night").exists(), "nothing is started")
+
+    def test_a_missing_dataroot_is_refused_unless_asked_to_create_it(self) -> None:
+        missing = self.directory / "unmounted" / "data"
+        result = self.run_twistd("--listen", "tcp:0:interface=127.0.0.1", dataroot=missing)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.strip().splitlines(), [
+            f"dpmd: dataroot {missing} does not exist (a typo, or a data disk that is not "
+            "mounted?); create it, or start with --create-dataroot"])  # fmt: skip
+        self.assertFalse(missing.exists())
+        environ = dict(os.environ, PYTHONPATH=SOURCE_ROOT, DATAROOT=str(missing))
+        sockets = Path(tempfile.mkdtemp(prefix="dpmd-"))
+        self.addCleanup(shutil.rmtree, sockets, True)
+        process = subprocess.Popen(
+            [*TWISTD, "--nodaemon", "--pidfile=", "dpmd", "--create-dataroot",
+             "--listen", f"unix:{sockets / 's'}"],
+            cwd=self.directory, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        wait_for(sockets / "s", process)
+        self.assertTrue((missing / "dpm" / "dpmd.sqlite3").exists())
+        process.terminate()
+        process.communicate(timeout=60)
+
+    def serve(self, log: Path) -> subprocess.Popen[bytes]:
+        sockets = Path(tempfile.mkdtemp(prefix="dpmd-"))
+        self.addCleanup(shutil.rmtree, sockets, True)
+        process = twistd(self.directory, "--listen", f"unix:{sockets / 's'}", logfile=log)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        wait_for(sockets / "s", process)
+        return process
+
+    def test_sighup_and_sigterm_stop_cleanly(self) -> None:
+        """Both stop the server the clean way; after SIGTERM twistd ends by that signal
+        (its convention, which systemd counts as a clean stop), after SIGHUP with 0."""
+        for signum, status in ((signal.SIGHUP, 0), (signal.SIGTERM, -signal.SIGTERM)):
+            with self.subTest(signal=signum.name):
+                log = self.directory / f"{signum.name}.log"
+                process = self.serve(log)
+                time.sleep(0.5)  # serving
+                process.send_signal(signum)
+                self.assertEqual(process.wait(timeout=60), status)
+                process.communicate()
+                text = log.read_text()
+                self.assertIn("Main loop terminated", text)
+                self.assertIn("Server Shut Down", text)
+
+    def test_sigusr1_reopens_the_log_file(self) -> None:
+        log = self.directory / "twistd.log"
+        process = self.serve(log)
+        log.rename(self.directory / "twistd.log.1")  # as logrotate does
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "log files reopened" in log.read_text()):
+            self.assertLess(time.monotonic(), deadline, "no new log file")
+            time.sleep(0.05)
+        process.terminate()
+        process.communicate(timeout=60)
