@@ -77,6 +77,21 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def _reserve(value: Any) -> int | float:
+    """Bytes (an integer), or a share of the file system: ``"5%"`` (a float, 0.05)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"must be bytes or a percentage like '5%', not {value!r}") from None
+        if not 0 <= percent < 100:
+            raise ValueError(f"a percentage must be from 0 to below 100, not {value!r}")
+        return percent / 100
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be bytes (an integer) or a percentage like '5%', not {value!r}")
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {_type_name(value)}")
@@ -161,6 +176,7 @@ KEYS: tuple[Key, ...] = (
     Key("archive.keep_days", _positive_seconds, 30.0, "days archived DAQ folders (logs) are kept"),
     Key("archive.check_interval", _positive_seconds, 3600.0, "seconds between retention runs"),
     Key("release.allowed", _text_list, (".",), "directories local receivers may be under"),
+    Key("storage.reserve", _reserve, "5%", "space kept free: no stage starts below it"),
     Key("storage.max_age", _positive_seconds, 1.0, "oldest storage sample a query gets"),
     Key("max_connections", _positive_int, 200, "client connections at once, in all"),
     Key(
@@ -246,6 +262,8 @@ class Config:
     release_allowed: tuple[Path, ...] = ()
     """Directories a local receiver may be under; ``release_dir`` is always one of them."""
     storage_max_age: float = 1.0
+    storage_reserve: int | float = 0.05
+    """Bytes, or (a float) the share of the workspace's file system, that stages leave free."""
     max_connections: int = 200
     max_buffered_bytes: int = 64 * 1024 * 1024
     access: AccessConfig = AccessConfig((), ())
@@ -358,6 +376,7 @@ def build_config(
         ),
         release_allowed=_allowed_roots(dataroot, release_dir, checked["release.allowed"]),
         storage_max_age=checked["storage.max_age"],
+        storage_reserve=checked["storage.reserve"],
         max_connections=checked["max_connections"],
         max_buffered_bytes=checked["max_buffered_bytes"],
         access=AccessConfig(control=checked["access.control"], read=checked["access.read"]),
@@ -407,7 +426,10 @@ def effective_document(config: Config) -> dict[str, Any]:
         "watchdog": vars(config.watchdog),
         "archive": vars(config.archive),
         "release": {"allowed": [str(path) for path in config.release_allowed]},
-        "storage": {"max_age": config.storage_max_age},
+        "storage": {"max_age": config.storage_max_age,
+                    "reserve": (f"{config.storage_reserve * 100:g}%"
+                                if isinstance(config.storage_reserve, float)
+                                else config.storage_reserve)},
         "max_connections": config.max_connections,
         "max_buffered_bytes": config.max_buffered_bytes,
         "access": {"control": list(config.access.control), "read": list(config.access.read)},

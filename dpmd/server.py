@@ -114,14 +114,15 @@ class DpmService(MultiService):
         writer = SerialExecutor(threads, "dpmd-store-writer")
         reader = SerialExecutor(threads, "dpmd-store-reader")
         self.storage = StorageMonitor(str(config.workspace), reactor, self.hub, run_blocking,
-                                      max_age=config.storage_max_age)  # fmt: skip
+                                      max_age=config.storage_max_age,
+                                      reserve=config.storage_reserve)  # fmt: skip
         self.notifier = SystemdNotifier()
         self._bounds = ServerBounds(config.max_connections, config.max_buffered_bytes)
         self._access = AccessPolicy.of(config.access.control, config.access.read)
         self.manager = DaqManager(
             config, Workspace(config.workspace), self.hub, reactor,
             ProcessRunner(IReactorProcess(reactor), grace=config.shutdown_timeout), writer, reader,
-            run_blocking,
+            run_blocking, self.storage,
         )  # fmt: skip
         interfaces = [
             DpmControl(self.storage, self.request_exit),

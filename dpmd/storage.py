@@ -45,6 +45,7 @@ class StorageMonitor:
         run_blocking: RunBlocking,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
         max_age: float = 1.0,
+        reserve: int | float = 0,
     ) -> None:
         self._path = path
         self._clock = clock
@@ -52,6 +53,8 @@ class StorageMonitor:
         self._run_blocking = run_blocking
         self._statvfs = statvfs
         self._max_age = max_age
+        self._reserve = reserve
+        self._was_low = False
         self._latest: StorageStatus | None = None
         self._encoded: PreEncoded | None = None
         self._waiting: list[Deferred[StorageStatus]] | None = None
@@ -103,6 +106,22 @@ class StorageMonitor:
             .addErrback(lambda failure: log.failure("storage sample failed", failure))
         )
 
+    def reserve_bytes(self, status: StorageStatus) -> int:
+        """The space to keep free, in bytes (``storage.reserve`` may be a share)."""
+        if isinstance(self._reserve, float):
+            return int(status.capacity * self._reserve)
+        return self._reserve
+
+    def low(self, status: StorageStatus) -> str | None:
+        """Why the space is below the reserve, or None."""
+        reserve = self.reserve_bytes(status)
+        if status.available >= reserve:
+            return None
+        return (
+            f"{status.available} bytes are free on the workspace's file system "
+            f"({status.path}), below the reserve of {reserve} bytes (storage.reserve)"
+        )
+
     def _sampled(self, result: os.statvfs_result) -> None:
         self._latest = StorageStatus(
             path=self._path,
@@ -111,6 +130,12 @@ class StorageMonitor:
             available=result.f_bavail * result.f_frsize,
             timestamp=self._clock.seconds(),
         )
+        problem = self.low(self._latest)
+        if problem and not self._was_low:
+            log.warn("storage low: {problem}; no new stage starts", problem=problem)
+        elif self._was_low and not problem:
+            log.info("storage above the reserve again")
+        self._was_low = problem is not None
         self._encoded = None
         waiting, self._waiting = self._waiting or [], None
         for waiter in waiting:

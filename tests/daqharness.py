@@ -8,6 +8,7 @@ test drives: it decides what the merger prints and how it ends.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 from contextlib import closing
@@ -23,6 +24,7 @@ from dpmd.digest import file_digest
 from dpmd.model import DaqError, DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.encoding import PreEncoded
+from dpmd.storage import StorageMonitor
 from dpmd.testing import (
     FakeProcess,
     FakeProcessReactor,
@@ -77,6 +79,8 @@ class Harness:
         """How the store's writer runs a commit: a test may hold or fail commits."""
         self.run_blocking: Any = synchronous
         """How blocking work runs (validation, file checks): a test may hold it."""
+        self.free_bytes = 1 << 40
+        """What the workspace's (pretended) file system has free: a test may fill it."""
         self.workspace = Workspace(self.config.workspace)
         self.config.workspace.mkdir(parents=True, exist_ok=True)
         self.manager = DaqManager(
@@ -88,7 +92,9 @@ class Harness:
             lambda function, *args: self.run_writer(function, *args),
             synchronous,
             lambda function, *args: self.run_blocking(function, *args),
-        )
+            StorageMonitor(str(self.config.workspace), self.reactor, self.hub, synchronous,
+                           self.statvfs, max_age=0, reserve=self.config.storage_reserve),
+        )  # fmt: skip
         self.session, self.transport = connect_session(Dispatcher({}), self.hub)
         self.hub.subscribe(STATUS_TOPIC, self.session)
         self.manager.start()
@@ -106,6 +112,12 @@ class Harness:
             for process in self.reactor.running_processes():
                 if "dpmd.digest" in process.argv:
                     self.answer_digest(process)
+
+    def statvfs(self, path: str) -> os.statvfs_result:
+        """A 2 TiB file system with ``free_bytes`` free, in 4 KiB blocks."""
+        free = self.free_bytes // 4096
+        return os.statvfs_result((4096, 4096, (2 << 40) // 4096, free, free, 1000, 500, 500,
+                                  0, 255))  # fmt: skip
 
     def answer_digest(self, process: FakeProcess) -> None:
         path = process.argv[-1]

@@ -112,3 +112,30 @@ class FullDiskTests(TestCase):
         self.assertTrue(Path(final["result"]).exists())
         self.assertEqual(len(self.flushLoggedErrors()), 0)
         del service
+
+    @inlineCallbacks
+    def test_below_the_reserve_a_daq_waits_then_completes_when_space_returns(self) -> Any:
+        disk = mount_tmpfs(self, "8M")
+        sources = Path(self.mktemp()).absolute()
+        sources.mkdir()
+        service, caller = yield start_server(self, disk, **{"storage.reserve": "50%"})
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (5 * MIB))
+        spec = product_spec("LOW.1", sources)
+        spec["sources"][2]["location"] = str(sources / "fcs.fits")
+        yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        for _ in range(500):
+            status = yield caller.call("/daq/GetDaqStatus", "LOW.1")
+            if status["alerts"]:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        [low] = status["alerts"]
+        self.assertEqual((low["category"], low["severity"]), ("StorageLow", "Warning"))
+        self.assertIn("below the reserve", low["description"])
+        internal = yield caller.call("/daq/GetInternalDaqStatus", "LOW.1")
+        self.assertEqual(internal["detail"]["processes"], [], "no stage started")
+        os.unlink(filler)
+        final = yield caller.wait_for("LOW.1", "Completed")
+        self.assertEqual(final["alerts"], [])
+        del service
+

@@ -196,3 +196,30 @@ class RealChildTests(TestCase):
         self.assertNotIn("Traceback", error["description"])
         self.assertEqual((error["terminal"], error["attempts"]), (True, 1))
         del service
+
+
+class ReserveTests(SynchronousTestCase):
+    def test_below_the_reserve_no_stage_starts_until_space_returns(self) -> None:
+        h = Harness(self)
+        h.free_bytes = 10 << 30  # 10 GiB of 2 TiB: below 5 %
+        reply = h.queue(specification("S.1", h.source("a.fits")))
+        self.assertFalse(reply.error, "QueueDaq still accepts")
+        [low] = [a for a in h.internal("S.1")["status"]["alerts"]]
+        self.assertEqual((low["category"], low["severity"]), ("StorageLow", "Warning"))
+        self.assertIn(f"{10 << 30} bytes are free", low["description"])
+        self.assertIn(f"reserve of {int((2 << 40) * 0.05)} bytes", low["description"])
+        self.assertEqual(h.reactor.running_processes(), [], "no stage started")
+        h.reactor.advance(10)
+        self.assertEqual(h.reactor.running_processes(), [])
+        h.free_bytes = 1 << 40
+        h.reactor.advance(2)
+        h.settle()
+        self.assertEqual(h.internal("S.1")["status"]["alerts"], [])
+        h.finish_merge()
+        self.assertEqual(h.status("S.1").substate.value, "Completed")
+
+    def test_a_reserve_in_bytes(self) -> None:
+        h = Harness(self, **{"storage.reserve": 1 << 30})
+        h.free_bytes = (1 << 30) - 4096
+        h.queue(specification("S.2", h.source("a.fits")))
+        self.assertIn("StorageLow", alerts(h, "S.2"))

@@ -43,6 +43,7 @@ from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
 from dpmd.rpc.encoding import PreEncoded
 from dpmd.spec import Specification
+from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
 from dpmd.workspace import Workspace
@@ -56,13 +57,15 @@ S = DaqSubState
 class DaqManager:
     def __init__(self, config: Config, workspace: Workspace, hub: TopicHub,
                  clock: IReactorTime, runner: ProcessRunner, run_writer: RunBlocking,
-                 run_reader: RunBlocking, run_blocking: RunBlocking) -> None:  # fmt: skip
+                 run_reader: RunBlocking, run_blocking: RunBlocking,
+                 storage: StorageMonitor) -> None:  # fmt: skip
         self._config = config
         self._workspace = workspace
         self._hub = hub
         self._clock = clock
         self._run_writer = run_writer
         self._run_reader = run_reader
+        self._storage = storage
         self.means = Means(config, clock, runner, run_blocking,
                            DeferredSemaphore(config.limits.merge),
                            DeferredSemaphore(config.limits.transfer))  # fmt: skip
@@ -78,7 +81,8 @@ class DaqManager:
         self.journal = Journal(recovered.writer, recovered.reader, self._run_writer,
                                self._run_reader)  # fmt: skip
         self.scheduler = Scheduler(self._config.limits.daq, self._clock, self._start)
-        self.pipeline = Pipeline(self.means, self._workspace, self.journal, self._finished)
+        self.pipeline = Pipeline(self.means, self._workspace, self.journal, self._finished,
+                                 self._storage)  # fmt: skip
         self.control = Control(self.means, self._workspace, self.pipeline, self._finished,
                                self._resume)  # fmt: skip
         self.intake = Intake(self._config, self.journal, self._clock, self.means.run_blocking,
@@ -205,6 +209,7 @@ class DaqManager:
         """Its final record is committed (and archived): file its folder away."""
         self.registry.remove(daq)
         self.scheduler.release(daq)
+        self.pipeline.reserve.forget(daq)
         self.archive.file_away(daq)
 
     def _tidy_leftovers(self) -> Deferred[None]:

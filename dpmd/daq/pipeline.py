@@ -22,26 +22,31 @@ from dpmd.daq.chains import settle
 from dpmd.daq.host import Means, StageContext
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event
+from dpmd.daq.reserve import StorageReserve
 from dpmd.daq.stagespec import FIRST_STAGE, NEXT_STAGE, STAGES, StageSpec, begin, end
 from dpmd.daq.store import StoreError
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
 from dpmd.spec import parse_specification
 from dpmd.stages import Problem, StageError
+from dpmd.storage import StorageMonitor
 from dpmd.workspace import Workspace
 
 log = get_logger(__name__)
 
 INTERNAL = "internal"
+WAITING = object()
+"""What a stage run that never started ends with: the storage reserve holds it."""
 
 
 class Pipeline:
     def __init__(self, means: Means, workspace: Workspace, journal: Journal,
-                 finished: Callable[[Daq], None]) -> None:  # fmt: skip
+                 finished: Callable[[Daq], None], storage: StorageMonitor) -> None:  # fmt: skip
         self._means = means
         self._workspace = workspace
         self._journal = journal
         self._finished = finished
+        self.reserve = StorageReserve(storage, means.clock, self.later)
         self._running: dict[str, Deferred[Any]] = {}
         self.stopping = False
 
@@ -87,8 +92,11 @@ class Pipeline:
         spec = STAGES[substate]
         directory = self._workspace.daq_dir(daq.id)
         linked = self._workspace.linked_dir(daq.id)
-        call = self.ready(daq).addCallback(
-            lambda _: spec.run(StageContext(daq, self._means, directory, linked, spec.name))
+        host = StageContext(daq, self._means, directory, linked, spec.name)
+        call = (
+            self.ready(daq)
+            .addCallback(lambda _: self.reserve.admit(daq))
+            .addCallback(lambda admitted: spec.run(host) if admitted else WAITING)
         )
         self._running[daq.id] = call
         call.addBoth(self._ended, daq, spec)
@@ -97,6 +105,8 @@ class Pipeline:
 
     def _ended(self, outcome: Any, daq: Daq, spec: StageSpec) -> None:
         self._running.pop(daq.id, None)
+        if outcome is WAITING:
+            return  # for space: the reserve runs it again once there is
         if self.stopping or daq.aborting or daq.substate is not spec.substate:
             if isinstance(outcome, Failure) and not outcome.check(CancelledError, StoreError):
                 log.failure("DAQ {daq_id}: {stage} ended after it was stopped", outcome,
