@@ -182,8 +182,9 @@ class NewFileTests(SynchronousTestCase):
             self.assertRegex(hdus[0].header["DATE"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}$")
 
     def test_progress_lines(self) -> None:
+        """Bytes written, then a `sync` line announcing the final fsync, then the result."""
         lines = self.merge()
-        progress = of_type(lines, "progress")
+        *progress, sync = of_type(lines, "progress")
         size = os.path.getsize(self.product)
         self.assertTrue(progress)
         self.assertTrue(
@@ -195,6 +196,9 @@ class NewFileTests(SynchronousTestCase):
         done = [p["done"] for p in progress]
         self.assertEqual(done, sorted(done))
         self.assertEqual(done[-1], size)
+        self.assertEqual(
+            sync, {"type": "progress", "stage": "sync", "done": 0, "total": size, "unit": "bytes"}
+        )
         self.assertEqual(lines[-1]["type"], "result")
 
     def test_file_prefix(self) -> None:

@@ -7,14 +7,22 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.merge.errors import SpecError
 from dpmd.merge.header import (
     Contribution,
+    Placed,
     build_header,
     merge_keywords,
-    reserved_records,
-    structure_records,
+    reserved_cards,
+    structure_cards,
 )
 from dpmd.merge.rules import apply_rules
 from dpmd.spec import parse_specification
-from dpmd.spec.cards import BLANK_RECORD, Card, KeywordKind, cards_from_records, render_keyword
+from dpmd.spec.cards import (
+    BLANK_RECORD,
+    Card,
+    KeywordKind,
+    cards_from_records,
+    header_bytes,
+    render_keyword,
+)
 
 VALUE, ESO = KeywordKind.VALUE, KeywordKind.ESO
 
@@ -42,6 +50,23 @@ def kept(cards: list[Card], pipeline, source: str) -> list[Card]:
 
 def names(cards: list[Card]) -> list[str]:
     return [card.name for card in cards]
+
+
+def merged_cards(contributions: list[Contribution]) -> list[Card]:
+    return [placed.card for placed in merge_keywords(contributions)]
+
+
+def structure_records(target: list[Card] | None) -> list[str]:
+    placed, _ = structure_cards(target, "target")
+    return [record for entry in placed for record in entry.card.records]
+
+
+def reserved_records(archive_name: str, product_name: str, date: str) -> list[str]:
+    return [entry.card.records[0] for entry in reserved_cards(archive_name, product_name, date)]
+
+
+def placed(cards: list[Card]) -> list[Placed]:
+    return [Placed(card, "s") for card in cards]
 
 
 FCS = header(
@@ -148,6 +173,71 @@ class PipelineTests(SynchronousTestCase):
             self.assertIn("source 'fcs', keywordRules[0]", str(caught.exception))
 
 
+def outcome(cards: list[Card], pipeline, data_dropped: bool = False):
+    """What each rule did: (name, renamed_by) kept, (name, reason, rule) dropped."""
+    selection = apply_rules(cards, pipeline, "s", data_dropped=data_dropped)
+    return (
+        list(zip(names(list(selection.cards)), selection.renamed_by, strict=True)),
+        [(d.card.name, d.reason, d.rule) for d in selection.dropped],
+    )
+
+
+class RuleTraceTests(SynchronousTestCase):
+    """Which rule renamed or dropped each card: the provenance's `rule`."""
+
+    def test_filter_and_transform_indices(self) -> None:
+        pipeline = rules(
+            {"type": "filter", "selectionPatterns": ["+vec *", "-v ORIGIN"]},
+            {"type": "transform", "selectionPatterns": ["+e INS *"], "regex": "^INS ",
+             "format": "INS2 "},
+            {"type": "filter", "selectionPatterns": ["+vec *", "-e INS2 TEMP1 *"]},
+            {"type": "transform", "selectionPatterns": ["+e INS2 TEMP3 *"], "regex": "TEMP",
+             "format": "T"},
+            {"type": "transform", "selectionPatterns": ["+v VALUEKW"], "regex": "X",
+             "format": "Y"},
+        )  # fmt: skip
+        kept_cards, dropped = outcome(FCS, pipeline)
+        self.assertEqual(
+            kept_cards,
+            [("VALUEKW", None), ("INS2 FILT1 ID", 1), ("INS2 T3 VAL", 3), ("DET DIT", None),
+             ("COMMENT", None)],
+        )  # fmt: skip
+        self.assertEqual(
+            dropped,
+            [("SIMPLE", "structure", None), ("BITPIX", "structure", None),
+             ("NAXIS", "structure", None), ("ORIGIN", "filter", 0),
+             ("INS TEMP1 VAL", "filter", 2), ("DATE", "reserved", None),
+             ("CHECKSUM", "reserved", None)],
+        )  # fmt: skip
+
+    def test_empty_rules(self) -> None:
+        kept_cards, dropped = outcome(FCS[3:5], ())
+        self.assertEqual(kept_cards, [])
+        self.assertEqual(dropped, [("VALUEKW", "no-rules", None), ("ORIGIN", "no-rules", None)])
+
+    def test_array_keywords_and_stray_continue(self) -> None:
+        cards = header("NAXIS   = 2", "BUNIT   = 'adu'", "CONTINUE  'x'", "OBJECT  = 'o'", "")
+        kept_cards, dropped = outcome(cards, None, data_dropped=True)
+        self.assertEqual(kept_cards, [("OBJECT", None)])
+        self.assertEqual(
+            dropped,
+            [("NAXIS", "structure", None), ("BUNIT", "array", None),
+             ("CONTINUE", "stray", None)],
+        )  # fmt: skip
+
+    def test_rename_that_no_record_holds(self) -> None:
+        cards = header("HIERARCH ESO INS A = '" + "x" * 50 + "'")
+        pipeline = rules(
+            {"type": "filter", "selectionPatterns": ["+e *"]},
+            {"type": "transform", "selectionPatterns": ["+e *"], "regex": "^INS A$",
+             "format": "INS " + "B" * 58},
+        )  # fmt: skip
+        selection = apply_rules(cards, pipeline, "s")
+        self.assertEqual(selection.cards, ())
+        self.assertEqual([(d.reason, d.rule) for d in selection.dropped], [("too-long", 1)])
+        self.assertEqual(selection.dropped[0].card, cards[0])
+
+
 def value(name: str, val: object) -> Card:
     return render_keyword(VALUE, name, val)
 
@@ -158,7 +248,7 @@ def eso(name: str, val: object = 1) -> Card:
 
 class MergeTests(SynchronousTestCase):
     def test_first_source_wins(self) -> None:
-        merged = merge_keywords(
+        merged = merged_cards(
             [
                 Contribution("a", 0, (value("OBJECT", "a"), eso("DET DIT", 1))),
                 Contribution("b", 1, (value("OBJECT", "b"), eso("DET DIT", 2), value("EXTRA", 1))),
@@ -171,7 +261,7 @@ class MergeTests(SynchronousTestCase):
 
     def test_base_position_source_value(self) -> None:
         """An in-place target contributes first (position) with the lowest rank (value)."""
-        merged = merge_keywords(
+        merged = merged_cards(
             [
                 Contribution("target", 9, (value("ORIGIN", "t"), value("OBJECT", "t"))),
                 Contribution("ocm", 0, (value("TELESCOP", "o"), value("OBJECT", "o"))),
@@ -183,13 +273,13 @@ class MergeTests(SynchronousTestCase):
         )
 
     def test_later_duplicate_within_one_source_wins(self) -> None:
-        merged = merge_keywords([Contribution("a", 0, (value("A", 1), value("A", 2)))])
+        merged = merged_cards([Contribution("a", 0, (value("A", 1), value("A", 2)))])
         self.assertEqual([c.value for c in merged], ["2"])
 
     def test_commentary_appended_in_priority_order(self) -> None:
         first = header("COMMENT one", "HISTORY two")
         second = header("COMMENT one", "COMMENT three")
-        merged = merge_keywords(
+        merged = merged_cards(
             [Contribution("a", 0, tuple(first)), Contribution("b", 1, tuple(second))]
         )
         self.assertEqual(
@@ -216,7 +306,7 @@ class MergeTests(SynchronousTestCase):
             eso("DET CHIP GAIN"),
             eso("OCS TEMPL ID"),
         )
-        merged = merge_keywords([Contribution("a", 0, cards)])
+        merged = merged_cards([Contribution("a", 0, cards)])
         self.assertEqual(
             names(merged),
             [
@@ -240,7 +330,7 @@ class MergeTests(SynchronousTestCase):
         )
 
     def test_value_keywords_grouped_by_source(self) -> None:
-        merged = merge_keywords(
+        merged = merged_cards(
             [
                 Contribution("a", 0, (value("OBJECT", "x"), value("RA", 1.0), value("DEC", 2.0))),
                 Contribution("b", 1, (value("AIRMASS", 1.0), value("OBJECT", "y"))),
@@ -285,19 +375,20 @@ class HeaderTests(SynchronousTestCase):
         self.assertIn("'p_F.fits'", records[1])
 
     def test_padding_to_existing_blocks(self) -> None:
-        plain = build_header(structure_records(None), [], [])
+        plain = build_header(structure_cards(None)[0], [], [])
         self.assertEqual(plain.blocks, 1)
-        padded = build_header(structure_records(None), [], [], min_blocks=3)
+        padded = build_header(structure_cards(None)[0], [], [], min_blocks=3)
         self.assertEqual(padded.blocks, 3)
         self.assertEqual(padded.size, 3 * 2880)
         self.assertEqual(len(padded.records), 72)  # END opens the last block
         self.assertEqual(padded.records[-1], BLANK_RECORD)
         many = [value(f"K{n}", n) for n in range(40)]
-        self.assertEqual(build_header(structure_records(None), [], many, min_blocks=1).blocks, 2)
+        header = build_header(structure_cards(None)[0], [], placed(many), min_blocks=1)
+        self.assertEqual(header.blocks, 2)
 
     def test_checksum_records_last(self) -> None:
-        product = build_header(structure_records(None), [], [value("A", 1)])
-        rendered = product.render(0).decode()
+        product = build_header(structure_cards(None)[0], [], placed([value("A", 1)]))
+        rendered = header_bytes(product.final_records(0)).decode()
         keys = [rendered[i : i + 8].rstrip() for i in range(0, len(rendered), 80)]
         self.assertEqual(
             keys[:7], ["SIMPLE", "BITPIX", "NAXIS", "EXTEND", "A", "CHECKSUM", "DATASUM"]

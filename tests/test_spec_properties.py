@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.merge.header import build_header
+from dpmd.merge.header import Placed, build_header
 from dpmd.spec.cards import (
     RECORD,
     CardError,
@@ -130,7 +130,7 @@ class RecordPropertyTests(SynchronousTestCase):
             written.append((kind, name, value, comment, card))
         if not cards:
             return
-        records = list(build_header([], [], cards).records)
+        records = list(build_header([], [], [Placed(card, "s") for card in cards]).records)
         for record in records:
             self.assertEqual(len(record), RECORD)
             self.assertTrue(all(32 <= ord(c) <= 126 for c in record), record)

@@ -1,7 +1,7 @@
 """Command line of dpmd-merge: arguments, logging, signals and exit codes.
 
     dpmd-merge [--root DIR] [--resolve JSON-FILE] [-o OUT] [--dry-run] [--json]
-               [--date ISO] [--log-level L] [--version] SPEC.json
+               [--provenance FILE] [--date ISO] [--log-level L] [--version] SPEC.json
 
 Exit codes: 0 success, 1 other failure, 2 bad command line, 3 invalid
 specification, 4 source missing/unreadable/not FITS, 5 output not writable.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import logging
 import os
@@ -24,8 +25,10 @@ import dpmd
 from dpmd.spec import SpecificationError, parse_specification
 
 from .errors import EXIT_FAILURE, EXIT_OK, MergeError, SpecError, UsageError
-from .plan import build_plan, resolve_sources
+from .plan import Plan, build_plan, resolve_sources
+from .provenance import provenance, to_json, write_provenance
 from .report import Reporter
+from .space import check_space
 from .writer import Rollback, recover, write_product
 
 log = logging.getLogger("dpmd.merge")
@@ -129,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object per line on stdout (progress, alerts, result)",
+        help="print one JSON object per line on stdout (progress, heartbeat, alert, "
+        "provenance, result, error)",
+    )
+    parser.add_argument(
+        "--provenance",
+        metavar="FILE",
+        help="also write where each primary-header card came from, as JSON, to FILE",
     )
     parser.add_argument(
         "--date",
@@ -188,6 +197,40 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def _check_provenance_path(path: str, plan: Plan) -> str:
+    """--provenance must name a new or plain file in an existing directory, and
+    neither the product nor a source."""
+    final = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(final)):
+        raise UsageError(f"--provenance {path}: directory {os.path.dirname(final)} does not exist")
+    if os.path.isdir(final):
+        raise UsageError(f"--provenance {path} is a directory")
+    for name, other in (("the product", plan.output), *plan.paths.items()):
+        if final == other or _same_file(final, other):
+            what = name if other == plan.output else f"the file of source {name!r}"
+            raise UsageError(f"--provenance {path} is {what}; refusing to overwrite it")
+    return final
+
+
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False  # one of them does not exist (yet)
+
+
+def _report_provenance(
+    args: argparse.Namespace, reporter: Reporter, plan: Plan, records: Sequence[str] | None
+) -> None:
+    """The provenance line (with --json) and file (with --provenance); computed only then."""
+    if not (args.json or args.provenance):
+        return
+    document = to_json(provenance(plan, records))
+    if args.provenance:
+        write_provenance(args.provenance, document)
+    reporter.provenance(document)
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     try:
         with open(args.spec, "rb") as stream:
@@ -195,7 +238,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read specification {args.spec}: {exc.strerror}") from None
     try:
-        spec = parse_specification(text)
+        spec = parse_specification(text, reporter.beat)
     except SpecificationError as exc:
         raise SpecError("invalid specification:\n  " + "\n  ".join(exc.errors)) from None
     root = os.path.abspath(args.root or os.path.dirname(os.path.abspath(args.spec)))
@@ -212,17 +255,35 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             log.warning("rolled back an interrupted in-place merge of %s", target_path)
     date = args.date or _format_date(datetime.datetime.now(datetime.UTC))
     output = os.path.abspath(args.output) if args.output else None
-    plan = build_plan(spec, paths, output, root, date)
+    plan = build_plan(spec, paths, output, root, date, reporter.beat)
+    if args.provenance:
+        args.provenance = _check_provenance_path(args.provenance, plan)
     log.info("merging %s into %s (%s, %d bytes)", spec.id, plan.output, plan.mode.value, plan.size)
+    # The plan (every card of every header) lives until the end: keep the cyclic
+    # garbage collector from walking it again and again while the provenance of
+    # a big header creates its many small objects (measured: a third of its cost).
+    gc.freeze()
+    try:
+        return _carry_out(args, reporter, plan)
+    finally:
+        gc.unfreeze()
+
+
+def _carry_out(args: argparse.Namespace, reporter: Reporter, plan: Plan) -> int:
+    """Print the plan (--dry-run) or write the product; then the provenance."""
     if args.dry_run:
         for alert in plan.alerts:
             reporter.alert(alert)
         reporter.plan(plan)
+        _report_provenance(args, reporter, plan, None)
+        check_space(plan)
         return EXIT_OK
-    size = write_product(plan, reporter.progress)
+    check_space(plan)
+    written = write_product(plan, reporter.progress)
     for alert in plan.alerts:
         reporter.alert(alert)
-    reporter.result(plan.output, size)
+    _report_provenance(args, reporter, plan, written.records)
+    reporter.result(plan.output, written.size)
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ describe that data. Whatever a source cannot contribute is told in one
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dpmd.spec import FitsFileSource, FitsKeywordsSource, Source, Specification
@@ -17,8 +17,8 @@ from dpmd.spec.cards import Card, CardError, cards_from_records
 
 from .errors import SourceError
 from .fitsio import FitsLayout
-from .header import Contribution, merge_keywords
-from .rules import Selection, apply_rules
+from .header import Contribution, Placed, merge_keywords
+from .rules import Dropped, Selection, apply_rules
 
 log = logging.getLogger("dpmd.merge")
 #: Names of withheld keywords listed in an alert before "and N more".
@@ -35,11 +35,13 @@ class Alert:
 
 @dataclass(frozen=True)
 class Keywords:
-    """The merged keywords, the target's own primary cards, and the alerts raised."""
+    """The merged keywords, the target's own primary cards, the alerts raised, and
+    each source's cards that do not reach the product (source name, why)."""
 
-    merged: tuple[Card, ...]
+    merged: tuple[Placed, ...]
     target_cards: tuple[Card, ...] | None
     alerts: tuple[Alert, ...]
+    dropped: tuple[tuple[str, Dropped], ...] = ()
 
 
 def primary_cards(source: FitsFileSource, layout: FitsLayout) -> list[Card]:
@@ -51,21 +53,36 @@ def primary_cards(source: FitsFileSource, layout: FitsLayout) -> list[Card]:
         ) from None
 
 
-def gather(spec: Specification, layouts: Mapping[str, FitsLayout]) -> Keywords:
+def gather(
+    spec: Specification,
+    layouts: Mapping[str, FitsLayout],
+    tick: Callable[[], None] | None = None,
+) -> Keywords:
     """Run every source's rules and merge the results by priority."""
     contributions: list[Contribution] = []
     alerts: list[Alert] = []
+    dropped: list[tuple[str, Dropped]] = []
+
+    def contribute(source: Source, rank: int, selection: Selection) -> None:
+        name = source.source_name
+        contributions.append(Contribution(name, rank, selection.cards, selection.renamed_by))
+        dropped.extend((name, entry) for entry in selection.dropped)
+
     target, target_cards = spec.target_source, None
     if target is not None:
         target_cards = primary_cards(target, layouts[target.source_name])
-        selection = apply_rules(target_cards, target.keyword_rules, target.source_name)
-        contributions.append(Contribution(target.source_name, len(spec.sources), selection.cards))
+        selection = apply_rules(
+            target_cards, target.keyword_rules, target.source_name, own_structure=True, tick=tick
+        )
+        contribute(target, len(spec.sources), selection)
         _alert_unmerged(target, None, selection, alerts)
     for rank, source in enumerate(spec.sources):
+        if tick is not None:
+            tick()
         layout = None
         if isinstance(source, FitsKeywordsSource):
             cards = [keyword.card for keyword in source.keywords]
-            selection = apply_rules(cards, source.keyword_rules, source.source_name)
+            selection = apply_rules(cards, source.keyword_rules, source.source_name, tick=tick)
         else:
             layout = layouts[source.source_name]
             selection = apply_rules(
@@ -73,12 +90,13 @@ def gather(spec: Specification, layouts: Mapping[str, FitsLayout]) -> Keywords:
                 source.keyword_rules,
                 source.source_name,
                 data_dropped=layout.primary.naxis > 0,
+                tick=tick,
             )
-        contributions.append(Contribution(source.source_name, rank, selection.cards))
+        contribute(source, rank, selection)
         _alert_unmerged(source, layout, selection, alerts)
-    merged = merge_keywords(contributions)
+    merged = merge_keywords(contributions, tick)
     own = tuple(target_cards) if target_cards is not None else None
-    return Keywords(tuple(merged), own, tuple(alerts))
+    return Keywords(tuple(merged), own, tuple(alerts), tuple(dropped))
 
 
 def _alert_unmerged(

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
@@ -24,6 +25,11 @@ from .errors import OutputError, SourceError
 log = logging.getLogger("dpmd.merge")
 
 CHUNK = 8 * 1024 * 1024
+#: Smallest copy step; a copy starts with FIRST_CHUNK and adapts (see Pacer).
+SMALLEST_CHUNK = 64 * 1024
+FIRST_CHUNK = 1024 * 1024
+#: Seconds one copy step should take, so progress lines come several times a second.
+STEP_SECONDS = 0.25
 #: Errors that mean "the output cannot be written", whatever call raised them.
 WRITE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -151,8 +157,8 @@ def _data_size(records: list[str], primary: bool) -> int:
     return abs(bitpix) // 8 * _int(records, "GCOUNT", 1) * (_int(records, "PCOUNT", 0) + elements)
 
 
-def scan(path: str) -> FitsLayout:
-    """Walk every HDU of a file by reading headers only.
+def scan(path: str, tick: Callable[[], None] | None = None) -> FitsLayout:
+    """Walk every HDU of a file by reading headers only; `tick` is called per HDU.
 
     Raises FitsFormatError for a file that is not FITS or is truncated, and
     OSError when it cannot be read.
@@ -170,6 +176,8 @@ def scan(path: str) -> FitsLayout:
         hdus = [Hdu(0, 0, header_size, _data_size(records, True), naxis=_int(records, "NAXIS"))]
         primary = tuple(records)
         while hdus[-1].end < size:
+            if tick is not None:
+                tick()
             offset = hdus[-1].end
             if os.pread(fd, 9, offset) != b"XTENSION=":
                 _check_padding(fd, offset, size, path)
@@ -239,6 +247,35 @@ def _read_into(fd: int, view: memoryview, offset: int, what: str) -> None:
         view, offset = view[count:], offset + count
 
 
+class Pacer:
+    """Sizes copy steps by time as well as by bytes.
+
+    Each step is reported as progress, so a step must not take long even on a
+    slow disk or a slow network file system: the next step is sized to take
+    about STEP_SECONDS at the rate the last one achieved (a power of two
+    between SMALLEST_CHUNK and CHUNK). A fast copy soon uses whole CHUNKs.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self.size = min(FIRST_CHUNK, CHUNK)
+        self._started = clock()
+
+    def start(self) -> int:
+        """Begin a step; returns its size in bytes."""
+        self._started = self._clock()
+        return self.size
+
+    def finished(self, count: int) -> None:
+        """A step of `count` bytes is done: size the next one from its rate."""
+        elapsed = self._clock() - self._started
+        if elapsed * 2 < STEP_SECONDS and count >= self.size:
+            self.size = min(CHUNK, self.size * 2)
+        elif elapsed > STEP_SECONDS * 2:
+            while self.size > SMALLEST_CHUNK and self.size * elapsed > STEP_SECONDS * count:
+                self.size //= 2
+
+
 def copy_range(
     src: int,
     src_offset: int,
@@ -247,13 +284,15 @@ def copy_range(
     length: int,
     what: str,
     progress: Progress,
+    pacer: Pacer | None = None,
 ) -> None:
     """Copy bytes between files, in the kernel when possible, else by chunks."""
     done = 0
     kernel = hasattr(os, "copy_file_range")
     buffer = None
+    pacer = pacer or Pacer()
     while done < length:
-        count = min(CHUNK, length - done)
+        count = min(pacer.start(), length - done)
         if kernel:
             try:
                 copied = os.copy_file_range(src, dst, count, src_offset + done, dst_offset + done)
@@ -274,6 +313,7 @@ def copy_range(
             pwrite_all(dst, buffer[:count], dst_offset + done, "the product")
             copied = count
         _start_writeback(dst, dst_offset + done, copied)
+        pacer.finished(copied)
         done += copied
         progress(copied)
 
@@ -297,17 +337,24 @@ def sum_range(
     progress: Progress,
     dst: int | None = None,
     dst_offset: int = 0,
+    pacer: Pacer | None = None,
 ) -> int:
-    """Checksum a range (the primary data), copying it to `dst` on the way if given."""
+    """Checksum a range (the primary data), copying it to `dst` on the way if given.
+
+    Steps are powers of two (multiples of 4), so every step but the last sums
+    whole 32-bit words.
+    """
     buffer = memoryview(bytearray(min(CHUNK, max(length, 4))))
     total, done = 0, 0
+    pacer = pacer or Pacer()
     while done < length:
-        view = buffer[: min(CHUNK, length - done)]
+        view = buffer[: min(pacer.start(), length - done)]
         _read_into(src, view, src_offset + done, what)
         total = checksum.add(total, checksum.sum32(view))
         if dst is not None:
             pwrite_all(dst, view, dst_offset + done, "the product")
             _start_writeback(dst, dst_offset + done, len(view))
+        pacer.finished(len(view))
         done += len(view)
         progress(len(view))
     return total

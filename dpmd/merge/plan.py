@@ -7,9 +7,10 @@ without further decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dpmd.spec import FitsFileSource, Specification
@@ -18,7 +19,8 @@ from dpmd.spec.cards import BLOCK
 from .contributions import Alert, gather
 from .errors import OutputError, SourceError, UsageError
 from .fitsio import FitsFormatError, FitsLayout, scan
-from .header import ProductHeader, build_header, reserved_records, structure_records
+from .header import ProductHeader, build_header, reserved_cards, structure_cards
+from .rules import STRUCTURE, Dropped
 
 __all__ = ["Alert", "HduEntry", "Mode", "Piece", "Plan", "build_plan", "resolve_sources"]
 
@@ -63,6 +65,10 @@ class Plan:
     hdus: tuple[HduEntry, ...]
     alerts: tuple[Alert, ...]
     target: FitsLayout | None = None
+    #: Local path of every file source, by sourceName.
+    paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Cards of the sources that do not reach the product: (sourceName, why).
+    dropped: tuple[tuple[str, Dropped], ...] = ()
 
     @property
     def size(self) -> int:
@@ -93,9 +99,9 @@ def resolve_sources(spec: Specification, mapping: Mapping[str, str], root: str) 
     return paths
 
 
-def _scan(source: FitsFileSource, path: str) -> FitsLayout:
+def _scan(source: FitsFileSource, path: str, tick: Callable[[], None] | None) -> FitsLayout:
     try:
-        return scan(path)
+        return scan(path, tick)
     except FileNotFoundError:
         raise SourceError(f"source {source.source_name!r}: {path} does not exist") from None
     except OSError as exc:
@@ -109,16 +115,32 @@ def _scan(source: FitsFileSource, path: str) -> FitsLayout:
 
 
 def build_plan(
-    spec: Specification, paths: Mapping[str, str], output: str | None, root: str, date: str
+    spec: Specification,
+    paths: Mapping[str, str],
+    output: str | None,
+    root: str,
+    date: str,
+    tick: Callable[[], None] | None = None,
 ) -> Plan:
-    """Read every source header and compute the product; nothing is written."""
-    layouts = {s.source_name: _scan(s, paths[s.source_name]) for s in spec.file_sources()}
-    keywords = gather(spec, layouts)
-    structure = structure_records(keywords.target_cards)
-    reserved = reserved_records(spec.archive_name, spec.product_name, date)
+    """Read every source header and compute the product; nothing is written.
+
+    `tick` is called from the loops over headers, HDUs and keywords (a sign of life).
+    """
+    layouts = {s.source_name: _scan(s, paths[s.source_name], tick) for s in spec.file_sources()}
+    keywords = gather(spec, layouts, tick)
+    target = spec.target_source
+    structure, unused = structure_cards(keywords.target_cards, target.source_name if target else "")
+    dropped = list(keywords.dropped)
+    if target is not None and keywords.target_cards is not None:
+        # The target's unused structure cards join its other dropped cards, in header order.
+        name, position = target.source_name, {id(c): i for i, c in enumerate(keywords.target_cards)}
+        own = [entry for source, entry in dropped if source == name]
+        own += [Dropped(card, STRUCTURE) for card in unused]
+        own.sort(key=lambda entry: position[id(entry.card)])
+        dropped = [(name, entry) for entry in own] + [e for e in dropped if e[0] != name]
+    reserved = reserved_cards(spec.archive_name, spec.product_name, date)
     alerts = list(keywords.alerts)
     pieces: list[Piece] = []
-    target = spec.target_source
     target_layout = layouts[target.source_name] if target else None
     if target is None or target_layout is None:
         header = build_header(structure, reserved, keywords.merged)
@@ -162,7 +184,18 @@ def build_plan(
             pieces += _extension_pieces(source.source_name, layouts[source.source_name], hdus)
     path = os.path.abspath(path)
     _check_output(path, mode, layouts, output is not None)
-    return Plan(spec, mode, path, header, tuple(pieces), tuple(hdus), tuple(alerts), target_layout)
+    return Plan(
+        spec,
+        mode,
+        path,
+        header,
+        tuple(pieces),
+        tuple(hdus),
+        tuple(alerts),
+        target_layout,
+        dict(paths),
+        tuple(dropped),
+    )
 
 
 def _extension_pieces(name: str, layout: FitsLayout, hdus: list[HduEntry]) -> list[Piece]:

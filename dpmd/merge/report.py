@@ -1,8 +1,8 @@
 """What the merger tells its caller: JSON lines on stdout, or text for a human.
 
-With --json every line on stdout is one JSON object (progress, alert, plan,
-result, error) that the server can act on; the human-readable log always goes
-to stderr so the two never mix.
+With --json every line on stdout is one JSON object (progress, heartbeat,
+alert, plan, provenance, result, error) that the server can act on; the
+human-readable log always goes to stderr so the two never mix.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -18,14 +19,43 @@ from .plan import Alert, Plan
 log = logging.getLogger("dpmd.merge")
 
 
+#: Seconds without a line after which `Reporter.beat` prints a heartbeat.
+HEARTBEAT_INTERVAL = 1.0
+
+
 class Reporter:
-    def __init__(self, json_lines: bool, stream: TextIO | None = None):
+    """Writes the JSON lines (or the human-readable text) of one run.
+
+    `beat` is called from the merger's work loops; it prints
+    `{"type":"heartbeat"}` when nothing was printed for HEARTBEAT_INTERVAL
+    seconds, so that the caller's stall watchdog sees a long header
+    computation alive. It is only ever called from those loops (there is no
+    thread): a merger stuck inside one step stays silent, as it should.
+    """
+
+    def __init__(
+        self,
+        json_lines: bool,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.json_lines = json_lines
         self.stream = stream or sys.stdout
+        self._clock = clock
+        self._quiet_until = clock() + HEARTBEAT_INTERVAL
 
     def _emit(self, message: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(message, separators=(",", ":")) + "\n")
+        self._write(json.dumps(message, separators=(",", ":")))
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
         self.stream.flush()
+        self._quiet_until = self._clock() + HEARTBEAT_INTERVAL
+
+    def beat(self) -> None:
+        """A sign of life from a work loop: a heartbeat line if the last line is old."""
+        if self.json_lines and self._clock() >= self._quiet_until:
+            self._emit({"type": "heartbeat"})
 
     def progress(self, stage: str, total: int) -> Callable[[int], None]:
         """A callback that adds bytes done to `stage` and reports the new count."""
@@ -62,6 +92,12 @@ class Reporter:
                     "description": alert.description,
                 }
             )
+
+    def provenance(self, document: str) -> None:
+        """The provenance line: `document` is the JSON object of dpmd.merge.provenance,
+        already serialized (it can be large), given a `type` member first."""
+        if self.json_lines:
+            self._write('{"type":"provenance",' + document.removeprefix("{"))
 
     def result(self, path: str, size: int) -> None:
         log.info("wrote %s (%d bytes)", path, size)

@@ -14,15 +14,25 @@ import errno
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dpmd.durable import fsync_directory
-from dpmd.spec.cards import BLOCK
+from dpmd.spec.cards import BLOCK, header_bytes
 
 from .errors import MergeError, OutputError, SourceError
-from .fitsio import WRITE_ERRNOS, copy_range, pwrite_all, sum_range
+from .fitsio import WRITE_ERRNOS, Pacer, copy_range, pwrite_all, sum_range
 from .plan import Mode, Piece, Plan
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the writer made: the product's size and its primary header's records
+    as written (DATASUM and CHECKSUM final)."""
+
+    size: int
+    records: tuple[str, ...]
 
 
 def _output_error(exc: OSError, what: str) -> OutputError:
@@ -72,9 +82,14 @@ class AtomicOutput:
         self.temp_path = self._temp_name()
         return os.open(self.temp_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
 
-    def commit(self) -> None:
-        """fsync, then give the file its final name (replacing any old file) durably."""
+    def commit(self, before_sync: Callable[[], None] | None = None) -> None:
+        """fsync, then give the file its final name (replacing any old file) durably.
+
+        `before_sync` is called just before the fsync, which may take long.
+        """
         try:
+            if before_sync is not None:
+                before_sync()
             os.fsync(self.fd)
             if self.temp_path is None:
                 # linkat(AT_SYMLINK_FOLLOW) on the magic link names the unnamed file;
@@ -112,43 +127,53 @@ def _open_source(piece: Piece) -> int:
         ) from exc
 
 
-def _copy_piece(piece: Piece, dst: int, offset: int, progress: Callable[[int], None]) -> int | None:
+def _copy_piece(
+    piece: Piece, dst: int, offset: int, progress: Callable[[int], None], pacer: Pacer
+) -> int | None:
     """Copy one piece to `offset` of `dst`; returns its checksum if it is primary data."""
     src = _open_source(piece)
     what = f"source {piece.source_name!r} ({piece.path})"
     try:
         if piece.is_primary_data:
-            return sum_range(src, piece.offset, piece.length, what, progress, dst, offset)
-        copy_range(src, piece.offset, dst, offset, piece.length, what, progress)
+            return sum_range(src, piece.offset, piece.length, what, progress, dst, offset, pacer)
+        copy_range(src, piece.offset, dst, offset, piece.length, what, progress, pacer)
         return None
     finally:
         os.close(src)
 
 
-def write_product(plan: Plan, progress: ProgressFactory) -> int:
-    """Execute the plan; returns the size of the product."""
+def _syncing(progress: ProgressFactory, size: int) -> Callable[[], None]:
+    """Announce an fsync of `size` bytes (a `sync` progress line at 0), then the fsync."""
+    return lambda: progress("sync", size)(0)
+
+
+def write_product(plan: Plan, progress: ProgressFactory) -> Written:
+    """Execute the plan; returns the product's size and DATASUM."""
     if plan.mode is Mode.IN_PLACE:
         return _update_in_place(plan, progress)
     mode = None
     if plan.mode is Mode.IN_PLACE_REWRITE:
         mode = os.stat(plan.output).st_mode & 0o7777
     advance = progress("write", plan.size)
+    pacer = Pacer()
     with AtomicOutput(plan.output, mode) as out:
         _reserve(out.fd, 0, plan.size)
-        pwrite_all(out.fd, plan.header.render(0), 0, plan.output)
+        records = plan.header.final_records(0)
+        pwrite_all(out.fd, header_bytes(records), 0, plan.output)
         advance(plan.header.size)
         offset, datasum = plan.header.size, 0
         for piece in plan.pieces:
-            summed = _copy_piece(piece, out.fd, offset, advance)
+            summed = _copy_piece(piece, out.fd, offset, advance, pacer)
             datasum = datasum if summed is None else summed
             offset += piece.length
         if datasum:
-            pwrite_all(out.fd, plan.header.render(datasum), 0, plan.output)
-        out.commit()
-    return plan.size
+            records = plan.header.final_records(datasum)
+            pwrite_all(out.fd, header_bytes(records), 0, plan.output)
+        out.commit(_syncing(progress, plan.size))
+    return Written(plan.size, tuple(records))
 
 
-def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
+def _update_in_place(plan: Plan, progress: ProgressFactory) -> Written:
     target, target_source = plan.target, plan.spec.target_source
     assert target is not None and target_source is not None
     primary = target.primary
@@ -169,7 +194,8 @@ def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
                 f"in-place target {target.path}",
                 progress("checksum", primary.data_span),
             )
-        header = plan.header.render(datasum)
+        records = plan.header.final_records(datasum)
+        header = header_bytes(records)
         if len(header) != primary.header_size:
             raise MergeError("internal error: in-place header does not match the header space")
         appended = [p for p in plan.pieces if p.source_name != target_source.source_name]
@@ -180,10 +206,12 @@ def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
         try:
             end = target.end
             _reserve(fd, end, total)
+            pacer = Pacer()
             for piece in appended:
-                _copy_piece(piece, fd, end, advance)
+                _copy_piece(piece, fd, end, advance, pacer)
                 end += piece.length
             os.ftruncate(fd, end)
+            _syncing(progress, end)()
             os.fsync(fd)
             pwrite_all(fd, header, 0, target.path)
             os.fsync(fd)
@@ -192,7 +220,7 @@ def _update_in_place(plan: Plan, progress: ProgressFactory) -> int:
             rollback.restore(fd)
             raise
         rollback.discard()
-        return end
+        return Written(end, tuple(records))
     except OSError as exc:
         raise _output_error(exc, f"cannot update {target.path}") from exc
     finally:

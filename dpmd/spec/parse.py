@@ -92,11 +92,16 @@ def _schema_errors(document: Any) -> list[Any]:
     )
 
 
-def parse_specification(document: str | bytes | bytearray | Mapping[str, Any]) -> Specification:
+def parse_specification(
+    document: str | bytes | bytearray | Mapping[str, Any],
+    tick: Callable[[], None] | None = None,
+) -> Specification:
     """Validate and convert a specification (JSON text or an already-parsed dict).
 
     Raises SpecificationError, whatever the input: any nesting depth, any
     string, any number; its messages are short and encodable as UTF-8.
+    `tick` is called while the rules of `fitsKeywords` sources run (the
+    merger's sign of life; see `pipeline.run_rules`).
     """
     try:
         if isinstance(document, str | bytes | bytearray):
@@ -109,7 +114,7 @@ def parse_specification(document: str | bytes | bytearray | Mapping[str, Any]) -
     schema_errors = _schema_errors(document)
     errors = [f"{json_path(e.absolute_path)}: {e.message}" for e in schema_errors]
     refused = [json_path(e.absolute_path) for e in schema_errors]
-    builder = _Builder()
+    builder = _Builder(tick)
     spec = builder.build(document)
     errors += [e for e in builder.errors if not _overlaps(e.split(": ", 1)[0], refused)]
     if errors or spec is None:
@@ -130,8 +135,9 @@ def _overlaps(path: str, refused: list[str]) -> bool:
 class _Builder:
     """Builds the model; skips (without a message) parts the schema already refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, tick: Callable[[], None] | None = None) -> None:
         self.errors: list[str] = []
+        self.tick = tick
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
@@ -219,7 +225,7 @@ class _Builder:
         them, so a rename that cannot be written is refused at queueing time."""
         cards = [keyword.card for keyword in keywords if is_user_keyword(keyword.card)]
         try:
-            _, refused = run_rules(cards, rules)
+            refused = run_rules(cards, rules, self.tick).refused
         except RenameError as exc:
             self.error(f"{path}.keywordRules[{exc.rule}]", str(exc))
             return

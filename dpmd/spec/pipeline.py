@@ -9,7 +9,7 @@ it on the keywords of the file's primary header.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .cards import Card, CardError, KeywordKind, RecordTooLong, is_reserved, is_structure
@@ -65,37 +65,82 @@ def named_literally(rules: Iterable[KeywordRule]) -> frozenset[tuple[KeywordKind
     )
 
 
-def run_rules(
-    cards: Sequence[Card], rules: Sequence[KeywordRule] | None
-) -> tuple[list[Card], list[Refusal]]:
-    """Absent rules keep every card; `[]` keeps none; else each rule takes the
-    previous rule's output. Returns the cards and the renames that do not fit.
+@dataclass
+class Outcome:
+    """What the rules made of a source's cards, and where each card went.
 
-    Raises RenameError for a rename to a name the kind cannot have.
+    `renamed_by[i]` is the index of the last transform that renamed `cards[i]`
+    (None if none did); `dropped` pairs each input card a filter removed with
+    that filter's index (None for every card when the rule list is `[]`);
+    `refused[i]` is a rename that no record can hold, of the input card
+    `refused_origins[i]`.
+    """
+
+    cards: list[Card]
+    renamed_by: list[int | None]
+    dropped: list[tuple[Card, int | None]]
+    refused: list[Refusal]
+    refused_origins: list[Card]
+
+
+#: Cards looked at between two calls of a run_rules `tick` (a cheap time check).
+_TICK_EVERY = 512
+
+
+def run_rules(
+    cards: Sequence[Card],
+    rules: Sequence[KeywordRule] | None,
+    tick: Callable[[], None] | None = None,
+) -> Outcome:
+    """Absent rules keep every card; `[]` keeps none; else each rule takes the
+    previous rule's output. The outcome also tells which rule renamed or
+    dropped each card, and which renames no record can hold.
+
+    Raises RenameError for a rename to a name the kind cannot have. `tick`
+    is called between rules and every few hundred cards, so that a caller can
+    show it is alive while long rule lists run over big headers.
     """
     current = list(cards)
+    origins = list(cards)
+    renamed_by: list[int | None] = [None] * len(current)
+    outcome = Outcome(current, renamed_by, [], [], [])
     if rules is None:
-        return current, []
-    if not rules:
-        return [], []  # an empty rule list explicitly copies nothing
-    refused: list[Refusal] = []
+        return outcome
+    if not rules:  # an empty rule list explicitly copies nothing
+        return Outcome([], [], [(card, None) for card in current], [], [])
     for number, rule in enumerate(rules):
+        if tick is not None:
+            tick()
         chosen = select(rule.patterns, [card.identity for card in current])
         if isinstance(rule, FilterRule):
-            current = [card for card, keep in zip(current, chosen, strict=True) if keep]
+            kept = [i for i, keep in enumerate(chosen) if keep]
+            outcome.dropped += [(origins[i], number) for i, keep in enumerate(chosen) if not keep]
+            current = [current[i] for i in kept]
+            origins = [origins[i] for i in kept]
+            renamed_by = [renamed_by[i] for i in kept]
             continue
-        renamed = []
-        for card, hit in zip(current, chosen, strict=True):
-            if not hit:
-                renamed.append(card)
-                continue
-            new_name = rule.rename(card.name)
-            try:
-                renamed.append(_rename(card, new_name, number))
-            except RecordTooLong as exc:
-                refused.append(Refusal(number, card.name, new_name, str(exc)))
-        current = renamed
-    return current, refused
+        renamed, renamed_origins, renamed_rules = [], [], []
+        for index, (card, hit) in enumerate(zip(current, chosen, strict=True)):
+            if tick is not None and index % _TICK_EVERY == _TICK_EVERY - 1:
+                tick()
+            rule_of_card = renamed_by[index]
+            if hit:
+                new_name = rule.rename(card.name)
+                try:
+                    new_card = _rename(card, new_name, number)
+                except RecordTooLong as exc:
+                    outcome.refused.append(Refusal(number, card.name, new_name, str(exc)))
+                    outcome.refused_origins.append(origins[index])
+                    continue
+                if new_card is not card:
+                    rule_of_card = number
+                card = new_card
+            renamed.append(card)
+            renamed_origins.append(origins[index])
+            renamed_rules.append(rule_of_card)
+        current, origins, renamed_by = renamed, renamed_origins, renamed_rules
+    outcome.cards, outcome.renamed_by = current, renamed_by
+    return outcome
 
 
 def _rename(card: Card, new_name: str, number: int) -> Card:
