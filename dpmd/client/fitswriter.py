@@ -19,8 +19,8 @@ from pathlib import Path
 
 from dpmd.durable import write_durably
 from dpmd.merge import checksum
-from dpmd.merge.header import build_header
-from dpmd.spec.cards import BLOCK, KeywordKind, render_keyword
+from dpmd.merge.header import Placed, build_header, header_bytes
+from dpmd.spec.cards import BLOCK, Card, KeywordKind, render_keyword
 
 Value = str | bool | int | float
 Keyword = tuple[str, Value, str]
@@ -30,12 +30,10 @@ _PACK = {"D": "d", "E": "f", "J": "i", "K": "q", "A": "s"}
 """Binary table codes of the columns this writer supports, as ``struct`` codes."""
 
 
-def _records(name: str, value: Value, comment: str = "") -> tuple[str, ...]:
+def _card(name: str, value: Value, comment: str = "") -> Card:
     if name.startswith("HIERARCH ESO "):
-        card = render_keyword(KeywordKind.ESO, name.removeprefix("HIERARCH ESO "), value, comment)
-    else:
-        card = render_keyword(KeywordKind.VALUE, name, value, comment or None)
-    return card.records
+        return render_keyword(KeywordKind.ESO, name.removeprefix("HIERARCH ESO "), value, comment)
+    return render_keyword(KeywordKind.VALUE, name, value, comment or None)
 
 
 def _padded(data: bytes) -> bytes:
@@ -45,8 +43,9 @@ def _padded(data: bytes) -> bytes:
 def hdu_bytes(structure: Sequence[Keyword], keywords: Sequence[Keyword], data: bytes) -> bytes:
     """One HDU: header (structure, keywords, ``CHECKSUM``, ``DATASUM``) and padded data."""
     data = _padded(data)
-    records = [record for keyword in (*structure, *keywords) for record in _records(*keyword)]
-    return build_header(records, [], []).render(checksum.sum32(data)) + data
+    cards = [Placed(_card(*keyword), "demo") for keyword in (*structure, *keywords)]
+    header = build_header(cards, [], [])
+    return header_bytes(header.final_records(checksum.sum32(data))) + data
 
 
 @dataclass(frozen=True)
