@@ -19,6 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
 from dpmd.daq.chains import settle
+from dpmd.daq.events import StageEnded, StageObservers
 from dpmd.daq.host import Means, StageContext
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event
@@ -47,6 +48,7 @@ class Pipeline:
         self._journal = journal
         self._finished = finished
         self.reserve = StorageReserve(storage, means.clock, self.later)
+        self.observers = StageObservers()
         self._running: dict[str, Deferred[Any]] = {}
         self.stopping = False
 
@@ -122,8 +124,17 @@ class Pipeline:
             stages = begin(stages, following.name, now)
         moved = daq.fire(spec.done, spec.done_message, stages=stages,
                          **spec.result_fields(outcome))  # fmt: skip
+        moved.addCallback(lambda _: self._tell(daq, spec, stages[spec.name], True))
         moved.addCallback(lambda _: self._after(daq))
         settle(moved, "DAQ {daq_id}: the end of {stage}", daq_id=daq.id, stage=spec.name)
+
+    def _tell(self, daq: Daq, spec: StageSpec, run: dict[str, Any], succeeded: bool,
+              terminal: bool = False) -> None:  # fmt: skip
+        started, ended = run.get("started_at"), run.get("ended_at")
+        seconds = float(ended - started) if started is not None and ended is not None else 0.0
+        self.observers.tell(StageEnded(daq.id, spec.name, succeeded, seconds,
+                                       int(run.get("attempts", 1)),
+                                       daq.newest.stage_bytes(spec.name), terminal))  # fmt: skip
 
     def _after(self, daq: Daq) -> None:
         if daq.substate.is_final:
@@ -152,6 +163,8 @@ class Pipeline:
             raised = daq.raise_alert(spec.error_category, problem.key, AlertSeverity.Error,
                                      problem.description, problem.terminal, attempts, **fields)
             settle(raised, "DAQ {daq_id}: alert", daq_id=daq.id)
+        terminal = any(problem.terminal for problem in problems)
+        self._tell(daq, spec, stages[spec.name], False, terminal)
 
     # -- stopping ------------------------------------------------------------------------
 

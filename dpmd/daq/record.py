@@ -55,12 +55,23 @@ class DaqRecord:
     history: tuple[dict[str, Any], ...] = ()
     sources: tuple[dict[str, Any], ...] = ()
     product: str = ""
+    product_size: int = 0
     product_digest: dict[str, Any] | None = None
     """``{"size", "blake2b"}`` of the product, recorded before any delivery."""
     deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per receiver key: ``{"path", "how", "state"}`` (see ``Delivery``)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per stage: ``{"attempts", "started_at", "ended_at", "last_error"}``."""
+
+    def stage_bytes(self, stage: str) -> int:
+        """What a stage moved: the sources collected, the product merged, the copies released."""
+        if stage == "collecting":
+            return sum(int(source.get("bytes") or 0) for source in self.sources)
+        if stage == "merging":
+            return self.product_size
+        copies = sum(1 for delivery in self.deliveries.values()
+                     if delivery["state"] == Delivery.DELIVERED and delivery["how"] != "existing")
+        return self.product_size * copies
 
     @property
     def released(self) -> dict[str, dict[str, str]]:
@@ -99,6 +110,7 @@ class DaqRecord:
             "history": list(self.history),
             "sources": list(self.sources),
             "product": self.product,
+            "product_size": self.product_size,
             "product_digest": self.product_digest,
             "deliveries": self.deliveries,
             "stages": self.stages,
@@ -135,6 +147,7 @@ class DaqRecord:
             history=tuple(obj["history"]),
             sources=tuple(obj["sources"]),
             product=obj["product"],
+            product_size=int(obj.get("product_size", 0)),
             product_digest=obj.get("product_digest"),
             deliveries=deliveries,
             stages=dict(obj.get("stages", _EMPTY)),

@@ -20,7 +20,7 @@ from dpmd.daq.watchdog import STAGE_STALLED
 from dpmd.model import DaqSubState
 from dpmd.stages import StageHost
 from dpmd.stages.collect import SUSPICIOUS, collect
-from dpmd.stages.merge import MERGER_ALERTS, merge
+from dpmd.stages.merge import MERGER_ALERTS, Merged, merge
 from dpmd.stages.release import release
 
 S = DaqSubState
@@ -39,6 +39,8 @@ class StageSpec:
 
     def result_fields(self, result: Any) -> dict[str, Any]:
         """What the stage's result changes in the record."""
+        if isinstance(result, Merged):
+            return {"product": result.path, "product_size": result.size}
         return {self.result_field: tuple(result) if isinstance(result, list) else result}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
@@ -76,12 +76,20 @@ def this_runs_log(path: Path, start: int) -> list[str]:
     return [line.strip() for line in tail.splitlines() if line.strip()]
 
 
+class Merged(NamedTuple):
+    """What a merge made: the product's path and size."""
+
+    path: str
+    size: int
+
+
 class MergerOutput:
     """Interprets the merger's ``--json`` lines for one run."""
 
     def __init__(self, host: StageHost) -> None:
         self._host = host
         self.product: str | None = None
+        self.size = 0
         self.unrecorded: Failure | None = None
         """The first alert the store could not record: the stage fails with it."""
 
@@ -112,6 +120,7 @@ class MergerOutput:
             ).addErrback(self._not_recorded)
         elif kind == "result":
             self.product = str(message["path"])
+            self.size = int(message.get("size", 0))
 
 
 @inlineCallbacks
@@ -145,7 +154,7 @@ def merge(host: StageHost) -> Any:
     if output.unrecorded is not None:
         output.unrecorded.raiseException()
     if status.ok and output.product:
-        return output.product
+        return Merged(output.product, output.size)
     if status.ok:
         reason = "it reported no product"
     elif child.stalled_for is not None:
