@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from dpmd.testing import synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 from tests.fitsfactory import write_raw_source
 from tests.rpcclient import start_server
@@ -223,3 +224,23 @@ class ReserveTests(SynchronousTestCase):
         h.free_bytes = (1 << 30) - 4096
         h.queue(specification("S.2", h.source("a.fits")))
         self.assertIn("StorageLow", alerts(h, "S.2"))
+
+
+class SourceChangedTests(SynchronousTestCase):
+    def test_a_source_rewritten_between_collection_and_merge_is_refused(self) -> None:
+        h = Harness(self)
+        source = Path(h.source("a.fits"))
+
+        def rewrite_first(function: Any, *args: Any) -> Any:
+            if getattr(function, "__name__", "") == "changed_sources":
+                source.write_bytes(FITS_BLOCK * 2)  # the instrument wrote it again
+            return synchronous(function, *args)
+
+        h.run_blocking = rewrite_first
+        h.queue(specification("SC.1", str(source)))
+        [alert] = h.internal("SC.1")["status"]["alerts"]
+        self.assertEqual((alert["category"], alert["key"], alert["terminal"]),
+                         ("SourceChanged", "src0", True))  # fmt: skip
+        self.assertIn(f"{len(FITS_BLOCK)} bytes", alert["description"])
+        self.assertIn(f"now {2 * len(FITS_BLOCK)} bytes", alert["description"])
+        self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")

@@ -160,7 +160,8 @@ class Pipeline:
         for number, problem in enumerate(problems):
             log.warn("DAQ {daq_id}: {problem}", daq_id=daq.id, problem=problem.description)
             fields = {"stages": stages} if number == 0 else {}
-            raised = daq.raise_alert(spec.error_category, problem.key, AlertSeverity.Error,
+            category = problem.category or spec.error_category
+            raised = daq.raise_alert(category, problem.key, AlertSeverity.Error,
                                      problem.description, problem.terminal, attempts, **fields)
             settle(raised, "DAQ {daq_id}: alert", daq_id=daq.id)
         terminal = any(problem.terminal for problem in problems)

@@ -42,6 +42,8 @@ class Problem(NamedTuple):
     key: str
     description: str
     terminal: bool = False
+    category: str | None = None
+    """An alert category of its own (e.g. ``SourceChanged``); else the stage's."""
 
 
 class StageError(Exception):

@@ -11,6 +11,7 @@ the progress and the DAQ's alerts; its log goes to ``logs/merge.log``.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +47,37 @@ TERMINAL_EXITS = {2, 3, 4, 126, 127}
 installation must change first."""
 
 MERGER_ALERTS = {"UnmergedData", "PrimaryHduResized"}
+
+
+SOURCE_CHANGED = "SourceChanged"
+
+
+def changed_sources(sources: tuple[dict[str, Any], ...]) -> list[Problem]:
+    """Sources whose size or modification time is not what collection recorded (blocking).
+
+    The product must be made of what was collected and checked: a file that
+    changed since (an instrument still writing, a file replaced) is refused,
+    naming it, before the merge reads it.
+    """
+    problems = []
+    for source in sources:
+        path = source["local_path"]
+        try:
+            info = os.stat(path)
+            now = (info.st_size, info.st_mtime)
+        except OSError as error:
+            now = None
+            change = f"it can no longer be read ({error.strerror})"
+        if now is not None and now == (source["bytes"], source["mtime"]):
+            continue
+        if now is not None:
+            change = (f"{source['bytes']} bytes modified at {source['mtime']} when collected, "
+                      f"now {now[0]} bytes modified at {now[1]}")  # fmt: skip
+        problems.append(Problem(
+            source["name"], f"source '{source['name']}': {path} changed since it was collected: "
+            f"{change}; abort the DAQ and queue it again to merge the new file",
+            terminal=True, category=SOURCE_CHANGED))  # fmt: skip
+    return problems
 
 
 def prepare_merge(directory: Path, resolve: dict[str, str], product: Path) -> None:
@@ -130,6 +162,9 @@ def merge(host: StageHost) -> Any:
     specification = host.specification
     product = directory / specification.product_name
     resolve = {entry["name"]: entry["local_path"] for entry in host.record.sources}
+    changed = yield host.run_blocking(changed_sources, host.record.sources)
+    if changed:
+        raise StageError(changed)
     yield host.run_blocking(prepare_merge, directory, resolve, product)
     log_start = yield host.run_blocking(log_size, directory / MERGE_LOG)
     host.set_progress("waiting for a merge slot", 0, 0, "bytes")
