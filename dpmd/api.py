@@ -90,6 +90,9 @@ class DaqControl:
     def get_internal_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
         return self._manager.get_internal_daq_status(id)
 
+    def get_daq_provenance(self, id: str) -> Deferred[PreEncoded]:
+        return self._manager.get_daq_provenance(id)
+
     def methods(self) -> list[Method]:
         daq_id = (Param("id", string_param),)
         return [
@@ -100,6 +103,7 @@ class DaqControl:
             Method("/daq/GetDaqStatus", self.get_daq_status, daq_id),
             Method("/daq/GetActiveDaqs", self.get_active_daqs),
             Method("/daq/GetInternalDaqStatus", self.get_internal_daq_status, daq_id),
+            Method("/daq/GetDaqProvenance", self.get_daq_provenance, daq_id),
         ]  # fmt: skip
 
 

@@ -188,6 +188,11 @@ class Harness:
         process = process or self.merger()
         product = Path(process.argv[process.argv.index("-o") + 1])
         product.write_bytes(FITS_BLOCK)
+        provenance = Path(process.argv[process.argv.index("--provenance") + 1])
+        card = FITS_BLOCK[:80].decode()
+        provenance.write_text(json.dumps({"cards": [
+            {"keyword": "SIMPLE", "card": card, "source": "(dpmd-merge)", "overrode": [],
+             "rule": None}], "dropped": [], "sources": {}}))  # fmt: skip
         for alert in output.get("alerts", ()):
             process.write_json({"type": "alert", **alert})
         process.write_json({"type": "progress", "stage": "copying", "done": 10, "total": 10,

@@ -90,6 +90,14 @@ class ServerTests(TestCase):
         self.assertEqual((status["substate"], status["result"]), ("Completed", str(product)))
         internal = yield caller.wait_archived("INT.1")
         self.assertTrue(internal["detail"]["archived"])
+        provenance = yield caller.call("/daq/GetDaqProvenance", "INT.1")
+        origin = {entry["keyword"]: entry for entry in provenance}
+        self.assertEqual(origin["OBJECT"]["source"], "ocm")
+        self.assertEqual(origin["INSTRUME"]["source"], "dcs")
+        self.assertEqual(origin["HIERARCH ESO INS FILT1 ID"]["source"], "fcs")
+        self.assertEqual(origin["ARCFILE"]["source"], "(dpmd-merge)")
+        cards = sum(1 for card in header.cards if card.keyword)
+        self.assertEqual(len(provenance), cards, "one entry per card of the product's header")
         log = Path(internal["detail"]["workspace"]) / "logs" / "merge.log"
         self.assertTrue(log.exists())
 

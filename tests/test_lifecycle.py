@@ -723,3 +723,15 @@ class HostileSpecificationTests(SynchronousTestCase):
                 self.assertIn(named, message)
                 message.encode()  # the refusal itself can always be sent
         self.assertEqual(h.active(), [])
+
+
+class ProvenanceTests(SynchronousTestCase):
+    def test_provenance_is_kept_with_the_daq_for_ever(self) -> None:
+        h = Harness(self)
+        h.queue(specification("P.1", h.source("a.fits")))
+        self.assertIn("not merged", h.refused(h.manager.get_daq_provenance("P.1")))
+        h.finish_merge()
+        [entry] = h.answer(h.manager.get_daq_provenance("P.1"))
+        self.assertEqual((entry["keyword"], entry["source"]), ("SIMPLE", "(dpmd-merge)"))
+        self.assertEqual(h.stored("P.1")["archived"], True)
+        self.assertEqual(h.refused(h.manager.get_daq_provenance("NOPE")), "unknown DAQ id 'NOPE'")

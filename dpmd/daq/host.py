@@ -12,8 +12,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
+from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
 from dpmd.daq.record import DaqRecord
+from dpmd.daq.store import Provenance
 from dpmd.daq.watchdog import STAGE_STALLED, Watchdog
 from dpmd.model import AlertSeverity
 from dpmd.spec import Specification
@@ -36,8 +38,9 @@ class StageContext:
     """A ``StageHost`` for one run of one stage of one DAQ."""
 
     def __init__(self, daq: Daq, means: Means, directory: Path, linked_dir: Path,
-                 stage: str) -> None:  # fmt: skip
+                 stage: str, journal: Journal) -> None:  # fmt: skip
         self._daq = daq
+        self._journal = journal
         self._means = means
         self.directory = directory
         self.linked_dir = linked_dir
@@ -89,6 +92,9 @@ class StageContext:
         Watchdog(child, self._means.clock, stall, kill, config.shutdown_timeout,
                  self._stalled, self._resumed)  # fmt: skip
         return child
+
+    def keep_provenance(self, cards: str) -> Deferred[None]:
+        return self._journal.commit(Provenance(self._daq.id, cards)).addCallback(lambda _: None)
 
     def _stalled(self, description: str) -> Deferred[None]:
         return self._daq.raise_alert(STAGE_STALLED, self._stage, AlertSeverity.Warning,

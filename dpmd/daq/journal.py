@@ -54,6 +54,9 @@ class Journal:
     def specification(self, daq_id: str) -> Deferred[bytes]:
         return self._run_reader(self._reader.specification, daq_id)
 
+    def provenance(self, daq_id: str) -> Deferred[str | None]:
+        return self._run_reader(self._reader.provenance, daq_id)
+
     def expired(self, finished_before: float, limit: int) -> Deferred[list[str]]:
         return self._run_reader(self._reader.expired, finished_before, limit)
 

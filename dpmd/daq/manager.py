@@ -130,6 +130,9 @@ class DaqManager:
     def get_internal_daq_status(self, daq_id: str) -> Any:
         return self.queries.internal(daq_id)
 
+    def get_daq_provenance(self, daq_id: str) -> Deferred[PreEncoded]:
+        return self.queries.provenance(daq_id)
+
     def abort_daq(self, daq_id: str) -> Deferred[DaqReply]:
         return self._on_active(daq_id, self.control.abort, "abort")
 

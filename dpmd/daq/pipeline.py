@@ -94,7 +94,7 @@ class Pipeline:
         spec = STAGES[substate]
         directory = self._workspace.daq_dir(daq.id)
         linked = self._workspace.linked_dir(daq.id)
-        host = StageContext(daq, self._means, directory, linked, spec.name)
+        host = StageContext(daq, self._means, directory, linked, spec.name, self._journal)
         call = (
             self.ready(daq)
             .addCallback(lambda _: self.reserve.admit(daq))

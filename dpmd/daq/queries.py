@@ -54,6 +54,25 @@ class Queries:
 
         return self.stored(daq_id).addCallback(answer)
 
+    def provenance(self, daq_id: str) -> Deferred[PreEncoded]:
+        """Where each card of the DAQ's product header came from (for archived DAQs too)."""
+
+        def answer(cards: str | None) -> Any:
+            if cards is not None:
+                return PreEncoded(cards.encode())
+            if daq_id in self._registry:
+                raise DaqError(f"DAQ '{daq_id}' has no product header yet: it is not merged",
+                               daq_id)  # fmt: skip
+            return self.stored(daq_id).addCallback(self._never_merged, daq_id)
+
+        return self._journal.provenance(daq_id).addCallback(answer)
+
+    @staticmethod
+    def _never_merged(found: tuple[DaqRecord, StoredDaq], daq_id: str) -> None:
+        substate = found[0].substate.value
+        raise DaqError(f"DAQ '{daq_id}' ({substate}) was never merged: it has no provenance",
+                       daq_id)  # fmt: skip
+
     def stored(self, daq_id: str) -> Deferred[tuple[DaqRecord, StoredDaq]]:
         """The record of a DAQ that is not in memory, or ``DaqError`` for an unknown id."""
 

@@ -40,6 +40,7 @@ CREATE INDEX IF NOT EXISTS daq_substate ON daq (substate);
 CREATE INDEX IF NOT EXISTS daq_retention ON daq (finished_at)
     WHERE archived = 1 AND folder_removed = 0;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS provenance (id TEXT PRIMARY KEY, cards TEXT NOT NULL);
 """
 
 
@@ -77,7 +78,15 @@ class FolderRemoved:
     daq_id: str
 
 
-Change = Insert | Update | FolderRemoved
+@dataclass(frozen=True)
+class Provenance:
+    """Where each card of a DAQ's product header came from (a JSON array), once merged."""
+
+    daq_id: str
+    cards: str
+
+
+Change = Insert | Update | FolderRemoved | Provenance
 
 INSERTED = "inserted"
 IDENTICAL = "identical"
@@ -227,6 +236,10 @@ class Store:
                  change.daq_id),
             )  # fmt: skip
             return None
+        if isinstance(change, Provenance):
+            self._db.execute("INSERT OR REPLACE INTO provenance (id, cards) VALUES (?, ?)",
+                             (change.daq_id, change.cards))  # fmt: skip
+            return None
         self._db.execute("UPDATE daq SET folder_removed = 1 WHERE id = ?", (change.daq_id,))
         return None
 
@@ -245,6 +258,10 @@ class Store:
         if row is None:
             raise StoreError(f"no DAQ {daq_id!r} in the store")
         return bytes(row[0])
+
+    def provenance(self, daq_id: str) -> str | None:
+        row = self._db.execute("SELECT cards FROM provenance WHERE id = ?", (daq_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def expired(self, finished_before: float, limit: int) -> list[str]:
         """Archived DAQs whose folder is still there and that finished before a time."""

@@ -105,3 +105,7 @@ class StageHost(Protocol):
 
     def alert(self, category: str, key: str, severity: AlertSeverity,
               description: str) -> Deferred[None]: ...  # fmt: skip
+
+    def keep_provenance(self, cards: str) -> Deferred[None]:
+        """Store where each card of the product's header came from (a JSON array)."""
+        ...

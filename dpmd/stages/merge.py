@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 MERGE_KEY = "merge"
 RESOLVE_MAP = "resolve.json"
+PROVENANCE = "provenance.json"
 MERGE_LOG = Path("logs") / "merge.log"
 MERGER_TEMPORARY_GLOB = ".*.dpmd-tmp"
 
@@ -80,11 +81,19 @@ def changed_sources(sources: tuple[dict[str, Any], ...]) -> list[Problem]:
     return problems
 
 
+def provenance_cards(path: Path) -> str:
+    """The product header's provenance the merger wrote, as the JSON array to keep (blocking)."""
+    with open(path, "rb") as handle:
+        document = json.load(handle)
+    return json.dumps(document["cards"], separators=(",", ":"))
+
+
 def prepare_merge(directory: Path, resolve: dict[str, str], product: Path) -> None:
     """Remove what an interrupted merge left and write the resolve map (blocking)."""
     for leftover in directory.glob(MERGER_TEMPORARY_GLOB):
         leftover.unlink(missing_ok=True)
     product.unlink(missing_ok=True)
+    (directory / PROVENANCE).unlink(missing_ok=True)
     write_durably(directory / RESOLVE_MAP, json.dumps(resolve, indent=1).encode())
 
 
@@ -150,6 +159,8 @@ class MergerOutput:
                 AlertSeverity(message.get("severity", "Warning")),
                 str(message.get("description", "")),
             ).addErrback(self._not_recorded)
+        elif kind in ("provenance", "heartbeat"):
+            pass  # the provenance is read from its file; a heartbeat only says "alive"
         elif kind == "result":
             self.product = str(message["path"])
             self.size = int(message.get("size", 0))
@@ -178,6 +189,7 @@ def merge(host: StageHost) -> Any:
             "--resolve", str(directory / RESOLVE_MAP),
             "--root", str(host.config.dataroot),
             "-o", str(product),
+            "--provenance", str(directory / PROVENANCE),
             str(directory / SPECIFICATION),
         )  # fmt: skip
         child = host.spawn(
@@ -189,6 +201,8 @@ def merge(host: StageHost) -> Any:
     if output.unrecorded is not None:
         output.unrecorded.raiseException()
     if status.ok and output.product:
+        cards = yield host.run_blocking(provenance_cards, directory / PROVENANCE)
+        yield host.keep_provenance(cards)
         return Merged(output.product, output.size)
     if status.ok:
         reason = "it reported no product"
