@@ -8,6 +8,7 @@ their wire form.  The DPM's own refusal (``DaqError``) becomes the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,24 @@ class DpmControl:
         ]
 
 
+TIMELINE_LIMIT = 10_000
+"""The most DAQs one GetTimeline answers (a bound on its work)."""
+
+
+def time_param(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"must be seconds since the epoch or null, not {json_type_name(value)}")
+    return float(value)
+
+
+def limit_param(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= TIMELINE_LIMIT:
+        raise ValueError(f"must be an integer from 1 to {TIMELINE_LIMIT}")
+    return value
+
+
 def specification_param(value: Any) -> str | dict[str, Any]:
     if not isinstance(value, str | dict):
         raise ValueError(
@@ -93,6 +112,10 @@ class DaqControl:
     def get_daq_provenance(self, id: str) -> Deferred[PreEncoded]:
         return self._manager.get_daq_provenance(id)
 
+    def get_timeline(self, since: float | None, until: float | None,
+                     limit: int) -> Deferred[dict[str, Any]]:  # fmt: skip
+        return self._manager.get_timeline(since, until, limit)
+
     def methods(self) -> list[Method]:
         daq_id = (Param("id", string_param),)
         return [
@@ -104,6 +127,9 @@ class DaqControl:
             Method("/daq/GetActiveDaqs", self.get_active_daqs),
             Method("/daq/GetInternalDaqStatus", self.get_internal_daq_status, daq_id),
             Method("/daq/GetDaqProvenance", self.get_daq_provenance, daq_id),
+            Method("/daq/GetTimeline", self.get_timeline,
+                   (Param("since", time_param, None), Param("until", time_param, None),
+                    Param("limit", limit_param, 1000))),
         ]  # fmt: skip
 
 

@@ -735,3 +735,28 @@ class ProvenanceTests(SynchronousTestCase):
         self.assertEqual((entry["keyword"], entry["source"]), ("SIMPLE", "(dpmd-merge)"))
         self.assertEqual(h.stored("P.1")["archived"], True)
         self.assertEqual(h.refused(h.manager.get_daq_provenance("NOPE")), "unknown DAQ id 'NOPE'")
+
+
+class TimelineTests(SynchronousTestCase):
+    def test_the_night_in_stages(self) -> None:
+        h = Harness(self)
+        start = h.reactor.seconds()
+        h.queue(specification("N.1", h.source("a.fits")))
+        h.reactor.advance(5)
+        h.finish_merge()
+        h.queue(specification("N.2", "/missing.fits"))
+        timeline = h.answer(h.manager.get_timeline(None, None, 100))
+        self.assertFalse(timeline["truncated"])
+        first, second = timeline["daqs"]
+        self.assertEqual((first["id"], first["substate"]), ("N.1", "Completed"))
+        merging = first["stages"]["merging"]
+        self.assertEqual(merging["ended_at"] - merging["started_at"], 5)
+        self.assertEqual(first["stages"]["collecting"]["bytes"], len(FITS_BLOCK))
+        self.assertEqual(first["stages"]["merging"]["bytes"], len(FITS_BLOCK))
+        self.assertEqual(first["stages"]["releasing"]["bytes"], len(FITS_BLOCK), "one receiver")
+        self.assertEqual((second["id"], second["substate"]), ("N.2", "Collecting"))
+        self.assertIn("does not exist", second["stages"]["collecting"]["last_error"])
+        window = h.answer(h.manager.get_timeline(start + 6, None, 100))
+        self.assertEqual([d["id"] for d in window["daqs"]], ["N.2"], "N.1 finished before")
+        limited = h.answer(h.manager.get_timeline(None, None, 1))
+        self.assertEqual((len(limited["daqs"]), limited["truncated"]), (1, True))

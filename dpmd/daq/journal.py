@@ -54,6 +54,9 @@ class Journal:
     def specification(self, daq_id: str) -> Deferred[bytes]:
         return self._run_reader(self._reader.specification, daq_id)
 
+    def finished_between(self, since: float, until: float, limit: int) -> Deferred[list[str]]:
+        return self._run_reader(self._reader.finished_between, since, until, limit)
+
     def provenance(self, daq_id: str) -> Deferred[str | None]:
         return self._run_reader(self._reader.provenance, daq_id)
 

@@ -130,6 +130,10 @@ class DaqManager:
     def get_internal_daq_status(self, daq_id: str) -> Any:
         return self.queries.internal(daq_id)
 
+    def get_timeline(self, since: float | None, until: float | None,
+                     limit: int) -> Deferred[dict[str, Any]]:  # fmt: skip
+        return self.queries.timeline(since, until, limit)
+
     def get_daq_provenance(self, daq_id: str) -> Deferred[PreEncoded]:
         return self.queries.provenance(daq_id)
 

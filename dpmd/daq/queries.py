@@ -7,6 +7,7 @@ answers with its final status, whatever its age.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,23 @@ class Queries:
                     "detail": self._detail(record, None, stored)}  # fmt: skip
 
         return self.stored(daq_id).addCallback(answer)
+
+    def timeline(self, since: float | None, until: float | None,
+                 limit: int) -> Deferred[dict[str, Any]]:  # fmt: skip
+        """The DAQs that finished in the window (from the store, oldest first), then those
+        still under way that started before its end: their stages' times and bytes."""
+        low = -math.inf if since is None else since
+        high = math.inf if until is None else until
+
+        def answer(records: list[str]) -> dict[str, Any]:
+            finished = [DaqRecord.decode(text) for text in records]
+            running = [daq.record for daq in self._registry
+                       if daq.record.started_at is not None and daq.record.started_at <= high]
+            daqs = (finished + running)[:limit]  # fmt: skip
+            return {"daqs": [_timeline_entry(record) for record in daqs],
+                    "truncated": len(finished) + len(running) > limit}  # fmt: skip
+
+        return self._journal.finished_between(low, high, limit + 1).addCallback(answer)
 
     def provenance(self, daq_id: str) -> Deferred[PreEncoded]:
         """Where each card of the DAQ's product header came from (for archived DAQs too)."""
@@ -106,3 +124,11 @@ class Queries:
             "deliveries": record.deliveries,
             "stages": record.stages,
         }
+
+
+def _timeline_entry(record: DaqRecord) -> dict[str, Any]:
+    stages = {name: {**run, "bytes": record.stage_bytes(name)}
+              for name, run in record.stages.items()}  # fmt: skip
+    return {"id": record.id, "substate": record.substate.value, "queued_at": record.queued_at,
+            "started_at": record.started_at, "finished_at": record.finished_at,
+            "stages": stages}  # fmt: skip

@@ -39,6 +39,7 @@ CREATE INDEX IF NOT EXISTS daq_unfinished ON daq (seq) WHERE archived = 0;
 CREATE INDEX IF NOT EXISTS daq_substate ON daq (substate);
 CREATE INDEX IF NOT EXISTS daq_retention ON daq (finished_at)
     WHERE archived = 1 AND folder_removed = 0;
+CREATE INDEX IF NOT EXISTS daq_finished ON daq (finished_at) WHERE archived = 1;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS provenance (id TEXT PRIMARY KEY, cards TEXT NOT NULL);
 """
@@ -258,6 +259,15 @@ class Store:
         if row is None:
             raise StoreError(f"no DAQ {daq_id!r} in the store")
         return bytes(row[0])
+
+    def finished_between(self, since: float, until: float, limit: int) -> list[str]:
+        """Records of the archived DAQs that finished in ``[since, until]``, oldest first."""
+        rows = self._db.execute(
+            "SELECT record FROM daq WHERE archived = 1 AND finished_at BETWEEN ? AND ?"
+            " ORDER BY finished_at LIMIT ?",
+            (since, until, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def provenance(self, daq_id: str) -> str | None:
         row = self._db.execute("SELECT cards FROM provenance WHERE id = ?", (daq_id,)).fetchone()

@@ -61,12 +61,18 @@ Reply = bytes | None
 """An encoded reply line (without its newline), or None when no reply is due."""
 
 
+REQUIRED: Any = object()
+"""The default of a parameter that must be given."""
+
+
 @dataclass(frozen=True)
 class Param:
-    """A declared parameter: ``check`` returns the value to pass or raises ``ValueError``."""
+    """A declared parameter: ``check`` returns the value to pass or raises ``ValueError``;
+    one with a ``default`` may be left out."""
 
     name: str
     check: Callable[[Any], Any]
+    default: Any = REQUIRED
 
 
 @dataclass(frozen=True)
@@ -364,6 +370,9 @@ def _bind_params(method: Method, params: Sequence[Any] | Mapping[str, Any]) -> d
     arguments = {}
     for param in declared:
         if param.name not in given:
+            if param.default is not REQUIRED:
+                arguments[param.name] = param.default
+                continue
             raise RpcError(INVALID_PARAMS, f"{method.name}: missing parameter {param.name!r}")
         try:
             arguments[param.name] = param.check(given[param.name])
