@@ -109,6 +109,9 @@ class DaqControl:
     def get_internal_daq_status(self, id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
         return self._manager.get_internal_daq_status(id)
 
+    def check_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return self._manager.check_daq(specification)
+
     def get_daq_provenance(self, id: str) -> Deferred[PreEncoded]:
         return self._manager.get_daq_provenance(id)
 
@@ -127,6 +130,8 @@ class DaqControl:
             Method("/daq/GetActiveDaqs", self.get_active_daqs),
             Method("/daq/GetInternalDaqStatus", self.get_internal_daq_status, daq_id),
             Method("/daq/GetDaqProvenance", self.get_daq_provenance, daq_id),
+            Method("/daq/CheckDaq", self.check_daq,
+                   (Param("specification", specification_param),)),
             Method("/daq/GetTimeline", self.get_timeline,
                    (Param("since", time_param, None), Param("until", time_param, None),
                     Param("limit", limit_param, 1000))),

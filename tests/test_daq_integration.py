@@ -300,3 +300,47 @@ class CrashTests(ChildServerTestCase):
                         return int(child["pid"])
             time.sleep(0.005)
         self.fail(f"no merger was seen running: {internal}")
+
+
+class CheckDaqTests(TestCase):
+    """A dry run of a whole DAQ: the same checks, the planned header; nothing written."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+
+    @inlineCallbacks
+    def test_a_good_and_a_bad_specification(self) -> None:
+        service, caller = yield start_server(self, self.root)
+        spec = product_spec("CHK.1", self.root)
+        before = sorted(p.relative_to(self.root) for p in (self.root / "dpm").rglob("*"))
+        good = yield caller.call("/daq/CheckDaq", json.dumps(spec))
+        self.assertTrue(good["ok"], good["problems"])
+        self.assertEqual(good["problems"], [])
+        origin = {entry["keyword"]: entry["source"] for entry in good["header"]}
+        self.assertEqual((origin["OBJECT"], origin["INSTRUME"]), ("ocm", "dcs"))
+        self.assertEqual(len(good["hdus"]), 4)
+        self.assertGreater(good["predicted_bytes"], 2880 * 4)
+
+        notes = self.root / "notes.txt"
+        notes.write_text("hello")
+        bad = {**spec, "id": "CHK.2", "sources": [
+            *spec["sources"][:2],
+            {"type": "fitsFile", "sourceName": "gone", "location": "/no/such.fits"},
+            {"type": "fitsFile", "sourceName": "text", "location": str(notes)}]}  # fmt: skip
+        answer = yield caller.call("/daq/CheckDaq", bad)
+        self.assertFalse(answer["ok"])
+        self.assertEqual(len(answer["problems"]), 2, answer["problems"])
+        self.assertIn("source 'gone'", answer["problems"][0])
+        self.assertIn("not a FITS file", answer["problems"][1])
+        invalid = yield caller.call("/daq/CheckDaq", "{")
+        self.assertIn("invalid specification", invalid["problems"][0])
+
+        after = sorted(p.relative_to(self.root) for p in (self.root / "dpm").rglob("*"))
+        self.assertEqual([p for p in after if "sqlite3" not in str(p)],
+                         [p for p in before if "sqlite3" not in str(p)], "nothing written")  # fmt: skip
+        active = yield caller.call("/daq/GetActiveDaqs")
+        self.assertEqual(active, [], "nothing queued")
+        with self.assertRaises(RpcError):
+            yield caller.call("/daq/GetDaqStatus", "CHK.1")
+        del service

@@ -74,7 +74,7 @@ class Intake:
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
         try:
-            text = _as_text(document)
+            text = specification_text(document)
         except SpecificationError as error:
             return fail(DaqError(f"invalid specification: {error}", _claimed_id(document)))
         arrival = _Arrival(self._next_seq, self._clock.seconds(), text, document, Deferred())
@@ -152,7 +152,7 @@ def _first_record(specification: Specification, seq: int, now: float) -> DaqReco
     )  # fmt: skip
 
 
-def _as_text(document: str | dict[str, Any]) -> bytes:
+def specification_text(document: str | dict[str, Any]) -> bytes:
     """The specification as the bytes that are stored and compared (an object as
     ``json.dumps`` of it); ``SpecificationError`` when it has no such form."""
     try:

@@ -27,6 +27,7 @@ from dpmd.blocking import RunBlocking
 from dpmd.config import Config
 from dpmd.daq.archive import Archive
 from dpmd.daq.chains import settle
+from dpmd.daq.check import DryRun
 from dpmd.daq.control import Control
 from dpmd.daq.host import Means
 from dpmd.daq.intake import Intake
@@ -88,6 +89,7 @@ class DaqManager:
         self.intake = Intake(self._config, self.journal, self._clock, self.means.run_blocking,
                              recovered.next_seq, self._accepted)  # fmt: skip
         self.archive = Archive(self.means, self._workspace, self.journal)
+        self.dry_run = DryRun(self.means, self.means.runner, self._storage)
         self.queries = Queries(self.registry, self.journal, self._workspace, self.archive.folder)
         for record in recovered.records:
             daq = self._daq(record)
@@ -129,6 +131,9 @@ class DaqManager:
 
     def get_internal_daq_status(self, daq_id: str) -> Any:
         return self.queries.internal(daq_id)
+
+    def check_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return self.dry_run.check(specification)
 
     def get_timeline(self, since: float | None, until: float | None,
                      limit: int) -> Deferred[dict[str, Any]]:  # fmt: skip
