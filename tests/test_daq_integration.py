@@ -337,8 +337,8 @@ class CheckDaqTests(TestCase):
         self.assertIn("invalid specification", invalid["problems"][0])
 
         after = sorted(p.relative_to(self.root) for p in (self.root / "dpm").rglob("*"))
-        self.assertEqual([p for p in after if "sqlite3" not in str(p)],
-                         [p for p in before if "sqlite3" not in str(p)], "nothing written")  # fmt: skip
+        files = [[p for p in listing if "sqlite3" not in str(p)] for listing in (before, after)]
+        self.assertEqual(files[1], files[0], "nothing written")
         active = yield caller.call("/daq/GetActiveDaqs")
         self.assertEqual(active, [], "nothing queued")
         with self.assertRaises(RpcError):
