@@ -73,6 +73,12 @@ def limit_param(value: Any) -> int:
     return value
 
 
+def boolean_param(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {json_type_name(value)}")
+    return value
+
+
 def specification_param(value: Any) -> str | dict[str, Any]:
     if not isinstance(value, str | dict):
         raise ValueError(
@@ -112,6 +118,10 @@ class DaqControl:
     def check_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
         return self._manager.check_daq(specification)
 
+    def audit_workspace(self, repair: bool) -> Deferred[dict[str, Any]]:
+        """``/dpm/AuditWorkspace``: about the workspace, but the DAQ core's knowledge."""
+        return self._manager.audit_workspace(repair)
+
     def get_daq_provenance(self, id: str) -> Deferred[PreEncoded]:
         return self._manager.get_daq_provenance(id)
 
@@ -132,6 +142,8 @@ class DaqControl:
             Method("/daq/GetDaqProvenance", self.get_daq_provenance, daq_id),
             Method("/daq/CheckDaq", self.check_daq,
                    (Param("specification", specification_param),)),
+            Method("/dpm/AuditWorkspace", self.audit_workspace,
+                   (Param("repair", boolean_param, False),)),
             Method("/daq/GetTimeline", self.get_timeline,
                    (Param("since", time_param, None), Param("until", time_param, None),
                     Param("limit", limit_param, 1000))),

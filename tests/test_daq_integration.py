@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.fitsfactory import image_hdu, open_verified, table_hdu, write_fits, write_raw_source
@@ -343,4 +345,50 @@ class CheckDaqTests(TestCase):
         self.assertEqual(active, [], "nothing queued")
         with self.assertRaises(RpcError):
             yield caller.call("/daq/GetDaqStatus", "CHK.1")
+        del service
+
+
+class AuditTests(TestCase):
+    """``fsck``: a workspace with planted faults, before and after the repair."""
+
+    @inlineCallbacks
+    def test_planted_faults_are_found_then_repaired(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        service, caller = yield start_server(self, root)
+        yield caller.call("/daq/QueueDaq", product_spec("FSCK.1", root))
+        yield caller.wait_for("FSCK.1", "Completed")
+        yield caller.wait_archived("FSCK.1")
+        yield caller.call("/daq/QueueDaq", product_spec("FSCK.2", root))
+        yield caller.wait_for("FSCK.2", "Completed")
+        internal = yield caller.wait_archived("FSCK.2")
+        for _ in range(100):  # the folder is filed away just after the final commit
+            if Path(internal["detail"]["workspace"]).exists():
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        workspace = root / "dpm"
+        (workspace / "daqs" / "STRAY" / "logs").mkdir(parents=True)
+        (workspace / "archive" / "ORPHAN").mkdir()
+        shutil.rmtree(workspace / "archive" / "FSCK.1")
+        stale = root / "released" / ".OLD.fits.dpmd-part"
+        stale.write_bytes(b"half a product")
+        (workspace / "linked" / "FSCK.2").mkdir(parents=True)
+        found = yield caller.call("/dpm/AuditWorkspace", False)
+        kinds = sorted((p["kind"], Path(p["path"]).name, p["repaired"]) for p in found["problems"])
+        self.assertEqual(kinds, [
+            ("folder-without-record", "ORPHAN", False),
+            ("folder-without-record", "STRAY", False),
+            ("record-without-folder", "FSCK.1", False),
+            ("temporary", ".OLD.fits.dpmd-part", False),
+            ("unreferenced-linked", "FSCK.2", False),
+        ])  # fmt: skip
+        self.assertTrue(stale.exists(), "without repair nothing is changed")
+        repaired = yield caller.call("/dpm/AuditWorkspace", True)
+        self.assertTrue(all(p["repaired"] for p in repaired["problems"]), repaired)
+        self.assertFalse(stale.exists())
+        self.assertFalse((workspace / "daqs" / "STRAY").exists())
+        again = yield caller.call("/dpm/AuditWorkspace")
+        self.assertEqual(again["problems"], [])
+        internal = yield caller.call("/daq/GetInternalDaqStatus", "FSCK.1")
+        self.assertTrue(internal["detail"]["workspace_removed"])
         del service

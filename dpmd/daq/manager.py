@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
 from dpmd.daq.archive import Archive
+from dpmd.daq.audit import Problem as AuditProblem
+from dpmd.daq.audit import audit, busy_of
 from dpmd.daq.chains import settle
 from dpmd.daq.check import DryRun
 from dpmd.daq.control import Control
@@ -39,11 +41,12 @@ from dpmd.daq.record import DaqRecord
 from dpmd.daq.recovery import recover
 from dpmd.daq.registry import Registry
 from dpmd.daq.scheduler import Scheduler
-from dpmd.daq.store import StoreError, Update
+from dpmd.daq.store import FILE_NAME, FolderRemoved, StoreError, Update
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
 from dpmd.rpc.encoding import PreEncoded
 from dpmd.spec import Specification
+from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
@@ -131,6 +134,23 @@ class DaqManager:
 
     def get_internal_daq_status(self, daq_id: str) -> Any:
         return self.queries.internal(daq_id)
+
+    def audit_workspace(self, repair: bool) -> Deferred[dict[str, Any]]:
+        """Check the store and the files against each other (``/dpm/AuditWorkspace``)."""
+        busy = busy_of([daq.newest for daq in self.registry], part_name)
+        config = self._config
+        roots = [config.release_dir, *config.release_allowed]
+
+        def done(found: tuple[list[AuditProblem], list[FolderRemoved]]) -> Deferred[Any]:
+            problems, changes = found
+            recorded = gatherResults([self.journal.commit(change) for change in changes])
+            return recorded.addCallback(
+                lambda _: {"problems": [problem.to_json() for problem in problems]}
+            )
+
+        return self.means.run_blocking(
+            audit, self._workspace.root / FILE_NAME, self._workspace, roots, busy, repair
+        ).addCallback(done)
 
     def check_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
         return self.dry_run.check(specification)

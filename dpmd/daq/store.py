@@ -260,6 +260,11 @@ class Store:
             raise StoreError(f"no DAQ {daq_id!r} in the store")
         return bytes(row[0])
 
+    def archived_folders(self) -> dict[str, bool]:
+        """Every archived DAQ's id, and whether retention removed its folder (the audit)."""
+        rows = self._db.execute("SELECT id, folder_removed FROM daq WHERE archived = 1")
+        return {daq_id: bool(removed) for daq_id, removed in rows}
+
     def finished_between(self, since: float, until: float, limit: int) -> list[str]:
         """Records of the archived DAQs that finished in ``[since, until]``, oldest first."""
         rows = self._db.execute(
