@@ -18,6 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
+import dpmd
 from tests.fitsfactory import image_hdu, open_verified, table_hdu, write_fits, write_raw_source
 from tests.rpcclient import RpcError, start_server
 from tests.test_twistd import twistd
@@ -137,7 +138,8 @@ class ServerTests(TestCase):
         # What a symlink points at never moves, not even when the DAQ is archived.
         self.assertEqual(linked.resolve(), self.root / "dpm" / "linked" / "INT.6" / "INT.6.fits")
         self.assertFalse(any(Path(internal["detail"]["workspace"]).glob("*.fits")))
-        self.assertEqual(sorted(p.name for p in (far / "copied").iterdir()), ["INT.6.fits"])
+        copied_files = sorted(p.name for p in (far / "copied").iterdir())
+        self.assertEqual(copied_files, ["INT.6.fits", "INT.6.fits.json"])
 
     @inlineCallbacks
     def test_refusals_are_daq_exceptions(self) -> None:
@@ -391,4 +393,42 @@ class AuditTests(TestCase):
         self.assertEqual(again["problems"], [])
         internal = yield caller.call("/daq/GetInternalDaqStatus", "FSCK.1")
         self.assertTrue(internal["detail"]["workspace_removed"])
+        del service
+
+
+class ManifestTests(TestCase):
+    """The manifest beside each product, checked against an independent computation."""
+
+    @inlineCallbacks
+    def test_the_manifest_says_what_an_archive_can_verify(self) -> None:
+        import hashlib
+
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        service, caller = yield start_server(self, root)
+        with_manifest, without = root / "olas", root / "fits-only"
+        with_manifest.mkdir()
+        without.mkdir()
+        receivers = [{"type": "olasReceiver", "path": str(with_manifest)},
+                     {"type": "olasReceiver", "path": str(without),
+                      "options": {"manifest": False}}]  # fmt: skip
+        text = json.dumps(product_spec("MAN.1", root, receivers=receivers))
+        yield caller.call("/daq/QueueDaq", text)
+        yield caller.wait_for("MAN.1", "Completed")
+        product = with_manifest / "MAN.1.fits"
+        manifest = json.loads((with_manifest / "MAN.1.fits.json").read_text())
+        data = product.read_bytes()
+        self.assertEqual(manifest["product"]["size"], len(data))
+        self.assertEqual(manifest["product"]["blake2b"], hashlib.blake2b(data).hexdigest())
+        with fits.open(product, checksum=True) as hdus:
+            self.assertEqual(hdus[0].verify_checksum(), 1)
+            self.assertEqual(manifest["product"]["checksum"], hdus[0].header["CHECKSUM"])
+            self.assertEqual(manifest["product"]["datasum"], hdus[0].header["DATASUM"])
+        self.assertEqual(manifest["specification"]["blake2b"],
+                         hashlib.blake2b(text.encode()).hexdigest())  # fmt: skip
+        sources = {source["name"]: source for source in manifest["sources"]}
+        self.assertEqual(sources["dcs"]["size"], (root / "dcs.fits").stat().st_size)
+        self.assertEqual(manifest["daq_id"], "MAN.1")
+        self.assertEqual(manifest["dpmd_version"], dpmd.__version__)
+        self.assertEqual(sorted(p.name for p in without.iterdir()), ["MAN.1.fits"], "off")
         del service

@@ -77,14 +77,14 @@ class ReleaseCrashTests(SynchronousTestCase):
         new = self.restart()
         self.assertCompleted(new)
         self.assertEqual(self.final.stat().st_ino, inode, "the delivery is checked, not repeated")
-        self.assertEqual(os.listdir(self.inbox), ["X.1.fits"])
+        self.assertEqual(sorted(os.listdir(self.inbox)), ["X.1.fits", "X.1.fits.json"])
 
     def test_a_receiver_that_took_the_file_away_does_not_get_it_twice(self) -> None:
         self.crash_at("delivered")
         self.final.unlink()  # the archive ingested it on arrival
         new = self.restart()
         self.assertCompleted(new)
-        self.assertEqual(os.listdir(self.inbox), [], "delivered once: never again")
+        self.assertEqual(os.listdir(self.inbox), ["X.1.fits.json"], "delivered once: never again")
         self.assertEqual(new.internal("X.1")["detail"]["released"]["0"]["path"], str(self.final))
 
     def test_killed_after_staging_before_it_was_recorded(self) -> None:
@@ -94,7 +94,7 @@ class ReleaseCrashTests(SynchronousTestCase):
         new = self.restart()
         self.assertCompleted(new)
         self.assertEqual(self.final.read_bytes(), FITS_BLOCK)
-        self.assertEqual(os.listdir(self.inbox), ["X.1.fits"])
+        self.assertEqual(sorted(os.listdir(self.inbox)), ["X.1.fits", "X.1.fits.json"])
 
     def test_killed_after_staging_was_recorded_before_the_rename(self) -> None:
         def never(function: Any, *args: Any) -> Any:
@@ -108,14 +108,14 @@ class ReleaseCrashTests(SynchronousTestCase):
         self.assertEqual(self.old.stored("X.1")["record"]["deliveries"]["0"]["state"], "staged")
         new = self.restart()
         self.assertCompleted(new)
-        self.assertEqual(os.listdir(self.inbox), ["X.1.fits"])
+        self.assertEqual(sorted(os.listdir(self.inbox)), ["X.1.fits", "X.1.fits.json"])
 
     def test_killed_before_anything_was_planned(self) -> None:
         self.crash_at("planned")
         self.assertEqual(os.listdir(self.inbox), [])
         new = self.restart()
         self.assertCompleted(new)
-        self.assertEqual(os.listdir(self.inbox), ["X.1.fits"])
+        self.assertEqual(sorted(os.listdir(self.inbox)), ["X.1.fits", "X.1.fits.json"])
 
 
 class ExistingFileTests(SynchronousTestCase):
@@ -185,7 +185,7 @@ class AbortDuringReleaseTests(SynchronousTestCase):
         self.assertEqual(final.substate.value, "Aborted")
         self.assertIn(f"keep it: 0 ({ready / 'AB.1.fits'})", final.message)
         self.assertEqual((ready / "AB.1.fits").read_bytes(), FITS_BLOCK)
-        self.assertEqual(os.listdir(ready), ["AB.1.fits"])
+        self.assertEqual(sorted(os.listdir(ready)), ["AB.1.fits", "AB.1.fits.json"])
 
     def test_staging_files_of_undelivered_receivers_are_removed(self) -> None:
         h = Harness(self)
@@ -198,7 +198,7 @@ class AbortDuringReleaseTests(SynchronousTestCase):
         receivers = [{"type": "olasReceiver", "path": str(inbox)}]
         h.queue(specification("AB.2", h.source("a.fits"), receivers=receivers))
         h.finish_merge()
-        self.assertEqual(os.listdir(inbox), [".AB.2.fits.dpmd-part"])
+        self.assertEqual(sorted(os.listdir(inbox)), [".AB.2.fits.dpmd-part", "AB.2.fits.json"])
         h.run_blocking = synchronous
         reply = h.test.successResultOf(h.manager.abort_daq("AB.2"))
         self.assertFalse(reply.error)

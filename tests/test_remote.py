@@ -174,7 +174,7 @@ class RemoteTests(TestCase):
         product_size = final.stat().st_size
         self.assertTrue(seen_partial, "the transfer should have been seen in progress")
         self.assertLessEqual(sizes, {product_size})
-        self.assertEqual(sorted(p.name for p in inbox.iterdir()), ["REM.4.fits"])
+        self.assertEqual(sorted(p.name for p in inbox.iterdir()), ["REM.4.fits", "REM.4.fits.json"])
         last = caller.statuses("REM.4")[-1]
         self.assertEqual(last["result"], f"{HOST_ALIAS}:{final}")
         with fits.open(final, checksum=True) as hdus:

@@ -192,7 +192,7 @@ def remove_partial_files(directory: Path, record: DaqRecord, receivers: Any,
     if record.product:
         Path(record.product).unlink(missing_ok=True)
     shutil.rmtree(directory / "sources", ignore_errors=True)
-    remove_partial_deliveries(receivers, release_dir, name, record.deliveries)
+    remove_partial_deliveries(receivers, release_dir, name, record.deliveries, record.id)
 
 
 class _SharedOutcome:

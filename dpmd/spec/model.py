@@ -77,6 +77,8 @@ class OlasReceiver:
     path: str
     host: str = ""
     allow_symlink: bool = True
+    manifest: bool = True
+    """Write ``{fileId}.fits.json`` (sizes, checksums, sources) beside the product."""
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,7 @@ class _Builder:
                     path=raw["path"],
                     host=raw.get("host", ""),
                     allow_symlink=raw.get("options", {}).get("allowSymlink", True),
+                    manifest=raw.get("options", {}).get("manifest", True),
                 )
                 for raw in doc.get("receivers", ())
             )

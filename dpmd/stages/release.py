@@ -41,6 +41,7 @@ from dpmd.durable import fsync_directory, rename_no_replace
 from dpmd.locations import RemoteFile, is_local_host, resolved_confinement_problem
 from dpmd.spec import OlasReceiver
 from dpmd.stages import Problem, StageError, StageHost
+from dpmd.stages.manifest import build_manifest, manifest_name, remove_manifest, write_manifest
 from dpmd.stages.transfer import (
     Meter,
     TransferFailed,
@@ -51,6 +52,7 @@ from dpmd.stages.transfer import (
     run_with_retries,
 )
 from dpmd.workers import python_command
+from dpmd.workspace import SPECIFICATION
 
 RELEASE_DIR_KEY = "release_dir"
 
@@ -64,6 +66,7 @@ class Destination:
     directory: Path
     host: str = ""
     allow_symlink: bool = True
+    manifest: bool = True
 
     @property
     def is_default(self) -> bool:
@@ -72,13 +75,14 @@ class Destination:
 
 def destinations(receivers: tuple[OlasReceiver, ...], release_dir: Path) -> list[Destination]:
     if not receivers:
-        return [Destination(RELEASE_DIR_KEY, release_dir, "", False)]
+        return [Destination(RELEASE_DIR_KEY, release_dir, "", False, True)]
     return [
         Destination(
             str(index),
             Path(receiver.path),
             "" if is_local_host(receiver.host) else receiver.host,
             receiver.allow_symlink,
+            receiver.manifest,
         )
         for index, receiver in enumerate(receivers)
     ]
@@ -181,6 +185,8 @@ class Release:
         self.name = host.specification.archive_name
         self.product = Path(host.record.product)
         self.digest: Digest | None = None
+        self.manifest: bytes | None = None
+        """The manifest written beside the product, built once per run."""
 
     def entry(self, key: str) -> dict[str, Any]:
         return self.host.record.deliveries[key]
@@ -238,6 +244,7 @@ class Release:
             how = yield self.stage_local(destination, staging)
             yield self.record_state(key, Delivery.STAGED, f"receiver {key}: staged ({how})",
                                     how=how)  # fmt: skip
+        yield self.write_local_manifest(destination)
         if not (yield host.run_blocking(publish, staging, final)):
             found = yield host.run_blocking(find_final, final, self.product)
             yield self.accept_existing(destination, final, found)
@@ -245,6 +252,40 @@ class Release:
             return
         how = self.entry(key)["how"]
         yield self.record_state(key, Delivery.DELIVERED, f"released to {final} ({how})")
+
+    @inlineCallbacks
+    def manifest_bytes(self) -> Any:
+        if self.manifest is None:
+            self.manifest = yield self.host.run_blocking(
+                build_manifest, self.host.record, self.product, self.name,
+                self.host.directory / SPECIFICATION, self.host.clock.seconds(),
+            )  # fmt: skip
+        return self.manifest
+
+    @inlineCallbacks
+    def write_local_manifest(self, destination: Destination) -> Any:
+        """Before the product appears under its name: its manifest beside it."""
+        if not destination.manifest:
+            return
+        content = yield self.manifest_bytes()
+        name = manifest_name(self.name)
+        yield self.host.run_blocking(write_manifest, destination.directory, name, content,
+                                     self.host.daq_id)  # fmt: skip
+
+    @inlineCallbacks
+    def send_remote_manifest(self, destination: Destination) -> Any:
+        """rsync the manifest to a hidden name at the receiver, then ``mv`` it into place."""
+        if not destination.manifest:
+            return
+        content = yield self.manifest_bytes()
+        name = manifest_name(self.name)
+        local = self.host.directory / name
+        yield self.host.run_blocking(local.write_bytes, content)
+        part = str(destination.directory / part_name(name))
+        remote = RemoteFile(host=destination.host, path=part)
+        argv = rsync_argv(self.host.config.transfer, str(local), remote.rsync_argument)
+        yield run_with_retries(self.host, "rsync", argv, Meter(), lambda: None)
+        yield self.remote(remote, "mv -f -- {0} {1}", part, str(destination.directory / name))
 
     @inlineCallbacks
     def stage_local(self, destination: Destination, staging: Path) -> Any:
@@ -284,6 +325,8 @@ class Release:
             other = yield self.file_digest(str(final))
             if other != self.digest:
                 raise self.conflict(destination, str(final), other)
+        if destination.host == "":
+            yield self.write_local_manifest(destination)
         yield self.record_state(destination.key, Delivery.DELIVERED,
                                 f"released to {final} (it was already there)", how=how)  # fmt: skip
 
@@ -314,6 +357,7 @@ class Release:
                 yield self.rsync(remote)
                 yield self.record_state(key, Delivery.STAGED, f"receiver {key}: staged (rsync)",
                                         how="rsync")  # fmt: skip
+            yield self.send_remote_manifest(destination)
             if not (yield self.remote_publish(remote, staging, final)):
                 found = yield self.remote_digest(remote, final)
                 if found != self.digest:
@@ -412,6 +456,7 @@ def remove_partial_deliveries(
     release_dir: Path,
     name: str,
     deliveries: dict[str, dict[str, Any]],
+    daq_id: str,
 ) -> None:
     """Remove staging files at local receivers that were not delivered (blocking).
 
@@ -425,3 +470,4 @@ def remove_partial_deliveries(
         staging = destination.directory / part_name(name)
         remove_stale_temporary(staging)  # the copier's own temporary, if it is ours
         remove_staging(staging)
+        remove_manifest(destination.directory, manifest_name(name), daq_id)
