@@ -26,7 +26,7 @@ from dpmd.config import build_config
 from dpmd.server import StartupError
 from dpmd.tap import build_service
 from tests.fitsfactory import write_fits
-from tests.rpcclient import RpcError, start_server
+from tests.rpcclient import RpcError, connect, start_server
 from tests.test_daq_integration import product_spec
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -217,6 +217,39 @@ class MetricsEndToEnd(TestCase):
         used = dashboard_metric_names()
         self.assertTrue(used)
         self.assertEqual(sorted(used - exposed), [])
+
+    @inlineCallbacks
+    def test_after_a_restart_it_counts_the_recovered_daqs(self) -> None:
+        settings = {"dataroot": str(self.root), "listen": [LOCAL]}
+        first = build_service(build_config(settings, environ={}), reactor)
+        first.startService()
+        stopped = False
+        try:
+            caller = yield connect(first.ports[0].getHost().port)
+            yield caller.call("Subscribe", "/daq/status")
+            blocked = self.spec("MET.R1")
+            blocked["sources"].append({"type": "fitsFile", "sourceName": "late",
+                                       "location": str(self.root / "late.fits")})  # fmt: skip
+            yield caller.call("/daq/QueueDaq", blocked)
+            yield self.until(lambda: any(s["error"] for s in caller.statuses("MET.R1")))
+            yield caller.call("/daq/QueueDaq", self.spec("MET.R2"))
+            queued = caller.statuses("MET.R2")[0]["timestamp"]
+            caller.transport.loseConnection()
+            yield first.stopService()
+            stopped = True
+        finally:
+            if not stopped:
+                yield first.stopService()
+        self.service, _ = yield start_server(self, self.root, **{"metrics.listen": LOCAL})
+        got = yield self.scrape()
+        self.assertEqual(value(got, "dpmd_daqs", substate="Collecting"), 1)
+        self.assertEqual(value(got, "dpmd_daqs", substate="Scheduled"), 1)
+        self.assertEqual(value(got, "dpmd_queue_depth"), 1)
+        age = value(got, "dpmd_queue_oldest_age_seconds")  # since it was queued, before the restart
+        self.assertTrue(0 < age <= reactor.seconds() - queued, (age, queued))
+        self.assertEqual(value(got, "dpmd_alerts", category="SourceFileCollectionError",
+                               severity="Error"), 1)  # fmt: skip
+        self.assertEqual(value(got, "dpmd_daqs_finished_total", substate="Completed"), 0)
 
     @inlineCallbacks
     def test_two_servers_in_one_process_count_apart(self) -> None:
