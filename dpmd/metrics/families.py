@@ -86,11 +86,20 @@ class RpcMetrics:
             "error code); _count is the number of requests", ("method", "outcome"),
             registry=registry, buckets=RPC_BUCKETS,
         )  # fmt: skip
+        self._children: dict[tuple[str | None, str], Any] = {}
+        """The histogram's child of each (method, outcome): ``labels()`` costs more than
+        the observation itself."""
         for method in methods:
-            self.duration.labels(method, "ok")
+            self._child(method, "ok")
 
     def observe(self, method: str | None, outcome: str, seconds: float) -> None:
-        self.duration.labels(method or OTHER_METHOD, outcome).observe(max(0.0, seconds))
+        child = self._children.get((method, outcome)) or self._child(method, outcome)
+        child.observe(seconds if seconds > 0.0 else 0.0)
+
+    def _child(self, method: str | None, outcome: str) -> Any:
+        child = self.duration.labels(method or OTHER_METHOD, outcome)
+        self._children[(method, outcome)] = child
+        return child
 
 
 class StateCollector:
