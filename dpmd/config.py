@@ -115,6 +115,13 @@ def _listen_list(value: Any) -> tuple[str, ...]:
     return tuple(private_unix_socket(endpoint) for endpoint in endpoints)
 
 
+def _optional_endpoint(value: Any) -> str | None:
+    """One Twisted endpoint string, or nothing (null or "") for a listener that is off."""
+    if value is None or value == "":
+        return None
+    return _text(value)
+
+
 def _identity_list(value: Any) -> tuple[str, ...]:
     """Client certificate identities (CN or DNS names), compared without regard to case."""
     identities = _text_list(value)
@@ -187,6 +194,8 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("access.control", _identity_list, (), "certificate identities allowed every method"),
     Key("access.read", _identity_list, (), "certificate identities allowed to read and subscribe"),
+    Key("metrics.listen", _optional_endpoint, None,
+        "endpoint of the Prometheus/OpenMetrics page /metrics; off when null or empty"),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -267,6 +276,8 @@ class Config:
     max_connections: int = 200
     max_buffered_bytes: int = 64 * 1024 * 1024
     access: AccessConfig = AccessConfig((), ())
+    metrics_listen: str | None = None
+    """The endpoint of the metrics page (``metrics.listen``), or None: no metrics."""
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -380,6 +391,7 @@ def build_config(
         max_connections=checked["max_connections"],
         max_buffered_bytes=checked["max_buffered_bytes"],
         access=AccessConfig(control=checked["access.control"], read=checked["access.read"]),
+        metrics_listen=checked["metrics.listen"],
     )
 
 
@@ -433,5 +445,6 @@ def effective_document(config: Config) -> dict[str, Any]:
         "max_connections": config.max_connections,
         "max_buffered_bytes": config.max_buffered_bytes,
         "access": {"control": list(config.access.control), "read": list(config.access.read)},
+        "metrics": {"listen": config.metrics_listen},
     }  # fmt: skip
     return {name: dict(value) if isinstance(value, dict) else value for name, value in flat.items()}

@@ -8,6 +8,7 @@
       TimerService(storage_interval)     /dpm/storage samples
       TimerService(archive.check_interval)  retention of archived folders
       strports.service(listen) …         one per listen string; they bind first
+      MetricsService (metrics.listen)    optional: the /metrics page, fed by the manager
 
 Every listener binds in ``privilegedStartService``, before anything else
 starts: a port that cannot be bound stops start-up with one line naming it.
@@ -45,6 +46,7 @@ from dpmd.daq.manager import DaqManager
 from dpmd.daq.store import StoreError
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
+from dpmd.metrics import MetricsService
 from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.protocol import JsonRpcFactory
@@ -129,7 +131,10 @@ class DpmService(MultiService):
             DaqControl(self.manager),
             Subscriptions(self.hub),
         ]
-        self.dispatcher = Dispatcher(method_table(*interfaces), translate_error)
+        table = method_table(*interfaces)
+        self.metrics = self._metrics(list(table))
+        observe = self.metrics.rpc.observe if self.metrics is not None else None
+        self.dispatcher = Dispatcher(table, translate_error, observe=observe, clock=reactor)
         self.stop_reactor: Callable[[], None] = IReactorCore(reactor).stop
         """What ``/dpm/Exit`` calls last; twistd then stops every service and exits 0."""
 
@@ -141,6 +146,9 @@ class DpmService(MultiService):
         self._listeners: dict[IService, str] = {}
         for description in config.listen:
             self._listener(description)
+        if self.metrics is not None:
+            self.metrics.setServiceParent(self)
+            self._listeners[self.metrics] = self.metrics.description
         self.ports: list[IListeningPort] = []
         self._bound_once = False
 
@@ -148,6 +156,16 @@ class DpmService(MultiService):
         timer = TimerService(interval, call)
         timer.clock = self._reactor
         timer.setServiceParent(self)
+
+    def _metrics(self, methods: list[str]) -> MetricsService | None:
+        description = self.config.metrics_listen
+        if description is None:
+            return None
+        try:
+            return MetricsService(description, self._reactor, self.hub, self.storage, self.manager,
+                                  methods)  # fmt: skip
+        except (ValueError, KeyError, TypeError) as error:
+            raise StartupError(f"metrics.listen {description!r} is not valid: {error}") from None
 
     def _retention(self) -> None:
         settle(self.manager.archive.retention_pass(), "the retention task")

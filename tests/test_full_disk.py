@@ -40,13 +40,14 @@ def mount_tmpfs(test: TestCase, size: str) -> Path:
 def fill(folder: Path) -> Path:
     """Write until the file system is full."""
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError:
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while os.write(fd, b"\0" * 65536):
             pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
     return filler
 
 

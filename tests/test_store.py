@@ -108,13 +108,15 @@ class StoreTests(StoreTestCase):
         plans = {
             "SELECT seq, id, record FROM daq WHERE archived = 0 ORDER BY seq": "daq_unfinished",
             "SELECT seq FROM daq WHERE id = 'X'": "sqlite_autoindex_daq_1",
+            # Both partial indexes of finish times serve it; SQLite picks one.
             "SELECT id FROM daq WHERE archived = 1 AND folder_removed = 0 AND finished_at < 1"
-            " ORDER BY finished_at LIMIT 5": "daq_retention",
+            " ORDER BY finished_at LIMIT 5": ("daq_retention", "daq_finished"),
         }
-        for query, index in plans.items():
+        for query, indexes in plans.items():
             plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
             with self.subTest(query):
-                self.assertIn(f"INDEX {index}", plan)
+                names = (indexes,) if isinstance(indexes, str) else indexes
+                self.assertTrue(any(f"INDEX {name}" in plan for name in names), plan)
 
 
 class JournalTests(StoreTestCase):

@@ -17,16 +17,22 @@ error reply, so a client's slot is never lost.
 
 Who may call what is decided here too, from the session's ``role`` (see
 ``dpmd.access``), so that no handler needs to know about identities.
+
+An optional observer (the metrics) hears of every request: its method, its
+outcome (``"ok"`` or the error code) and how long its handler took on the
+server's clock, until its Deferred fired.  Without one, the table's handlers
+are called as they are and nothing else is done.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.access import Role, may_call
@@ -59,6 +65,13 @@ MAX_BATCH = 1000
 
 Reply = bytes | None
 """An encoded reply line (without its newline), or None when no reply is due."""
+
+Observe = Callable[[str | None, str, float], None]
+"""``observe(method, outcome, seconds)``: ``method`` is None for a request naming no
+method of the table; ``outcome`` is ``"ok"`` or the error code as text (``"-32000"``).
+It must be quick and must not raise."""
+
+OK = "ok"
 
 
 REQUIRED: Any = object()
@@ -130,15 +143,60 @@ class Dispatcher:
     ``translate_error`` lets the API layer map its own exceptions (the DPM's
     ``DaqException``) to ``RpcError``; anything left over is an internal
     error with an opaque incident id, its traceback logged under that id.
+
+    ``observe`` (with the ``clock`` that times the handlers) hears of every
+    request; a request refused before any handler ran counts 0 seconds.
     """
 
     def __init__(
         self,
         methods: Mapping[str, Method],
         translate_error: Callable[[BaseException], RpcError | None] = lambda error: None,
+        observe: Observe | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
-        self._methods = dict(methods)
         self._translate_error = translate_error
+        self._observe = observe
+        if observe is not None:
+            if clock is None:
+                raise ValueError("an observer needs the clock that times the requests")
+            methods = {name: self._timed(method, observe, clock)
+                       for name, method in methods.items()}  # fmt: skip
+        self._methods = dict(methods)
+
+    def _timed(self, method: Method, observe: Observe, clock: IReactorTime) -> Method:
+        """The method with a handler that tells ``observe`` its outcome and duration."""
+        handler, name = method.handler, method.name
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = clock.seconds()
+            try:
+                result = handler(*args, **kwargs)
+            except Exception as error:
+                observe(name, self._outcome(error), clock.seconds() - started)
+                raise
+            if isinstance(result, Deferred):
+
+                def fired(outcome: Any) -> Any:
+                    code = self._outcome(outcome.value) if isinstance(outcome, Failure) else OK
+                    observe(name, code, clock.seconds() - started)
+                    return outcome
+
+                return result.addBoth(fired)
+            observe(name, OK, clock.seconds() - started)
+            return result
+
+        return replace(method, handler=timed)
+
+    def _outcome(self, error: BaseException) -> str:
+        known = self._known_error(error)
+        return str(known.code if known is not None else INTERNAL_ERROR)
+
+    def _refused(self, method: Any, code: int) -> None:
+        """Tell the observer of a request answered with an error before any handler ran."""
+        if self._observe is not None:
+            known = method if type(method) is str and method in self._methods else None
+            self._observe(known, str(code), 0.0)
 
     def dispatch(self, line: bytes, session: Any = None) -> Deferred[Reply]:
         """``answer`` as a Deferred, for callers that want one shape."""
@@ -153,6 +211,7 @@ class Dispatcher:
         try:
             message, surrogates = decode(line)
         except ParseError as error:
+            self._refused(None, PARSE_ERROR)
             return _error_line(None, RpcError(PARSE_ERROR, f"parse error: {error}"))
         if type(message) is list:
             return self._answer_batch(message, session, surrogates)
@@ -162,8 +221,10 @@ class Dispatcher:
         self, batch: list[Any], session: Any, surrogates: bool
     ) -> Reply | Deferred[Reply]:
         if not batch:
+            self._refused(None, INVALID_REQUEST)
             return _error_line(None, RpcError(INVALID_REQUEST, "empty batch"))
         if len(batch) > MAX_BATCH:
+            self._refused(None, INVALID_REQUEST)
             error = RpcError(INVALID_REQUEST, f"batch of {len(batch)} requests exceeds {MAX_BATCH}")
             return _error_line(None, error)
         replies = [self._answer_one(request, session, surrogates) for request in batch]
@@ -180,6 +241,7 @@ class Dispatcher:
     def _answer_one(self, request: Any, session: Any, surrogates: bool) -> Reply | Deferred[Reply]:
         """Handle one request object; the reply line, None, or a Deferred that never fails."""
         if type(request) is not dict:
+            self._refused(None, INVALID_REQUEST)
             error = RpcError(
                 INVALID_REQUEST, f"a request must be an object, not {json_type_name(request)}"
             )
@@ -188,10 +250,12 @@ class Dispatcher:
         request_id = request.get("id")
         problem = _id_problem(request_id, surrogates)
         if problem is not None:
+            self._refused(request.get("method"), INVALID_REQUEST)
             return _error_line(None, RpcError(INVALID_REQUEST, problem))
         try:
             method, arguments = self._bind(request, session, surrogates)
         except RpcError as error:
+            self._refused(request.get("method"), error.code)
             if is_notification and error.code != INVALID_REQUEST:
                 if error.code == NOT_AUTHORISED:
                     log.warn("notification refused: {message}", message=error.message)

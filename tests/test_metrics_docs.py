@@ -1,0 +1,101 @@
+"""README's *Metrics* section: its configuration is dpmd's, its scrape job points at it,
+and its shell line runs as written against a real server with that configuration."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import yaml
+from prometheus_client import CollectorRegistry
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest, TestCase
+
+from dpmd.config import build_config, read_config_file
+from dpmd.metrics.daqs import DaqTally
+from dpmd.metrics.families import STAGES, RpcMetrics, StageMetrics, StateCollector
+from dpmd.model import StorageStatus
+from tests.rpcclient import start_server
+
+README = Path(__file__).parent.parent / "README.md"
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def section_blocks() -> list[tuple[str, str]]:
+    text = README.read_text()
+    start = text.index("\n## Metrics\n")
+    end = text.index("\n## ", start + 1)
+    return BLOCK.findall(text[start:end])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class ReadmeMetrics(TestCase):
+    def setUp(self) -> None:
+        blocks = section_blocks()
+        self.assertEqual([language for language, _ in blocks], ["yaml", "yaml", "sh"])
+        (_, self.configuration), (_, self.scrape_job), (_, self.command) = blocks
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+
+    def listen(self) -> str:
+        path = self.root / "dpmd.yaml"
+        path.write_text(self.configuration)
+        config = build_config(read_config_file(path), environ={}, cwd=str(self.root))
+        assert config.metrics_listen is not None
+        return config.metrics_listen
+
+    def test_the_scrape_job_targets_the_configured_listener(self) -> None:
+        listen = self.listen()
+        self.assertEqual(listen, "tcp:9108:interface=127.0.0.1")
+        job = yaml.safe_load(self.scrape_job)["scrape_configs"][0]
+        self.assertEqual(job["job_name"], "dpmd")
+        self.assertEqual(job["static_configs"][0]["targets"], ["127.0.0.1:9108"])
+        self.assertNotIn("metrics_path", job)  # Prometheus's default: /metrics
+
+    @inlineCallbacks
+    def test_the_shell_line_runs_as_written(self) -> None:
+        if shutil.which("curl") is None:
+            raise SkipTest("curl is not installed")
+        listen, command = self.listen(), self.command.strip()
+        if not port_is_free(9108):  # the example's port is taken: the same line on another
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            listen = listen.replace("9108", str(port))
+            command = command.replace("9108", str(port))
+        yield start_server(self, self.root, **{"metrics.listen": listen})
+        out, err, code = yield getProcessOutputAndValue("/bin/sh", ["-c", command],
+                                                        reactor=reactor)  # fmt: skip
+        self.assertEqual((code, err), (0, b""))
+        lines = out.decode().splitlines()
+        self.assertEqual(lines, ["dpmd_queue_depth 0.0", "dpmd_queue_oldest_age_seconds 0.0"])
+
+    def test_the_table_names_every_metric(self) -> None:
+        registry = CollectorRegistry()
+        StageMetrics(registry)
+        RpcMetrics(registry, ["/daq/QueueDaq"])
+        sample = StorageStatus("/w", 100, 50, 40, 0.0)
+        registry.register(StateCollector(DaqTally(), Clock(), lambda: (sample, 5), list, "1"))
+        text = README.read_text()
+        table = text[text.index("\n## Metrics\n"):text.index("[`etc/grafana-dpmd.json`]")]
+        documented = set(re.findall(r"`(dpmd_\w+)`", table))
+        exposed = set()
+        for family in registry.collect():
+            exposed.add(family.name + ("_total" if family.type == "counter" else ""))
+        self.assertEqual(sorted(exposed - documented), [])
+        self.assertEqual(sorted(documented - exposed), [])
+        for stage in STAGES:
+            self.assertIn(f"`{stage}`", table)
