@@ -93,8 +93,9 @@ def build_parser(environ: Mapping[str, str]) -> Parser:
     parser = Parser(
         prog="dpmctl",
         description="Talk to a dpmd (Data Product Manager) server.",
-        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed,\n"
-        "  2 usage error, 3 cannot connect, 130 interrupted\n"
+        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed, or a\n"
+        "  problem found (check, fsck, checksum), 2 usage error, 3 cannot connect,\n"
+        "  130 interrupted\n"
         "dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service):\n"
         f"  {ETC}\n"
         "shell completion: dpmctl completion bash|zsh (see the README)",
