@@ -8,8 +8,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.client.console import Console, wants_colour
+from dpmd.client.internal import internal_view
 from dpmd.client.progress import progress_rows, progress_text
-from dpmd.client.render import active_view, event_line, internal_view, status_view, storage_view
+from dpmd.client.render import active_view, event_line, status_view, storage_view
 from dpmd.client.units import age, human_size, percent
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 
@@ -206,6 +207,47 @@ class TextTests(SynchronousTestCase):
             "  odd entry",
         ]:
             self.assertIn(expected, text.splitlines())
+
+    def test_internal_product_digest_stages_and_deliveries(self) -> None:
+        detail = {
+            "archived": True,
+            "workspace": "/dpm/archive/TEST.1",
+            "workspace_removed": True,
+            "product_digest": {"size": 146880, "blake2b": "0d16" + "e" * 124},
+            "stages": {
+                "collecting": {"attempts": 1, "started_at": T0, "ended_at": T0 + 86400,
+                               "last_error": None},
+                "merging": {"attempts": 2, "started_at": T0 + 86400, "ended_at": None,
+                            "last_error": "merger exited with 5 (no space left on device)"},
+            },
+            "deliveries": {"0": {"path": "/data/olas/INSTR.1.fits", "how": "copy",
+                                 "state": "staged"}},
+        }  # fmt: skip
+        lines = shown(internal_view(status(DaqSubState.Merging), detail), 200).splitlines()
+        for expected in [
+            "workspace        /dpm/archive/TEST.1 (removed by retention)",
+            "product size     146880 bytes",
+            f"product blake2b  0d16{'e' * 124}",
+        ]:
+            self.assertIn(expected, lines)
+        start = lines.index("stages:")
+        self.assertEqual(
+            [line.split(None, 5) for line in lines[start + 1 : start + 4]],
+            [["STAGE", "RUNS", "STARTED", "ENDED", "TOOK", "LAST ERROR"],
+             # ended on another day than it started: the whole date
+             ["collecting", "1", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "1d00h", "-"],
+             ["merging", "2", "2026-01-02T00:00:00Z", "-", "running",
+              "merger exited with 5 (no space left on device)"]],
+        )  # fmt: skip
+        start = lines.index("deliveries:")
+        self.assertEqual(
+            [line.split() for line in lines[start + 1 : start + 3]],
+            [
+                ["RECEIVER", "STATE", "HOW", "PATH"],
+                ["0", "staged", "copy", "/data/olas/INSTR.1.fits"],
+            ],
+        )
+        self.assertFalse([line for line in lines if '"stages"' in line or 'blake2b":' in line])
 
     def test_archived_product_without_receivers_is_said_to_be_gone(self) -> None:
         detail = {"archived": True, "product": "/dpm/TEST.1/INSTR.1.fits", "released": {}}

@@ -199,6 +199,36 @@ def bar_row(line: str, daq_id: str, share: str, detail: str) -> tuple[int, float
     return len(bar), (bar.count("━") + 0.5 * bar.count("╸")) / len(bar)
 
 
+class AlertHintWatchTests(WatchScenario):
+    """Each Error alert says how often its stage ran and whether retrying can help."""
+
+    width = 200
+
+    def test_shown_again_when_that_changes(self) -> None:
+        def failed(attempts: int, terminal: bool) -> DaqAlert:
+            return DaqAlert("MergeError", "merge", AlertSeverity.Error, "merger exited with 5",
+                            T0, terminal, attempts)  # fmt: skip
+
+        self.start(status(DaqSubState.Merging, 0, failed(1, False)))
+        self.notify(status(DaqSubState.Merging, 1, failed(1, False), message="retried"))
+        self.notify(status(DaqSubState.Merging, 2, failed(2, True)))  # the same text, run twice
+        self.notify(status(DaqSubState.Aborted, 3))
+        self.assertEqual(
+            self.out.getvalue().splitlines(),
+            [
+                "00:00:00  TEST.1  Merging ERROR",
+                "    Error   MergeError[merge]: merger exited with 5 (1 attempt; retrying may "
+                "help)",
+                "00:00:01  TEST.1  Merging ERROR  retried",
+                "00:00:02  TEST.1  Merging ERROR",
+                "    Error   MergeError[merge]: merger exited with 5 (2 attempts; retry will not "
+                "help until the cause is fixed)",
+                "00:00:03  TEST.1  Aborted",
+                "    cleared MergeError[merge]",
+            ],
+        )
+
+
 class TerminalWatchTests(WatchScenario):
     terminal = True
     colour = False

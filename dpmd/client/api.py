@@ -10,13 +10,17 @@ uses.  Every method returns a future of the connector's framework: a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dpmd.client.models import DaqCheck, Timeline, WorkspaceAudit, card_origins
 from dpmd.client.session import Future, Session
 from dpmd.model import DaqReply, DaqStatus, InternalDaqStatus, StorageStatus
 
 DAQ_STATUS_TOPIC = "/daq/status"
+DEFAULT_TIMELINE_LIMIT = 1000
+"""The server's own default for ``GetTimeline``'s ``limit``; it allows at most 10000."""
 STORAGE_TOPIC = "/dpm/storage"
 
 TOPIC_TYPES: dict[str, Callable[[Any], Any]] = {
@@ -35,6 +39,24 @@ def _status_list(result: Any) -> list[DaqStatus]:
 def _nothing(result: Any) -> None:
     if result is not None:
         raise ValueError("expected null")
+
+
+def _time(value: float | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be seconds since the epoch or None, not {value!r}")
+    return float(value)
+
+
+def _specification_text(specification: str | Mapping[str, Any]) -> str:
+    """The specification as the ICD sends it: a JSON string (a mapping is encoded here)."""
+    if isinstance(specification, str):
+        return specification
+    try:
+        return json.dumps(specification, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"specification is not JSON: {error}") from None
 
 
 def _text(result: Any) -> str:
@@ -66,14 +88,11 @@ class DpmClient:
         The specification goes on the wire as a JSON string, the ICD's form;
         a mapping is encoded here.
         """
-        if not isinstance(specification, str):
-            try:
-                specification = json.dumps(specification, allow_nan=False)
-            except (TypeError, ValueError) as error:
-                return self._session.failed(ValueError(f"specification is not JSON: {error}"))
-        return self._session.call(
-            "/daq/QueueDaq", {"specification": specification}, DaqReply.from_json
-        )
+        try:
+            text = _specification_text(specification)
+        except ValueError as error:
+            return self._session.failed(error)
+        return self._session.call("/daq/QueueDaq", {"specification": text}, DaqReply.from_json)
 
     def get_daq_status(self, daq_id: str) -> Future:
         """``GetDaqStatus``: a ``DaqStatus``."""
@@ -97,7 +116,48 @@ class DpmClient:
         """``RetryMergeDaq``: ``None`` as soon as the DAQ is unblocked."""
         return self._session.call("/daq/RetryMergeDaq", {"id": daq_id}, _nothing)
 
+    def get_daq_provenance(self, daq_id: str) -> Future:
+        """``GetDaqProvenance``: a list of ``CardOrigin``, one per card of the product's
+        primary header, in header order (archived DAQs too; a DAQ not yet merged is
+        refused with ``DaqError``)."""
+        return self._session.call("/daq/GetDaqProvenance", {"id": daq_id}, card_origins)
+
+    def get_timeline(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = DEFAULT_TIMELINE_LIMIT,
+    ) -> Future:
+        """``GetTimeline``: a ``Timeline`` of the DAQs that finished between ``since``
+        and ``until`` (Unix seconds; ``None`` leaves that end open), then those still
+        running, oldest first, at most ``limit`` of them."""
+        try:
+            params = {"since": _time(since, "since"), "until": _time(until, "until")}
+        except ValueError as error:
+            return self._session.failed(error)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            return self._session.failed(ValueError(f"limit must be a positive integer: {limit!r}"))
+        return self._session.call(
+            "/daq/GetTimeline", {**params, "limit": limit}, Timeline.from_json
+        )
+
+    def check_daq(self, specification: str | Mapping[str, Any]) -> Future:
+        """``CheckDaq``: a ``DaqCheck``, the dry run of a whole DAQ (nothing queued)."""
+        try:
+            text = _specification_text(specification)
+        except ValueError as error:
+            return self._session.failed(error)
+        return self._session.call("/daq/CheckDaq", {"specification": text}, DaqCheck.from_json)
+
     # -- /dpm ---------------------------------------------------------------------
+
+    def audit_workspace(self, repair: bool = False) -> Future:
+        """``AuditWorkspace``: a ``WorkspaceAudit``; with ``repair`` what is safe is fixed."""
+        if not isinstance(repair, bool):
+            return self._session.failed(ValueError(f"repair must be True or False: {repair!r}"))
+        return self._session.call(
+            "/dpm/AuditWorkspace", {"repair": repair}, WorkspaceAudit.from_json
+        )
 
     def query_storage_status(self) -> Future:
         """``QueryStorageStatus``: a ``StorageStatus`` of the workspace's file system."""

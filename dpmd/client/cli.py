@@ -27,10 +27,20 @@ from twisted.internet.defer import (
 )
 from twisted.internet.task import react
 
-from dpmd.client import demo
+from dpmd.client import demo, examine
 from dpmd.client._twisted import connect
 from dpmd.client.api import DpmClient
-from dpmd.client.console import Console, Problem, UsageProblem, wants_colour
+from dpmd.client.console import (
+    CANNOT_CONNECT,
+    FAILED,
+    INTERRUPTED,
+    OK,
+    USAGE_ERROR,
+    Console,
+    Problem,
+    UsageProblem,
+    wants_colour,
+)
 from dpmd.client.endpoints import TlsEndpoint, UnixEndpoint, parse_endpoint
 from dpmd.client.errors import (
     ConnectFailed,
@@ -40,12 +50,13 @@ from dpmd.client.errors import (
     ProtocolError,
     RpcError,
 )
+from dpmd.client.internal import internal_view
 from dpmd.client.options import build_parser
-from dpmd.client.render import active_view, internal_view, status_view, storage_view
+from dpmd.client.render import active_view, status_view, storage_view
 from dpmd.client.watch import Watcher, WatchView
 from dpmd.model import DaqReply, DaqSubState
 
-OK, FAILED, USAGE_ERROR, CANNOT_CONNECT, INTERRUPTED = 0, 1, 2, 3, 130
+NEEDS_SPECIFICATION = frozenset({"queue", "check"})
 
 
 def read_specification(name: str, stdin: TextIO) -> str:
@@ -118,9 +129,8 @@ async def run(
     it waits and the status is 130, with nothing printed: the operator
     asked for it to end.
     """
-    if options.command == "completion":
-        console.text(shtab.complete(build_parser({}), options.shell).rstrip("\n"))
-        return OK
+    if options.command in OFFLINE:
+        return OFFLINE[options.command](options, console)
     work = ensureDeferred(_connect_and_execute(reactor, options, console, stdin))
     if interrupted is not None:
         interrupted.addCallback(lambda _: work.cancel())
@@ -135,8 +145,11 @@ async def _connect_and_execute(
 ) -> int:
     try:
         # Reading the file first: a mistake in the command line costs no connection.
+        examine.check_arguments(options)
         specification = (
-            read_specification(options.specification, stdin) if options.command == "queue" else None
+            read_specification(options.specification, stdin)
+            if options.command in NEEDS_SPECIFICATION
+            else None
         )
         client = await connect(options.connect, reactor)
     except (UsageProblem, EndpointError, ConnectFailed) as error:
@@ -257,7 +270,23 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "watch": _watch,
     "exit": _exit,
     "demo": _demo,
+    "provenance": examine.provenance_command,
+    "timeline": examine.timeline_command,
+    "check": examine.check_command,
+    "fsck": examine.fsck_command,
 }
+
+
+def _completion(options: argparse.Namespace, console: Console) -> int:
+    console.text(shtab.complete(build_parser({}), options.shell).rstrip("\n"))
+    return OK
+
+
+OFFLINE: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "completion": _completion,
+    "checksum": examine.checksum_command,
+}
+"""Commands that need no server: they run before (and without) the reactor."""
 
 
 def make_console(
@@ -279,6 +308,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         console.fail(Problem("UsageError", str(problem)))
         raise SystemExit(USAGE_ERROR) from None
     console = make_console(options, sys.stdout, sys.stderr, os.environ)
+    if options.command in OFFLINE:
+        try:
+            status = OFFLINE[options.command](options, console)
+        except KeyboardInterrupt:
+            status = INTERRUPTED
+        raise SystemExit(status)
 
     async def command(reactor: Any) -> None:
         interrupted: Deferred[None] = Deferred()

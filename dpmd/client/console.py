@@ -21,6 +21,8 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 
 COLOUR_CHOICES = ("auto", "always", "never")
+OK, FAILED, USAGE_ERROR, CANNOT_CONNECT, INTERRUPTED = 0, 1, 2, 3, 130
+"""dpmctl's exit statuses: done; refused or failed; usage error; no connection; Ctrl-C."""
 UNLIMITED_WIDTH = 10_000
 """The width of output that is not a terminal: wide enough for any line dpmctl writes."""
 

@@ -27,9 +27,10 @@ from dpmd.client.console import Problem, UsageProblem
 from dpmd.client.errors import DaqError, RpcError
 from dpmd.client.fitsinfo import describe
 from dpmd.client.fitswriter import Column, image_hdu, primary_hdu, table_hdu, write_fits
+from dpmd.client.render import alert_hint
 from dpmd.client.units import human_size
 from dpmd.client.watch import SilentView, Watcher, WatchView
-from dpmd.model import DaqStatus, DaqSubState
+from dpmd.model import DaqAlert, DaqStatus, DaqSubState
 
 if TYPE_CHECKING:
     from dpmd.client.cli import Context
@@ -211,11 +212,15 @@ def make_directory(given: str | None) -> Path:
     return directory
 
 
-def _failure_text(status: DaqStatus) -> str:
-    alerts = "".join(
-        f"\n  {alert.severity.value} {alert.category}: {alert.description}"
-        for alert in status.alerts
+def _alert_line(alert: DaqAlert) -> str:
+    hint = alert_hint(alert)
+    return f"\n  {alert.severity.value} {alert.category}: {alert.description}" + (
+        f" ({hint})" if hint else ""
     )
+
+
+def _failure_text(status: DaqStatus) -> str:
+    alerts = "".join(_alert_line(alert) for alert in status.alerts)
     return (
         f"demo DAQ {status.id} stopped in {status.substate.value}"
         f"{': ' + status.message if status.message else ''}{alerts}"

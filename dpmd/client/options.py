@@ -16,8 +16,10 @@ from typing import Any, NoReturn
 import shtab
 
 import dpmd
+from dpmd.client.api import DEFAULT_TIMELINE_LIMIT
 from dpmd.client.console import COLOUR_CHOICES, UsageProblem
 from dpmd.client.endpoints import DEFAULT_ENDPOINT, USAGE
+from dpmd.client.timeline import date_argument
 
 ETC = Path(dpmd.__file__).parent / "etc"
 """The example configuration and the systemd unit, installed with the package."""
@@ -49,12 +51,51 @@ def _add_common_options(parser: argparse.ArgumentParser, defaults: dict[str, Any
     )
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _add_inspection_commands(command: Any) -> None:
+    """provenance, timeline, check, fsck and checksum (``dpmd.client.examine``)."""
+    provenance = command("provenance", "where each card of a DAQ's product header came from")
+    provenance.add_argument("id", metavar="ID")
+    provenance.add_argument(
+        "keyword", metavar="KEYWORD", nargs="?",
+        help="only this keyword's cards, each with all the cards it overrode",
+    )  # fmt: skip
+    timeline = command("timeline", "the DAQs of a period: time per stage, and a summary")
+    dates = "ISO 8601 or YYYY-MM-DD, local time unless it names a zone (Z, +01:00)"
+    timeline.add_argument("--since", metavar="DATE", type=date_argument,
+                          help=f"DAQs that finished at or after DATE ({dates})")  # fmt: skip
+    timeline.add_argument("--until", metavar="DATE", type=date_argument,
+                          help="DAQs that finished at or before DATE")  # fmt: skip
+    timeline.add_argument("--limit", metavar="N", type=_positive, default=DEFAULT_TIMELINE_LIMIT,
+                          help=f"at most N DAQs (default {DEFAULT_TIMELINE_LIMIT})")  # fmt: skip
+    check = command("check", "a dry run of a specification: problems, planned header and HDUs")
+    check.add_argument(
+        "specification", metavar="SPEC.json|-", help="the file, or - for stdin"
+    ).complete = shtab.FILE
+    fsck = command("fsck", "check the workspace against the server's store")
+    fsck.add_argument("--repair", action="store_true", help="also fix what is safe to fix")
+    checksum = command(
+        "checksum", "size, BLAKE2b-512 and FITS CHECKSUM/DATASUM of files (needs no server)"
+    )
+    checksum.add_argument("files", metavar="FILE", nargs="+").complete = shtab.FILE
+
+
 def build_parser(environ: Mapping[str, str]) -> Parser:
     parser = Parser(
         prog="dpmctl",
         description="Talk to a dpmd (Data Product Manager) server.",
-        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed,\n"
-        "  2 usage error, 3 cannot connect, 130 interrupted\n"
+        epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed, or a\n"
+        "  problem found (check, fsck, checksum), 2 usage error, 3 cannot connect,\n"
+        "  130 interrupted\n"
         "dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service):\n"
         f"  {ETC}\n"
         "shell completion: dpmctl completion bash|zsh (see the README)",
@@ -100,6 +141,7 @@ def build_parser(environ: Mapping[str, str]) -> Parser:
     demo_command.add_argument(
         "--keep", action="store_true", help="keep the temporary folder of the sources"
     )
+    _add_inspection_commands(command)
     completion = command("completion", "print a shell completion script (bash or zsh)")
     completion.add_argument("shell", choices=SHELLS)
     return parser

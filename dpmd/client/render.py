@@ -10,7 +10,6 @@ taken for a style.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,10 +72,33 @@ def storage_view(status: StorageStatus) -> Table:
     )
 
 
+NOT_TERMINAL = "retrying may help"
+TERMINAL = "retry will not help until the cause is fixed"
+
+
+def alert_hint(alert: DaqAlert) -> str:
+    """For an Error alert, how often its stage ran and whether a retry can help; else ``""``.
+
+    ``terminal`` is the server's judgement: the description says what must
+    change (the specification, a source, the configuration) first.  An alert
+    with neither (``attempts`` 0, not terminal) is from a server that does not
+    say, or not about a stage's run: nothing is claimed for it.
+    """
+    if alert.severity is not AlertSeverity.Error or not (alert.terminal or alert.attempts):
+        return ""
+    runs = ""
+    if alert.attempts > 0:
+        runs = f"{alert.attempts} attempt{'' if alert.attempts == 1 else 's'}; "
+    return runs + (TERMINAL if alert.terminal else NOT_TERMINAL)
+
+
 def alert_text(alert: DaqAlert) -> Text:
     key = f"[{alert.key}]" if alert.key else ""
     text = Text(f"{alert.severity.value:<7}", style=SEVERITY_STYLES[alert.severity], end="")
     text = Text.assemble(text, f" {alert.category}{key}: {alert.description}")
+    hint = alert_hint(alert)
+    if hint:
+        text.append(f" ({hint})")
     return text
 
 
@@ -155,102 +177,3 @@ class Narrow:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         needed = Measurement.get(console, options.update(width=10**6), self.wide).maximum
         yield self.wide if needed <= options.max_width else self.narrow
-
-
-_DETAIL_SHOWN = frozenset(
-    {
-        "queued_at",
-        "started_at",
-        "finished_at",
-        "archived",
-        "workspace",
-        "progress",
-        "sources",
-        "processes",
-        "history",
-        "product",
-        "released",
-    }
-)
-
-
-def released_rows(detail: dict[str, Any]) -> list[tuple[str, str]]:
-    """Where the product is: the receivers it went to, and (until archiving) its own file.
-
-    Once a DAQ is archived its folder, where ``product`` pointed, is gone:
-    the receivers are then the only places to find it.
-    """
-    released = detail.get("released") or {}
-    rows: list[tuple[str, str]] = []
-    if isinstance(released, dict):
-        for key, where in released.items():
-            if isinstance(where, dict) and "path" in where:
-                how = f" ({where['how']})" if where.get("how") else ""
-                rows.append((f"released[{key}]", f"{where['path']}{how}"))
-            else:
-                rows.append((f"released[{key}]", json.dumps(where)))
-    product = detail.get("product")
-    if product and not detail.get("archived"):
-        rows.insert(0, ("product", str(product)))
-    elif product and not rows:
-        rows.append(("product", f"{product} (removed when the DAQ was archived)"))
-    return rows
-
-
-def internal_view(status: DaqStatus, detail: dict[str, Any]) -> RenderableType:
-    """The status, then the server's bookkeeping: times, progress, product, sources, processes."""
-    facts: list[tuple[str, str | Text]] = [
-        ("queued", utc_time(detail.get("queued_at"))),
-        ("started", utc_time(detail.get("started_at"))),
-        ("finished", utc_time(detail.get("finished_at"))),
-        ("archived", "yes" if detail.get("archived") else "no"),
-        ("workspace", str(detail.get("workspace", "-"))),
-        ("progress", progress_text(detail.get("progress"))),
-        *released_rows(detail),
-    ]
-    # Whatever else the server reports, shown as it comes.
-    facts += [
-        (key, value if isinstance(value, str) else json.dumps(value))
-        for key, value in detail.items()
-        if key not in _DETAIL_SHOWN
-    ]
-    parts: list[RenderableType] = [status_view(status), key_value_table(facts)]
-    sources = detail.get("sources") or []
-    if sources:
-        rows = [
-            (
-                str(source.get("name", "")),
-                str(source.get("state", "")),
-                human_size(int(source.get("bytes") or 0)),
-                str(source.get("local_path") or source.get("location", "")),
-            )
-            for source in sources
-        ]
-        parts += ["sources:", column_table(("NAME", "STATE", "SIZE", "PATH"), rows)]
-    processes = detail.get("processes") or []
-    if processes:
-        commands = [
-            (str(p.get("kind", "")), str(p.get("pid", "")), " ".join(p.get("argv", [])))
-            for p in processes
-        ]
-        parts += ["processes:", column_table(("KIND", "PID", "COMMAND"), commands)]
-    history = detail.get("history") or []
-    if history:
-        parts.append("history:")
-        parts += [Text(f"  {_history_line(entry)}", overflow="fold") for entry in history]
-    return Group(*parts)
-
-
-def _history_line(entry: Any) -> str:
-    """``time  substate  message  other=fields``: the server's history entries, readable."""
-    if not isinstance(entry, dict):
-        return str(entry)
-    when = entry.get("timestamp")
-    words = [utc_time(when, True) if isinstance(when, int | float) else "-"]
-    words += [str(entry[key]) for key in ("substate", "message") if entry.get(key)]
-    words += [
-        f"{key}={value}"
-        for key, value in entry.items()
-        if key not in ("timestamp", "substate", "message")
-    ]
-    return "  ".join(words)

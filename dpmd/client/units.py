@@ -46,3 +46,13 @@ def utc_time(timestamp: float | None, milliseconds: bool = False) -> str:
         return "-"
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
     return f"{text}.{int(timestamp % 1 * 1000):03d}Z" if milliseconds else f"{text}Z"
+
+
+def duration(seconds: float) -> str:
+    """A stage's time: ``0.41s``, ``12.3s``, then as ``age`` (``3m07s``)."""
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return age(seconds)

@@ -77,6 +77,7 @@ class WatchView:
         self._json = console.as_json
         self._terminal = console.terminal and not console.as_json
         self._alerts: dict[str, dict[tuple[str, str], str]] = {}
+        """Per DAQ, each active alert's shown text: a line is printed when it changes."""
         self._progress: dict[str, dict[str, Any] | None] = {}
         self._steps: dict[str, tuple[str, int]] = {}
         self._bars: dict[str, dict[str, Any]] = {}
@@ -119,12 +120,13 @@ class WatchView:
     def _alert_changes(self, status: DaqStatus) -> list[Text]:
         """Lines for alerts that are new or changed, and for those that cleared."""
         before = self._alerts.get(status.id, {})
-        now = {(alert.category, alert.key): alert.description for alert in status.alerts}
+        texts = {(alert.category, alert.key): alert_text(alert) for alert in status.alerts}
+        now = {condition: text.plain for condition, text in texts.items()}
         self._alerts[status.id] = now
         lines = [
-            Text("    ").append_text(alert_text(alert))
-            for alert in status.alerts
-            if before.get((alert.category, alert.key)) != alert.description
+            Text("    ").append_text(text)
+            for condition, text in texts.items()
+            if before.get(condition) != now[condition]
         ]
         for category, key in sorted(before.keys() - now.keys()):
             lines.append(Text(f"    cleared {category}{f'[{key}]' if key else ''}"))
