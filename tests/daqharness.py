@@ -79,6 +79,8 @@ class Harness:
         """How the store's writer runs a commit: a test may hold or fail commits."""
         self.run_blocking: Any = synchronous
         """How blocking work runs (validation, file checks): a test may hold it."""
+        self.remote_size = 2 << 20
+        """What a remote source's size probe (``ssh host wc -c``) answers."""
         self.free_bytes = 1 << 40
         """What the workspace's (pretended) file system has free: a test may fill it."""
         self.workspace = Workspace(self.config.workspace)
@@ -105,13 +107,17 @@ class Harness:
         """Run everything due now (stages start on later reactor turns).
 
         The checksum children a release starts (``dpmd.digest``) are answered
-        as the real program would, by reading the file.
+        as the real program would, by reading the file; a remote source's size
+        probe answers ``remote_size``.
         """
         for _ in range(20):
             self.reactor.advance(0)
             for process in self.reactor.running_processes():
                 if "dpmd.digest" in process.argv:
                     self.answer_digest(process)
+                elif process.argv[-1].startswith("wc -c < "):
+                    process.protocol.childDataReceived(1, b"%d\n" % self.remote_size)
+                    process.exit(0)
 
     def statvfs(self, path: str) -> os.statvfs_result:
         """A 2 TiB file system with ``free_bytes`` free, in 4 KiB blocks."""

@@ -636,6 +636,24 @@ class RemoteCollectionTests(SynchronousTestCase):
                          {"stage": "collecting", "done": 1048576, "total": 2097152,
                           "unit": "bytes"})  # fmt: skip
 
+    def test_progress_is_honest_exact_totals_that_never_go_back(self) -> None:
+        h = self.h
+        h.remote_size = 3 << 20
+        h.queue(specification("T.6", "fcs:/d/a.fits", "fcs:/d/b.fits"))
+        first, _second = self.rsyncs()
+        first.protocol.childDataReceived(1, b"      1,048,576  71%   10.00MB/s    0:00:01\r")
+        first.protocol.childDataReceived(1, b"        900,000  64%   10.00MB/s    0:00:01\r")
+        detail = h.internal("T.6")["detail"]
+        self.assertEqual((detail["progress"]["done"], detail["progress"]["total"]),
+                         (1 << 20, 6 << 20), "the totals are the files' sizes")  # fmt: skip
+        by_name = {source["name"]: source for source in detail["sources"]}
+        self.assertEqual((by_name["src0"]["state"], by_name["src0"]["bytes"],
+                          by_name["src0"]["size"]), ("collecting", 1 << 20, 3 << 20))  # fmt: skip
+        self.assertEqual((by_name["src1"]["bytes"], by_name["src1"]["size"]), (0, 3 << 20))
+        first.protocol.childDataReceived(1, b"      9,999,999 100%   10.00MB/s    0:00:01\r")
+        self.assertEqual(h.internal("T.6")["detail"]["progress"]["done"], 3 << 20,
+                         "never beyond the file's size")  # fmt: skip
+
     def test_failed_transfer_is_retried_after_a_delay_then_alerted(self) -> None:
         h = self.h
         h.queue(specification("T.3", "fcs:/d/a.fits"))

@@ -119,6 +119,36 @@ class RemoteTests(TestCase):
         self.assertEqual(list(Path(internal["detail"]["workspace"]).glob("sources/*")), [])
 
     @inlineCallbacks
+    def test_collection_progress_is_exact_and_never_goes_back(self) -> None:
+        """Each remote file's size is learnt before its transfer (issue: totals grew and
+        percentages fell while rsync's whole percentage was all there was)."""
+        caller = yield self.start(**{"limits.transfer": 2, "transfer.rsync_options":
+                                     ["--bwlimit=40m"]})  # fmt: skip
+        first = write_raw_source(str(self.far / "first.fits"), 24 << 20, extensions=1)
+        second = write_raw_source(str(self.far / "second.fits"), 16 << 20, extensions=1)
+        sizes = {"one": os.path.getsize(first), "two": os.path.getsize(second)}
+        spec = spec_with("REM.6", ("one", remote(Path(first))), ("two", remote(Path(second))))
+        yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        seen: list[tuple[int, int]] = []
+        while not any(n["substate"] == "Merging" for n in caller.statuses("REM.6")):
+            internal = yield caller.call("/daq/GetInternalDaqStatus", "REM.6")
+            progress = internal["detail"]["progress"]
+            if progress and progress["stage"] == "collecting" and progress["total"]:
+                seen.append((progress["done"], progress["total"]))
+                for source in internal["detail"]["sources"]:
+                    if source["state"] == "collecting":
+                        self.assertEqual(source["size"], sizes[source["name"]])
+                        self.assertLessEqual(source["bytes"], source["size"])
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertGreater(len(seen), 3, "the transfers should have been watched")
+        full = [total for _, total in seen if total == sum(sizes.values())]
+        self.assertTrue(full, seen)
+        self.assertTrue(all(total in (sizes["one"], sizes["two"], sum(sizes.values()))
+                            for _, total in seen), seen)  # fmt: skip
+        done = [d for d, total in seen if total == sum(sizes.values())]
+        self.assertEqual(done, sorted(done), "the percentage never goes down")
+
+    @inlineCallbacks
     def test_missing_remote_file_then_retry(self) -> None:
         caller = yield self.start()
         late = self.far / "late.fits"

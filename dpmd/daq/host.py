@@ -106,6 +106,9 @@ class StageContext:
     def set_progress(self, stage: str, done: int, total: int, unit: str) -> None:
         self._daq.progress = {"stage": stage, "done": done, "total": total, "unit": unit}
 
+    def set_source_progress(self, name: str, done: int, total: int) -> None:
+        self._daq.source_progress[name] = (done, total)
+
     def note(self, message: str, **changes: Any) -> Deferred[None]:
         return self._daq.change(message, **changes)
 

@@ -79,6 +79,8 @@ class Daq:
         self.specification: Specification | None = None
         """Parsed when the DAQ starts (a queued DAQ does not keep it in memory)."""
         self.progress: dict[str, Any] | None = None
+        self.source_progress: dict[str, tuple[int, int]] = {}
+        """Bytes done and total of each source being collected now (in memory only)."""
         self.children: list[Any] = []
         self.store_failure: DaqAlert | None = None
         self.holds_slot = False
@@ -140,6 +142,7 @@ class Daq:
         entry = {"substate": target.value, "timestamp": now, "event": event.value,
                  "message": message}  # fmt: skip
         self.progress = None
+        self.source_progress = {}
         return self.change(message, substate=target, history=(*self._newest.history, entry),
                            **fields)  # fmt: skip
 

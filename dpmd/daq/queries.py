@@ -113,7 +113,7 @@ class Queries:
             "workspace": str(folder),
             "workspace_removed": bool(stored and stored.folder_removed),
             "progress": daq.progress if daq else None,
-            "sources": list(record.sources),
+            "sources": _sources(record, daq),
             "processes": [child.describe() for child in daq.children] if daq else [],
             "archived": archived,
             "history": list(record.history),
@@ -132,3 +132,17 @@ def _timeline_entry(record: DaqRecord) -> dict[str, Any]:
     return {"id": record.id, "substate": record.substate.value, "queued_at": record.queued_at,
             "started_at": record.started_at, "finished_at": record.finished_at,
             "stages": stages}  # fmt: skip
+
+
+def _sources(record: DaqRecord, daq: Daq | None) -> list[dict[str, Any]]:
+    """The sources as recorded, with the bytes of those being collected right now."""
+    if daq is None or not daq.source_progress:
+        return list(record.sources)
+    entries = []
+    for source in record.sources:
+        progress = daq.source_progress.get(source["name"])
+        if progress is not None and source["state"] == "pending":
+            done, total = progress
+            source = {**source, "state": "collecting", "bytes": done, "size": total}
+        entries.append(source)
+    return entries

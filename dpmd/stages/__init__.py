@@ -99,6 +99,10 @@ class StageHost(Protocol):
 
     def set_progress(self, stage: str, done: int, total: int, unit: str) -> None: ...
 
+    def set_source_progress(self, name: str, done: int, total: int) -> None:
+        """Bytes of one source being collected (shown in its ``sources[]`` entry)."""
+        ...
+
     def note(self, message: str, **changes: Any) -> Deferred[None]:
         """Commit changes to the record's data fields, with a message."""
         ...

@@ -27,7 +27,14 @@ from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
 from dpmd.spec import FitsFileSource
 from dpmd.stages import Problem, StageError, StageHost
-from dpmd.stages.transfer import Meter, TransferFailed, part_name, rsync_argv, run_with_retries
+from dpmd.stages.transfer import (
+    Meter,
+    TransferFailed,
+    part_name,
+    remote_size,
+    rsync_argv,
+    run_with_retries,
+)
 
 FITS_SIGNATURE = b"SIMPLE  ="
 SUSPICIOUS = "SuspiciousSourceFileTimestamp"
@@ -93,6 +100,8 @@ class Collection:
         done = sum(meter.done for meter in self.meters.values())
         total = sum(meter.total for meter in self.meters.values())
         self.host.set_progress("collecting", done, total, "bytes")
+        for name, meter in self.meters.items():
+            self.host.set_source_progress(name, meter.done, meter.total)
 
     @inlineCallbacks
     def fetch(self, source: FitsFileSource, remote: RemoteFile) -> Any:
@@ -100,7 +109,8 @@ class Collection:
         host = self.host
         final = host.directory / "sources" / f"{source.source_name}.fits"
         yield host.run_blocking(prepare_copy, final)
-        meter = self.meters[source.source_name] = Meter()
+        size = yield remote_size(host, remote)
+        meter = self.meters[source.source_name] = Meter(0, size or 0, size is not None)
         argv = rsync_argv(
             host.config.transfer,
             remote.rsync_argument,

@@ -94,18 +94,25 @@ def remote_script_argv(
 
 @dataclass
 class Meter:
-    """Bytes done of one transfer, from rsync's ``--info=progress2`` lines."""
+    """Bytes done of one transfer, from rsync's ``--info=progress2`` lines.
+
+    The total is the file's size when it was learnt before the transfer (it
+    is then exact); otherwise it is guessed from rsync's whole percentage.
+    Bytes done never go down within a transfer, nor beyond a known total.
+    """
 
     done: int = 0
     total: int = 0
+    exact: bool = False
 
     def line_received(self, line: bytes) -> bool:
         match = _PROGRESS.match(line)
         if not match:
             return False
-        self.done = int(match.group(1).replace(b",", b"").replace(b".", b""))
+        done = int(match.group(1).replace(b",", b"").replace(b".", b""))
+        self.done = max(self.done, min(done, self.total) if self.exact else done)
         percent = int(match.group(2))
-        if percent:
+        if percent and not self.exact:
             self.total = max(self.total, self.done * 100 // percent)
         return True
 
@@ -144,6 +151,20 @@ def run_with_retries(
             on_progress()
 
     return run_transfer_command(host, kind, argv, line_received)
+
+
+SIZE_PROBE = "wc -c < {0}"
+"""The size of a remote file, learnt before it is fetched: progress then has its total."""
+
+
+def remote_size(host: StageHost, remote: RemoteFile) -> Deferred[int | None]:
+    """The remote file's size in bytes, or None when it cannot be learnt (rsync will say why)."""
+    argv = remote_script_argv(host.config.transfer, remote, SIZE_PROBE, remote.path)
+
+    def size(lines: list[str]) -> int | None:
+        return int(lines[-1]) if lines and lines[-1].isdigit() else None
+
+    return run_remote(host, argv).addCallbacks(size, lambda failure: None)
 
 
 def run_remote(host: StageHost, argv: list[str]) -> Deferred[list[str]]:
