@@ -6,6 +6,7 @@ it runs (the merger, the copier), which is why it depends on nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -24,9 +25,17 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
 
 
 def write_durably(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content.
+
+    The temporary is made afresh (``O_EXCL|O_NOFOLLOW``): a link planted under
+    its name, in a directory others can write (a receiver), is removed, never
+    written through.
+    """
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o644)
     try:
         try:
             view = memoryview(data)

@@ -26,7 +26,7 @@ from typing import Any
 
 import dpmd
 from dpmd.daq.record import DaqRecord
-from dpmd.durable import fsync_directory
+from dpmd.durable import write_durably
 from dpmd.logs import iso_time
 from dpmd.spec.cards import BLOCK
 
@@ -75,19 +75,7 @@ def write_manifest(directory: Path, name: str, content: bytes, daq_id: str) -> N
     final = directory / name
     if os.path.lexists(final) and not _ours(final, daq_id):
         raise OSError(errno.EEXIST, "a different file has the manifest's name", str(final))
-    temporary = directory / f".{name}.dpmd-part"
-    if os.path.lexists(temporary):
-        os.unlink(temporary)  # ours (a link is removed, never followed)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, final)
-    fsync_directory(directory)
+    write_durably(final, content)
 
 
 def remove_manifest(directory: Path, name: str, daq_id: str) -> None:
@@ -95,7 +83,7 @@ def remove_manifest(directory: Path, name: str, daq_id: str) -> None:
     final = directory / name
     if _ours(final, daq_id):
         final.unlink()
-    temporary = directory / f".{name}.dpmd-part"
+    temporary = directory / f".{name}.tmp"
     if temporary.is_file() and not temporary.is_symlink():
         temporary.unlink()
 
