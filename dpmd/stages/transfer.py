@@ -164,10 +164,11 @@ def remote_size(host: StageHost, remote: RemoteFile) -> Deferred[int | None]:
     def size(lines: list[str]) -> int | None:
         return int(lines[-1]) if lines and lines[-1].isdigit() else None
 
-    return run_remote(host, argv).addCallbacks(size, lambda failure: None)
+    # One attempt: a host that cannot be reached is rsync's to report, with its retries.
+    return run_remote(host, argv, retries=0).addCallbacks(size, lambda failure: None)
 
 
-def run_remote(host: StageHost, argv: list[str]) -> Deferred[list[str]]:
+def run_remote(host: StageHost, argv: list[str], retries: int | None = None) -> Deferred[list[str]]:
     """Run a short remote command (with the transfer retries); fires with its output lines."""
     lines: list[str] = []
 
@@ -180,7 +181,8 @@ def run_remote(host: StageHost, argv: list[str]) -> Deferred[list[str]]:
     def start_over() -> None:
         lines.clear()
 
-    return run_transfer_command(host, "ssh", argv, line_received, start_over).addCallback(answer)
+    ran = run_transfer_command(host, "ssh", argv, line_received, start_over, retries)
+    return ran.addCallback(answer)
 
 
 @inlineCallbacks
@@ -190,10 +192,12 @@ def run_transfer_command(
     argv: list[str],
     on_line: Callable[[bytes], None],
     on_retry: Callable[[], None] = lambda: None,
+    retries: int | None = None,
 ) -> Any:
-    """Run a command of the transfer tools in a transfer slot, retrying with back-off."""
+    """Run a command of the transfer tools in a transfer slot, retrying with back-off
+    (``transfer.retries`` times unless ``retries`` says otherwise)."""
     transfer = host.config.transfer
-    attempts = transfer.retries + 1
+    attempts = (transfer.retries if retries is None else retries) + 1
     for attempt in range(attempts):
         yield host.transfer_slots.acquire()
         on_retry()
