@@ -56,6 +56,24 @@ def wait_for(path: Path, process: subprocess.Popen[bytes], seconds: float = 30) 
         time.sleep(0.05)
 
 
+def ask(path: Path, method: str) -> Any:
+    """One JSON-RPC call over the unix socket at ``path``: its reply, once the server serves.
+
+    The socket exists from the moment the listeners bind, before recovery opens the store;
+    a reply proves the server is past start-up."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(60)
+        client.connect(str(path))
+        client.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode() + b"\n")
+        received = b""
+        while not received.endswith(b"\n"):
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return json.loads(received)
+
+
 class TwistdTests(TestCase):
     def setUp(self) -> None:
         self.directory = Path(self.mktemp()).absolute()
@@ -203,6 +221,7 @@ class OperatorTests(TestCase):
         )  # fmt: skip
         self.addCleanup(lambda: process.poll() is None and process.kill())
         wait_for(sockets / "s", process)
+        self.assertIn("result", ask(sockets / "s", "/dpm/QueryStorageStatus"))
         self.assertTrue((missing / "dpm" / "dpmd.sqlite3").exists())
         process.terminate()
         process.communicate(timeout=60)
