@@ -170,7 +170,6 @@ class TwistdTests(TestCase):
         first.terminate()
 
 
-
 class OperatorTests(TestCase):
     """What an operator checks and does before and during a night."""
 
