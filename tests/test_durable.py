@@ -252,3 +252,11 @@ class SerialExecutorTests(TestCase):
         executor.stop()
         self.assertEqual(done, [0, 1, 2, 3, 4])
         yield gatherResults(results)
+
+    def test_a_call_after_stop_is_refused_at_once(self) -> None:
+        """Nothing may wait for ever on a thread that has ended."""
+        executor = self.started(stop_at_the_end=False)
+        executor.stop()
+        with self.assertRaises(RuntimeError) as refused:
+            executor(lambda: None)
+        self.assertIn("test-workspace has stopped", str(refused.exception))

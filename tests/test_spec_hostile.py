@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.spec import SpecificationError, parse_specification
-from dpmd.spec.document import MAX_MESSAGE
+from dpmd.spec.document import MAX_MESSAGE, DocumentError, decode, problems, text_problems
 
 from .fitsfactory import run_cli, write_fits, write_spec
 
@@ -219,3 +221,35 @@ class FitsKeywordsRenameTests(HostileTestCase):
         keyword = {"type": "esoKeyword", "name": "INS FILT1 NAME", "value": "N" * 49}
         rules = [transform("^INS ", "INS2 ")]
         parse_specification(minimal(sources=[keywords_source(keyword, keywordRules=rules)]))
+
+
+class TextFastPathTests(SynchronousTestCase):
+    """``text_problems`` skips the full walk when the text shows nothing to refuse; it
+    must find exactly what ``problems`` finds, whatever the text."""
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+        | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)),
+        lambda children: st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=3), children, max_size=3),
+        max_leaves=60,
+    ), st.booleans(), st.booleans())  # fmt: skip
+    def test_same_findings_as_the_walk(self, document: object, as_bytes: bool,
+                                       ascii_only: bool) -> None:  # fmt: skip
+        text: str | bytes = json.dumps(document, ensure_ascii=ascii_only)
+        if as_bytes:
+            text = text.encode("utf-8", "surrogatepass")
+        try:
+            decoded = decode(text)
+        except DocumentError:
+            return  # NaN and infinities are refused before (as parse_specification does)
+        self.assertEqual(text_problems(text, decoded), problems(decoded))
+
+    def test_each_suspect_is_caught(self) -> None:
+        deep = "[" * 40 + "]" * 40
+        for value in ('"\\ud800"', '"\ud800"', "1e400", "-2.5E+999", "1" + "0" * 400 + ".0", deep):
+            for text in (f'{{"v": {value}}}', f'{{"v": {value}}}'.encode("utf-8", "surrogatepass")):
+                decoded = decode(text)
+                self.assertEqual(text_problems(text, decoded), problems(decoded))
+                self.assertTrue(problems(decoded), value)

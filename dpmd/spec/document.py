@@ -27,6 +27,11 @@ MAX_PROBLEMS = 20
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What in JSON text could decode to a value ``problems`` refuses: a \u escape (a lone
+# surrogate), a raw surrogate (str, or bytes as json.loads decodes them with
+# surrogatepass), or a number that may overflow a double (a 3-digit exponent, 309 digits).
+_SUSPECT_TEXT = re.compile(r"\\u|[\ud800-\udfff]|[0-9][eE][-+]?[0-9]{3}|[0-9]{309}")
+_SUSPECT_BYTES = re.compile(rb"\\u|\xed[\xa0-\xbf]|[0-9][eE][-+]?[0-9]{3}|[0-9]{309}")
 
 
 class DocumentError(ValueError):
@@ -71,6 +76,31 @@ def decode(text: str | bytes | bytearray) -> Any:
         raise DocumentError(["$: not valid JSON: nested too deeply"]) from None
     except ValueError as exc:
         raise DocumentError([shorten(f"$: not valid JSON: {exc}")]) from None
+
+
+def text_problems(text: str | bytes | bytearray, document: Any) -> list[str]:
+    """``problems(document)`` for a ``document`` decoded from ``text``, mostly without the walk.
+
+    Most specifications hold no escape and no huge number, and are shallow: the
+    text says so at C speed, and only the containers are walked for depth.
+    """
+    suspect = _SUSPECT_TEXT if isinstance(text, str) else _SUSPECT_BYTES
+    if suspect.search(text) is None and _shallow(document):  # type: ignore[arg-type]
+        return []
+    return problems(document)
+
+
+def _shallow(document: Any) -> bool:
+    """True when no container lies MAX_DEPTH levels deep (the depth ``problems`` refuses)."""
+    stack = [(document, 0)] if isinstance(document, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            return False
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return True
 
 
 def problems(document: Any) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .cards import CardError, KeywordKind, cards_from_records, is_structure, render_keyword
-from .document import DocumentError, decode, json_path, problems, shorten
+from .document import DocumentError, decode, json_path, problems, shorten, text_problems
 from .model import (
     EsoKeyword,
     FitsFileSource,
@@ -103,12 +103,14 @@ def parse_specification(
     `tick` is called while the rules of `fitsKeywords` sources run (the
     merger's sign of life; see `pipeline.run_rules`).
     """
-    try:
-        if isinstance(document, str | bytes | bytearray):
-            document = decode(document)
-    except DocumentError as exc:
-        raise SpecificationError(exc.errors) from None
-    unsafe = problems(document)
+    if isinstance(document, str | bytes | bytearray):
+        try:
+            text, document = document, decode(document)
+        except DocumentError as exc:
+            raise SpecificationError(exc.errors) from None
+        unsafe = text_problems(text, document)
+    else:
+        unsafe = problems(document)
     if unsafe:
         raise SpecificationError(unsafe)
     schema_errors = _schema_errors(document)
