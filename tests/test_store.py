@@ -75,6 +75,28 @@ class StoreTests(StoreTestCase):
         self.assertEqual(self.store.commit([insert("A", 4, b"other")]), [DIFFERENT_ARCHIVED])
         self.assertEqual(self.store.commit([insert("A", 5, b"spec")]), [IDENTICAL])
 
+    def test_one_batch_gives_each_insert_its_own_outcome_in_order(self) -> None:
+        """New DAQs side by side go in as one statement; a known id among them (a resend,
+        the same id twice in the batch) still gets the outcome it would get alone."""
+        self.store.commit([insert("OLD", 1, b"old")])
+        outcomes = self.store.commit([
+            insert("A", 2, b"a"), insert("OLD", 3, b"old"), insert("B", 4, b"b"),
+            insert("A", 5, b"a"), insert("B", 6, b"changed"), insert("OLD", 7, b"new"),
+            Update("A", '{"id": "A", "n": 1}', "Collecting"), insert("C", 8, b"c"),
+        ])  # fmt: skip
+        self.assertEqual(outcomes, [INSERTED, IDENTICAL, INSERTED, IDENTICAL, DIFFERENT,
+                                    DIFFERENT, None, INSERTED])  # fmt: skip
+        found = self.reader.find("A")
+        assert found is not None
+        self.assertEqual((found.seq, found.record), (2, '{"id": "A", "n": 1}'))
+        self.assertEqual([row[1] for row in self.store.unfinished()], ["OLD", "A", "B", "C"])
+
+    def test_many_new_daqs_in_one_batch(self) -> None:
+        """More new DAQs than one statement takes (the parameter limit) still all go in."""
+        outcomes = self.store.commit([insert(f"N.{n}", n + 1) for n in range(450)])
+        self.assertEqual(outcomes, [INSERTED] * 450)
+        self.assertEqual(len(self.store.unfinished()), 450)
+
     def test_a_failed_batch_leaves_nothing_of_itself(self) -> None:
         self.store.commit([insert("A", 1)])
         # B is fine on its own; C reuses A's queue number, which the store refuses.

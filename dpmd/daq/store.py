@@ -19,10 +19,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
+from typing import cast
 
 FILE_NAME = "dpmd.sqlite3"
 SCHEMA_VERSION = 1
+_ROWS_PER_INSERT = 200
+"""New DAQs per INSERT statement: 1,000 parameters, far below SQLite's limit."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS daq (
@@ -205,30 +209,54 @@ class Store:
         """Apply every change in one transaction; the outcome of each, in order.
 
         Either all of them are on disk when this returns, or (it raises
-        ``StoreError``) none of them is.
+        ``StoreError``) none of them is.  New DAQs side by side go in as one
+        statement: every statement is a round of the writer thread for the
+        interpreter lock, which the reactor holds while it validates the next
+        arrivals.
         """
         try:
             with self._transaction():
-                return [self._apply(change) for change in changes]
+                outcomes: list[str | None] = []
+                for kind, run in groupby(changes, key=type):
+                    if kind is Insert:
+                        outcomes += self._insert(cast(list[Insert], list(run)))
+                    else:
+                        for change in run:
+                            self._apply(cast(Update | FolderRemoved | Provenance, change))
+                            outcomes.append(None)
+                return outcomes
         except sqlite3.Error as error:
             raise StoreError(str(error)) from None
 
-    def _apply(self, change: Change) -> str | None:
-        if isinstance(change, Insert):
+    def _insert(self, inserts: list[Insert]) -> list[str | None]:
+        outcomes: list[str | None] = []
+        for first in range(0, len(inserts), _ROWS_PER_INSERT):
+            chunk = inserts[first : first + _ROWS_PER_INSERT]
             cursor = self._db.execute(
-                "INSERT INTO daq (seq, id, specification, record, substate) VALUES"
-                " (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (change.seq, change.daq_id, change.specification, change.record,
-                 change.substate),
+                "INSERT INTO daq (seq, id, specification, record, substate) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (id) DO NOTHING",
+                [value for change in chunk for value in (
+                    change.seq, change.daq_id, change.specification, change.record,
+                    change.substate)],
             )  # fmt: skip
-            if cursor.rowcount == 1:
-                return INSERTED
-            stored, archived = self._db.execute(
-                "SELECT specification, archived FROM daq WHERE id = ?", (change.daq_id,)
-            ).fetchone()
-            if bytes(stored) == change.specification:
-                return IDENTICAL
-            return DIFFERENT_ARCHIVED if archived else DIFFERENT
+            if cursor.rowcount == len(chunk):
+                outcomes += [INSERTED] * len(chunk)
+            else:  # a known id among them (a resend): which, and how it compares
+                outcomes += [self._known(change) for change in chunk]
+        return outcomes
+
+    def _known(self, change: Insert) -> str:
+        seq, stored, archived = self._db.execute(
+            "SELECT seq, specification, archived FROM daq WHERE id = ?", (change.daq_id,)
+        ).fetchone()
+        if seq == change.seq:
+            return INSERTED
+        if bytes(stored) == change.specification:
+            return IDENTICAL
+        return DIFFERENT_ARCHIVED if archived else DIFFERENT
+
+    def _apply(self, change: Update | FolderRemoved | Provenance) -> None:
         if isinstance(change, Update):
             self._db.execute(
                 "UPDATE daq SET record = ?, substate = ?, finished_at = ?, archived = ?"
