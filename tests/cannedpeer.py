@@ -14,7 +14,7 @@ extension methods document:
   "started_at", "ended_at", "last_error", "bytes"}}}], "truncated": bool}``;
 * ``/daq/CheckDaq(specification)`` → ``{"ok", "problems": [str], "header":
   [provenance entries], "hdus": [{"index", "name", "source", "bytes"}],
-  "predicted_bytes"}``;
+  "predicted_bytes", "notes": [str]}``;
 * ``/dpm/AuditWorkspace(repair)`` → ``{"problems": [{"kind", "path",
   "detail", "repaired"}]}``.
 
@@ -102,6 +102,12 @@ CHECK_OK = {
         {"index": 1, "name": "CHIP1", "source": "dcs", "bytes": 69120},
     ],
     "predicted_bytes": 74880,
+    "notes": [],
+}
+CHECK_KNOWN = {
+    **CHECK_OK,
+    "notes": ["DAQ id 'TEST.1' is already queued (Scheduled) with this very specification: "
+              "QueueDaq would accept it again idempotently and queue nothing new"],
 }
 CHECK_BAD = {
     "ok": False,
@@ -112,6 +118,7 @@ CHECK_BAD = {
     "header": [],
     "hdus": [],
     "predicted_bytes": 74880,
+    "notes": [],
 }
 AUDIT = {
     "problems": [

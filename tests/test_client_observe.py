@@ -195,6 +195,12 @@ class ModelTests(SynchronousTestCase):
         self.assertRaises(TypeError, StageRun.from_json, {"attempts": "1"})
         self.assertRaises(ValueError, DaqCheck.from_json, {"ok": True})
         self.assertRaises(TypeError, DaqCheck.from_json, {**CHECK_BAD, "problems": [1]})
+        self.assertRaises(TypeError, DaqCheck.from_json, {**CHECK_BAD, "notes": [None]})
+
+    def test_a_check_without_notes_has_none(self) -> None:
+        """A server older than ``notes`` is read as having none to give."""
+        older = {key: value for key, value in CHECK_OK.items() if key != "notes"}
+        self.assertEqual(DaqCheck.from_json(older).notes, ())
 
     def test_unknown_members_are_ignored(self) -> None:
         entry = {**PROVENANCE[1], "confidence": "high"}

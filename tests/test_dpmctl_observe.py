@@ -35,6 +35,7 @@ from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
 from tests.cannedpeer import (
     AUDIT,
     CHECK_BAD,
+    CHECK_KNOWN,
     CHECK_OK,
     PROVENANCE,
     T0,
@@ -322,6 +323,19 @@ class FailedCheckTests(CannedTestCase):
         self.assertEqual((status, json.loads(out)), (1, CHECK_BAD))
 
 
+class KnownIdCheckTests(CannedTestCase):
+    answers = {"/daq/CheckDaq": CHECK_KNOWN}
+
+    @inlineCallbacks
+    def test_a_note_is_shown_and_is_no_problem(self) -> Any:
+        status, out, err = yield self.dpmctl("check", "-", stdin="{}")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[:2], [
+            "ok: nothing found that would stop this DAQ",
+            "  note: DAQ id 'TEST.1' is already queued (Scheduled) with this very specification: "
+            "QueueDaq would accept it again idempotently and queue nothing new"])  # fmt: skip
+
+
 class FsckTests(CannedTestCase):
     @inlineCallbacks
     def test_a_problem_left_is_exit_status_one(self) -> Any:
@@ -519,6 +533,7 @@ class WidthTests(SynchronousTestCase):
             keyword_view(origins[1:2]),
             check_view(DaqCheck.from_json(CHECK_OK)),
             check_view(DaqCheck.from_json(CHECK_BAD)),
+            check_view(DaqCheck.from_json(CHECK_KNOWN)),
             audit_view(WorkspaceAudit.from_json(AUDIT), repair=False),
             checksum_view("/data/" + "p" * 90 + ".fits", facts),
         ]

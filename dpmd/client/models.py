@@ -233,6 +233,8 @@ class DaqCheck:
     header: tuple[CardOrigin, ...]
     hdus: tuple[PlannedHdu, ...]
     predicted_bytes: int
+    notes: tuple[str, ...] = ()
+    """What is worth knowing but stops nothing (the id already queued with these bytes)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -241,20 +243,29 @@ class DaqCheck:
             "header": [card.to_json() for card in self.header],
             "hdus": [hdu.to_json() for hdu in self.hdus],
             "predicted_bytes": self.predicted_bytes,
+            "notes": list(self.notes),
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> DaqCheck:
-        problems = _list(obj, "problems")
-        if not all(isinstance(problem, str) for problem in problems):
-            raise TypeError("member 'problems' must hold strings")
+        problems = _strings(obj, "problems")
+        # ``notes`` is newer than the rest: a server without it has none to give.
+        notes = _strings(obj, "notes") if isinstance(obj, dict) and "notes" in obj else []
         return cls(
             ok=_member(obj, "ok", bool),
             problems=tuple(problems),
             header=tuple(CardOrigin.from_json(item) for item in _list(obj, "header")),
             hdus=tuple(PlannedHdu.from_json(item) for item in _list(obj, "hdus")),
             predicted_bytes=_member(obj, "predicted_bytes", int),
+            notes=tuple(notes),
         )
+
+
+def _strings(obj: Any, name: str) -> list[str]:
+    items = _list(obj, name)
+    if not all(isinstance(item, str) for item in items):
+        raise TypeError(f"member {name!r} must hold strings")
+    return items
 
 
 @dataclass(frozen=True)
