@@ -172,9 +172,9 @@ class TimelineTests(CannedTestCase):
             [
                 ["ID", "SUBSTATE", "QUEUED", "FINISHED", "COLLECTING", "MERGING", "RELEASING"],
                 ["NIGHT.1", "Completed", "2026-01-01T00:00:00Z", "00:00:20Z", "2.00s", "2.00s",
-                 "15.0s"],
+                 "50.0", "MiB", "15.0s", "12.0", "MiB"],
                 ["NIGHT.2", "Completed", "2026-01-01T00:01:00Z", "01:01:01Z", "1.00s", "4.00s",
-                 "(2", "runs)", "6.00s"],
+                 "80.0", "MiB", "(2", "runs)", "6.00s"],
                 ["NIGHT.3", "Aborted", "2026-01-01T00:01:40Z", "00:03:20Z", "1.00s", "10.0s", "-"],
                 ["NIGHT.4", "Releasing", "2026-01-01T00:05:00Z", "running", "1.00s", "1.00s",
                  "running"],
@@ -185,11 +185,12 @@ class TimelineTests(CannedTestCase):
             summary,
             [
                 ["per", "stage:"],
-                ["STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE"],
-                # 2048 + 1024 + 0 bytes in 4 s (NIGHT.4 did not say how many)
-                ["collecting", "4", "1.00s", "2.00s", "2.00s", "768", "B/s"],
-                ["merging", "4", "3.00s", "10.0s", "10.0s", "1.0", "KiB/s"],  # 16 KiB in 16 s
-                ["releasing", "2", "10.5s", "15.0s", "15.0s", "585", "B/s"],  # 12 KiB in 21 s
+                ["STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE", "PEAK"],
+                # 2048 + 1024 + 0 bytes in 4 s (NIGHT.4 did not say how many); no child seen
+                ["collecting", "4", "1.00s", "2.00s", "2.00s", "768", "B/s", "-"],
+                # 16 KiB in 16 s; the largest of 50 and 80 MiB
+                ["merging", "4", "3.00s", "10.0s", "10.0s", "1.0", "KiB/s", "80.0", "MiB"],
+                ["releasing", "2", "10.5s", "15.0s", "15.0s", "585", "B/s", "12.0", "MiB"],
             ],
         )
         self.assertEqual(
@@ -204,8 +205,10 @@ class TimelineTests(CannedTestCase):
         self.assertEqual({key: printed[key] for key in ("daqs", "truncated")}, TIMELINE)
         self.assertEqual(
             printed["summary"]["merging"],
-            {"count": 4, "median": 3.0, "p95": 10.0, "max": 10.0, "bytes_per_second": 1024.0},
-        )
+            {"count": 4, "median": 3.0, "p95": 10.0, "max": 10.0, "bytes_per_second": 1024.0,
+             "max_peak_rss_bytes": 80 << 20},
+        )  # fmt: skip
+        self.assertIsNone(printed["summary"]["collecting"]["max_peak_rss_bytes"])
         self.assertEqual(printed["summary"]["releasing"]["bytes_per_second"], 12288 / 21)
         self.assertEqual(self.peer.requests[0]["params"]["limit"], 4)
 
@@ -553,7 +556,8 @@ class WidthTests(SynchronousTestCase):
         lines = self.shown(timeline_view(Timeline.from_json(TIMELINE), None, None, 1000), 60)
         index = lines.index("NIGHT.2")
         self.assertEqual(
-            lines[index + 1 : index + 3],
+            [line.rstrip() for line in lines[index + 1 : index + 4]],
             ["  Completed  2026-01-01T00:01:00Z → 01:01:01Z",
-             "  collecting 1.00s  merging 4.00s (2 runs)  releasing 6.00s"],
+             "  collecting 1.00s  merging 4.00s 80.0 MiB (2 runs)",
+             "  releasing 6.00s"],
         )  # fmt: skip

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from dpmd.daq.watchdog import Watchdog
 from dpmd.testing import synchronous
+from dpmd.workers import ProcessRunner
 from tests.daqharness import FITS_BLOCK, Harness, specification
 from tests.fitsfactory import write_raw_source
 from tests.rpcclient import start_server
@@ -25,6 +27,14 @@ WATCHED = {"watchdog.stall": 10, "watchdog.kill": 30, "watchdog.rate": 1 << 40}
 
 def alerts(h: Harness, daq_id: str) -> dict[str, dict[str, Any]]:
     return {a["category"]: a for a in h.internal(daq_id)["status"]["alerts"]}
+
+
+def leads_its_group(pid: int) -> bool:
+    """The child's shim has made its process group (a signal to the group reaches it)."""
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
 
 
 class StallTests(SynchronousTestCase):
@@ -151,7 +161,8 @@ class RealChildTests(TestCase):
             self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 3,
                                 "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
         yield caller.call("/daq/QueueDaq", self.spec("STOP.1", big))
-        internal = yield self.poll(caller, "STOP.1", lambda i: i["detail"]["processes"], 60)
+        internal = yield self.poll(caller, "STOP.1", lambda i: any(
+            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
         merger = internal["detail"]["processes"][0]["pid"]
         os.killpg(merger, signal.SIGSTOP)
         stalled = yield self.poll(caller, "STOP.1", lambda i: any(
@@ -244,3 +255,26 @@ class SourceChangedTests(SynchronousTestCase):
         self.assertIn(f"{len(FITS_BLOCK)} bytes", alert["description"])
         self.assertIn(f"now {2 * len(FITS_BLOCK)} bytes", alert["description"])
         self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
+
+
+class SilentChildMemoryTests(TestCase):
+    """The watchdog's checks see the memory of a child that says nothing."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_a_check_samples_the_peak(self) -> None:
+        if not Path("/proc/self/status").exists():
+            raise SkipTest("the high-water mark is read from /proc")
+        ready = Path(self.mktemp())
+        program = (f"import time,pathlib\nblock = b'x' * (64 << 20)\n"
+                   f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(30)\n")  # fmt: skip
+        child = ProcessRunner(reactor).spawn("silent", [sys.executable, "-S", "-c", program])
+        self.addCleanup(lambda: child.terminate(0.1).addCallback(lambda _: None))
+        while not ready.exists():
+            yield deferLater(reactor, 0.02, lambda: None)
+        clock = Clock()
+        Watchdog(child, clock, 10, 30, 1, lambda _: succeed(None), lambda: succeed(None))
+        self.assertIsNone(child.peak_rss, "it has not spoken")
+        clock.advance(10)
+        self.assertGreaterEqual(child.peak_rss or 0, 64 << 20)

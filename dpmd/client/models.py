@@ -106,6 +106,8 @@ class StageRun:
     ended_at: float | None
     last_error: str | None = None
     bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    """The most memory one of the run's child processes held; None when unknown."""
 
     @property
     def seconds(self) -> float | None:
@@ -121,6 +123,7 @@ class StageRun:
             "ended_at": self.ended_at,
             "last_error": self.last_error,
             "bytes": self.bytes,
+            "peak_rss_bytes": self.peak_rss_bytes,
         }
 
     @classmethod
@@ -131,6 +134,7 @@ class StageRun:
             ended_at=_time(obj, "ended_at"),
             last_error=_member(obj, "last_error", str, optional=True),
             bytes=_member(obj, "bytes", int, optional=True),
+            peak_rss_bytes=_member(obj, "peak_rss_bytes", int, optional=True),
         )
 
 

@@ -131,6 +131,8 @@ class MergerOutput:
         self._host = host
         self.product: str | None = None
         self.size = 0
+        self.peak_rss: int | None = None
+        """The merger's own account of its peak memory (``ru_maxrss``), when it gave one."""
         self.unrecorded: Failure | None = None
         """The first alert the store could not record: the stage fails with it."""
 
@@ -164,6 +166,8 @@ class MergerOutput:
         elif kind == "result":
             self.product = str(message["path"])
             self.size = int(message.get("size", 0))
+            peak = message.get("peak_rss_bytes")
+            self.peak_rss = peak if isinstance(peak, int) and not isinstance(peak, bool) else None
 
 
 @inlineCallbacks
@@ -196,6 +200,7 @@ def merge(host: StageHost) -> Any:
             "merge", argv, on_line=output.line_received, stderr_path=directory / MERGE_LOG
         )
         status = yield child.wait()
+        child.note_peak(output.peak_rss)
     finally:
         host.merge_slots.release()
     if output.unrecorded is not None:
