@@ -95,6 +95,34 @@ def python_command(python: str, module: str, *arguments: str) -> list[str]:
 STDERR_TAIL = 4096
 """Bytes of a child's stderr kept for error messages when it is not logged to a file."""
 
+MEMORY_SAMPLE_INTERVAL = 1.0
+"""Seconds between two looks at a child's memory when it speaks (a /proc read each)."""
+
+
+def memory_peak(pid: int) -> int | None:
+    """The most memory a running process has held so far, in bytes, or None if unknown.
+
+    On Linux the kernel keeps the high-water mark of the resident set
+    (``VmHWM``), so one look sees the peak since the program started, not
+    just the moment (a zombie has none: None); elsewhere the resident set
+    now (psutil) is the best there is.
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return None
+    except FileNotFoundError:
+        if sys.platform.startswith("linux"):
+            return None  # gone
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss) or None
+    except psutil.Error:
+        return None
+
 
 class ChildProcess(ProcessProtocol):
     """One supervised child; ``wait()`` gives its ``ExitStatus`` and never fails."""
@@ -129,6 +157,9 @@ class ChildProcess(ProcessProtocol):
         """Called whenever the child writes something (a watchdog's ear)."""
         self.stalled_for: float | None = None
         """Set when a watchdog stopped the child for its silence: how long it was silent."""
+        self.peak_rss: int | None = None
+        """The most memory the child was seen to hold (bytes), or None if never seen."""
+        self._memory_seen_at: float | None = None
 
     @property
     def _process(self) -> IProcessTransport:
@@ -165,6 +196,12 @@ class ChildProcess(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self._heard()
+        # Only the program itself writes to stdout (the shim that execs it does not), so
+        # what is seen here is the program's memory, at most once a second.
+        now = self._clock.seconds()
+        if self._memory_seen_at is None or now - self._memory_seen_at >= MEMORY_SAMPLE_INTERVAL:
+            self._memory_seen_at = now
+            self.sample_memory()
         # Lines end with \n; progress meters (rsync) end theirs with \r.
         data = data.replace(b"\r", b"\n")
         if self._discarding:  # the rest of a line already cut
@@ -239,6 +276,16 @@ class ChildProcess(ProcessProtocol):
     @property
     def running(self) -> bool:
         return self.result is None
+
+    def sample_memory(self) -> None:
+        """Look at the child's memory now (a /proc read) and keep the peak."""
+        if self.running and self.pid is not None:
+            self.note_peak(memory_peak(self.pid))
+
+    def note_peak(self, peak: int | None) -> None:
+        """A peak seen, or reported by the child itself (the merger's own ``ru_maxrss``)."""
+        if peak is not None and (self.peak_rss is None or peak > self.peak_rss):
+            self.peak_rss = peak
 
     def describe(self) -> dict[str, Any]:
         """For the internal status: what runs, and how much memory it holds now."""

@@ -11,10 +11,11 @@ extension methods document:
   "overrode": [{"source", "card"}], "rule": int|null}]``;
 * ``/daq/GetTimeline(since, until, limit)`` → ``{"daqs": [{"id", "substate",
   "queued_at", "started_at", "finished_at", "stages": {name: {"attempts",
-  "started_at", "ended_at", "last_error", "bytes"}}}], "truncated": bool}``;
+  "started_at", "ended_at", "last_error", "bytes", "peak_rss_bytes"}}}],
+  "truncated": bool}``;
 * ``/daq/CheckDaq(specification)`` → ``{"ok", "problems": [str], "header":
   [provenance entries], "hdus": [{"index", "name", "source", "bytes"}],
-  "predicted_bytes"}``;
+  "predicted_bytes", "notes": [str]}``;
 * ``/dpm/AuditWorkspace(repair)`` → ``{"problems": [{"kind", "path",
   "detail", "repaired"}]}``.
 
@@ -64,9 +65,9 @@ PROVENANCE = [
 
 
 def run(attempts: int, started: float | None, ended: float | None, size: int | None,
-        error: str | None = None) -> dict[str, Any]:  # fmt: skip
+        error: str | None = None, peak: int | None = None) -> dict[str, Any]:  # fmt: skip
     return {"attempts": attempts, "started_at": started, "ended_at": ended, "last_error": error,
-            "bytes": size}  # fmt: skip
+            "bytes": size, "peak_rss_bytes": peak}  # fmt: skip
 
 
 TIMELINE = {
@@ -74,12 +75,13 @@ TIMELINE = {
         {"id": "NIGHT.1", "substate": "Completed", "queued_at": T0, "started_at": T0 + 1,
          "finished_at": T0 + 20,
          "stages": {"collecting": run(1, T0 + 1, T0 + 3, 2048),
-                    "merging": run(1, T0 + 3, T0 + 5, 2048),
-                    "releasing": run(1, T0 + 5, T0 + 20, 4096)}},
+                    "merging": run(1, T0 + 3, T0 + 5, 2048, peak=50 << 20),
+                    "releasing": run(1, T0 + 5, T0 + 20, 4096, peak=12 << 20)}},
         {"id": "NIGHT.2", "substate": "Completed", "queued_at": T0 + 60, "started_at": T0 + 61,
          "finished_at": T0 + 3661,
          "stages": {"collecting": run(1, T0 + 61, T0 + 62, 1024),
-                    "merging": run(2, T0 + 3651, T0 + 3655, 4096, "merger exited with 5"),
+                    "merging": run(2, T0 + 3651, T0 + 3655, 4096, "merger exited with 5",
+                                   peak=80 << 20),
                     "releasing": run(1, T0 + 3655, T0 + 3661, 8192)}},
         {"id": "NIGHT.3", "substate": "Aborted", "queued_at": T0 + 100, "started_at": T0 + 101,
          "finished_at": T0 + 200,
@@ -102,6 +104,12 @@ CHECK_OK = {
         {"index": 1, "name": "CHIP1", "source": "dcs", "bytes": 69120},
     ],
     "predicted_bytes": 74880,
+    "notes": [],
+}
+CHECK_KNOWN = {
+    **CHECK_OK,
+    "notes": ["DAQ id 'TEST.1' is already queued (Scheduled) with this very specification: "
+              "QueueDaq would accept it again idempotently and queue nothing new"],
 }
 CHECK_BAD = {
     "ok": False,
@@ -112,6 +120,7 @@ CHECK_BAD = {
     "header": [],
     "hdus": [],
     "predicted_bytes": 74880,
+    "notes": [],
 }
 AUDIT = {
     "problems": [

@@ -203,7 +203,10 @@ class Harness:
             process.write_json({"type": "alert", **alert})
         process.write_json({"type": "progress", "stage": "copying", "done": 10, "total": 10,
                             "unit": "bytes"})  # fmt: skip
-        process.write_json({"type": "result", "path": str(product), "size": len(FITS_BLOCK)})
+        result = {"type": "result", "path": str(product), "size": len(FITS_BLOCK)}
+        if "peak_rss_bytes" in output:
+            result["peak_rss_bytes"] = output["peak_rss_bytes"]
+        process.write_json(result)
         process.exit(0)
         self.settle()
         return product

@@ -195,6 +195,18 @@ class ModelTests(SynchronousTestCase):
         self.assertRaises(TypeError, StageRun.from_json, {"attempts": "1"})
         self.assertRaises(ValueError, DaqCheck.from_json, {"ok": True})
         self.assertRaises(TypeError, DaqCheck.from_json, {**CHECK_BAD, "problems": [1]})
+        self.assertRaises(TypeError, DaqCheck.from_json, {**CHECK_BAD, "notes": [None]})
+
+    def test_a_stage_run_without_a_peak_has_none(self) -> None:
+        """A server (or a stored record) older than the peak memory: unknown."""
+        run = StageRun.from_json({"attempts": 1, "started_at": 1.0, "ended_at": 2.0})
+        self.assertIsNone(run.peak_rss_bytes)
+        self.assertRaises(TypeError, StageRun.from_json, {"attempts": 1, "peak_rss_bytes": "1"})
+
+    def test_a_check_without_notes_has_none(self) -> None:
+        """A server older than ``notes`` is read as having none to give."""
+        older = {key: value for key, value in CHECK_OK.items() if key != "notes"}
+        self.assertEqual(DaqCheck.from_json(older).notes, ())
 
     def test_unknown_members_are_ignored(self) -> None:
         entry = {**PROVENANCE[1], "confidence": "high"}

@@ -350,6 +350,59 @@ class CheckDaqTests(TestCase):
         del service
 
 
+    @inlineCallbacks
+    def test_an_id_already_taken(self) -> None:
+        """The same bytes again would be accepted idempotently; different ones refused."""
+        service, caller = yield start_server(self, self.root)
+        text = json.dumps(product_spec("CHK.3", self.root))
+        fresh = yield caller.call("/daq/CheckDaq", text)
+        self.assertEqual((fresh["ok"], fresh["problems"], fresh["notes"]), (True, [], []))
+        yield caller.call("/daq/QueueDaq", text)
+        yield caller.wait_for("CHK.3", "Completed")
+        internal = yield caller.wait_archived("CHK.3")
+        again = yield caller.call("/daq/CheckDaq", text)
+        self.assertTrue(again["ok"], again["problems"])
+        self.assertEqual(again["problems"], [])
+        self.assertEqual(len(again["notes"]), 1, again)
+        self.assertIn("'CHK.3' is already archived (Completed) with this very", again["notes"][0])
+        self.assertIn("idempotently", again["notes"][0])
+        changed = json.dumps(product_spec("CHK.3", self.root, receivers=[]))
+        refused = yield caller.call("/daq/CheckDaq", changed)
+        self.assertFalse(refused["ok"])
+        self.assertEqual(refused["notes"], [])
+        self.assertEqual(refused["problems"], [
+            "DAQ id 'CHK.3' is already archived (Completed) with a different specification: "
+            "QueueDaq would refuse it"])  # fmt: skip
+        with self.assertRaises(RpcError):  # as CheckDaq foretold
+            yield caller.call("/daq/QueueDaq", changed)
+        after = yield caller.call("/daq/GetInternalDaqStatus", "CHK.3")
+        self.assertEqual(after["detail"]["history"], internal["detail"]["history"])
+        del service
+
+    @inlineCallbacks
+    def test_an_id_still_under_way(self) -> None:
+        """A DAQ not yet archived (waiting for a source) is named with its substate."""
+        service, caller = yield start_server(self, self.root)
+        spec = product_spec("CHK.4", self.root)
+        spec["sources"].append({"type": "fitsFile", "sourceName": "late",
+                                "location": str(self.root / "late.fits")})  # fmt: skip
+        text = json.dumps(spec)
+        yield caller.call("/daq/QueueDaq", text)
+        for _ in range(500):
+            status = yield caller.call("/daq/GetDaqStatus", "CHK.4")
+            if status["error"]:
+                break
+        same = yield caller.call("/daq/CheckDaq", text)
+        self.assertIn("'CHK.4' is already queued (Collecting) with this very", same["notes"][0])
+        self.assertIn("source 'late'", same["problems"][0])
+        other = yield caller.call("/daq/CheckDaq", json.dumps({**spec, "receivers": []}))
+        self.assertIn("'CHK.4' is already queued (Collecting) with a different specification",
+                      other["problems"][0])  # fmt: skip
+        active = yield caller.call("/daq/GetActiveDaqs")
+        self.assertEqual([status["id"] for status in active], ["CHK.4"])
+        del service
+
+
 class AuditTests(TestCase):
     """``fsck``: a workspace with planted faults, before and after the repair."""
 
@@ -428,6 +481,13 @@ class ManifestTests(TestCase):
                          hashlib.blake2b(text.encode()).hexdigest())  # fmt: skip
         sources = {source["name"]: source for source in manifest["sources"]}
         self.assertEqual(sources["dcs"]["size"], (root / "dcs.fits").stat().st_size)
+        for name in ("dcs", "fcs"):  # each source's checksum, as collected, as b2sum gives it
+            expected = hashlib.blake2b((root / f"{name}.fits").read_bytes()).hexdigest()
+            self.assertEqual(sources[name]["blake2b"], expected, name)
+        internal = yield caller.call("/daq/GetInternalDaqStatus", "MAN.1")
+        self.assertEqual({source["name"]: source["blake2b"]
+                          for source in internal["detail"]["sources"]},
+                         {name: sources[name]["blake2b"] for name in ("dcs", "fcs")})  # fmt: skip
         self.assertEqual(manifest["daq_id"], "MAN.1")
         self.assertEqual(manifest["dpmd_version"], dpmd.__version__)
         self.assertEqual(sorted(p.name for p in without.iterdir()), ["MAN.1.fits"], "off")

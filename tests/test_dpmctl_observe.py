@@ -35,6 +35,7 @@ from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
 from tests.cannedpeer import (
     AUDIT,
     CHECK_BAD,
+    CHECK_KNOWN,
     CHECK_OK,
     PROVENANCE,
     T0,
@@ -171,9 +172,9 @@ class TimelineTests(CannedTestCase):
             [
                 ["ID", "SUBSTATE", "QUEUED", "FINISHED", "COLLECTING", "MERGING", "RELEASING"],
                 ["NIGHT.1", "Completed", "2026-01-01T00:00:00Z", "00:00:20Z", "2.00s", "2.00s",
-                 "15.0s"],
+                 "50.0", "MiB", "15.0s", "12.0", "MiB"],
                 ["NIGHT.2", "Completed", "2026-01-01T00:01:00Z", "01:01:01Z", "1.00s", "4.00s",
-                 "(2", "runs)", "6.00s"],
+                 "80.0", "MiB", "(2", "runs)", "6.00s"],
                 ["NIGHT.3", "Aborted", "2026-01-01T00:01:40Z", "00:03:20Z", "1.00s", "10.0s", "-"],
                 ["NIGHT.4", "Releasing", "2026-01-01T00:05:00Z", "running", "1.00s", "1.00s",
                  "running"],
@@ -184,11 +185,12 @@ class TimelineTests(CannedTestCase):
             summary,
             [
                 ["per", "stage:"],
-                ["STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE"],
-                # 2048 + 1024 + 0 bytes in 4 s (NIGHT.4 did not say how many)
-                ["collecting", "4", "1.00s", "2.00s", "2.00s", "768", "B/s"],
-                ["merging", "4", "3.00s", "10.0s", "10.0s", "1.0", "KiB/s"],  # 16 KiB in 16 s
-                ["releasing", "2", "10.5s", "15.0s", "15.0s", "585", "B/s"],  # 12 KiB in 21 s
+                ["STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE", "PEAK"],
+                # 2048 + 1024 + 0 bytes in 4 s (NIGHT.4 did not say how many); no child seen
+                ["collecting", "4", "1.00s", "2.00s", "2.00s", "768", "B/s", "-"],
+                # 16 KiB in 16 s; the largest of 50 and 80 MiB
+                ["merging", "4", "3.00s", "10.0s", "10.0s", "1.0", "KiB/s", "80.0", "MiB"],
+                ["releasing", "2", "10.5s", "15.0s", "15.0s", "585", "B/s", "12.0", "MiB"],
             ],
         )
         self.assertEqual(
@@ -203,8 +205,10 @@ class TimelineTests(CannedTestCase):
         self.assertEqual({key: printed[key] for key in ("daqs", "truncated")}, TIMELINE)
         self.assertEqual(
             printed["summary"]["merging"],
-            {"count": 4, "median": 3.0, "p95": 10.0, "max": 10.0, "bytes_per_second": 1024.0},
-        )
+            {"count": 4, "median": 3.0, "p95": 10.0, "max": 10.0, "bytes_per_second": 1024.0,
+             "max_peak_rss_bytes": 80 << 20},
+        )  # fmt: skip
+        self.assertIsNone(printed["summary"]["collecting"]["max_peak_rss_bytes"])
         self.assertEqual(printed["summary"]["releasing"]["bytes_per_second"], 12288 / 21)
         self.assertEqual(self.peer.requests[0]["params"]["limit"], 4)
 
@@ -320,6 +324,19 @@ class FailedCheckTests(CannedTestCase):
         )  # fmt: skip
         status, out, _ = yield self.dpmctl("--json", "check", "-", stdin="{}")
         self.assertEqual((status, json.loads(out)), (1, CHECK_BAD))
+
+
+class KnownIdCheckTests(CannedTestCase):
+    answers = {"/daq/CheckDaq": CHECK_KNOWN}
+
+    @inlineCallbacks
+    def test_a_note_is_shown_and_is_no_problem(self) -> Any:
+        status, out, err = yield self.dpmctl("check", "-", stdin="{}")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[:2], [
+            "ok: nothing found that would stop this DAQ",
+            "  note: DAQ id 'TEST.1' is already queued (Scheduled) with this very specification: "
+            "QueueDaq would accept it again idempotently and queue nothing new"])  # fmt: skip
 
 
 class FsckTests(CannedTestCase):
@@ -519,6 +536,7 @@ class WidthTests(SynchronousTestCase):
             keyword_view(origins[1:2]),
             check_view(DaqCheck.from_json(CHECK_OK)),
             check_view(DaqCheck.from_json(CHECK_BAD)),
+            check_view(DaqCheck.from_json(CHECK_KNOWN)),
             audit_view(WorkspaceAudit.from_json(AUDIT), repair=False),
             checksum_view("/data/" + "p" * 90 + ".fits", facts),
         ]
@@ -538,7 +556,8 @@ class WidthTests(SynchronousTestCase):
         lines = self.shown(timeline_view(Timeline.from_json(TIMELINE), None, None, 1000), 60)
         index = lines.index("NIGHT.2")
         self.assertEqual(
-            lines[index + 1 : index + 3],
+            [line.rstrip() for line in lines[index + 1 : index + 4]],
             ["  Completed  2026-01-01T00:01:00Z → 01:01:01Z",
-             "  collecting 1.00s  merging 4.00s (2 runs)  releasing 6.00s"],
+             "  collecting 1.00s  merging 4.00s 80.0 MiB (2 runs)",
+             "  releasing 6.00s"],
         )  # fmt: skip

@@ -23,7 +23,7 @@ from dpmd.client.cli import run
 from dpmd.client.console import Console
 from dpmd.client.demo import prepare_sources, write_detector_file
 from dpmd.client.options import build_parser
-from dpmd.client.units import utc_time
+from dpmd.client.units import human_size, utc_time
 from tests.test_client_support import start_server, tcp_endpoint
 
 TERMINAL = "retry will not help until the cause is fixed"
@@ -106,12 +106,19 @@ class TimelineTests(ServerTestCase):
         self.assertEqual((daq["id"], daq["substate"]), (made["id"], "Completed"))
         self.assertEqual(list(daq["stages"]), ["collecting", "merging", "releasing"])
         self.assertEqual(daq["stages"]["merging"]["bytes"], made["size"])
+        # The merger is a Python interpreter with its imports: tens of MiB, far below a GiB.
+        peak = daq["stages"]["merging"]["peak_rss_bytes"]
+        self.assertTrue(10 << 20 <= peak < 1 << 30, peak)
+        self.assertEqual(timeline["summary"]["merging"]["max_peak_rss_bytes"], peak)
         self.assertEqual({name: entry["count"] for name, entry in timeline["summary"].items()},
                          {"collecting": 1, "merging": 1, "releasing": 1})  # fmt: skip
         status, out, _ = yield self.dpmctl("timeline", "--since", since)
         self.assertEqual(status, 0)
         [row] = [line for line in out.splitlines() if line.startswith(made["id"])]
         self.assertEqual(row.split()[1], "Completed")
+        self.assertIn(f" {human_size(peak)}", row)
+        [merging] = [line for line in out.splitlines() if line.startswith("merging ")]
+        self.assertTrue(merging.rstrip().endswith(human_size(peak)), merging)
         status, out, _ = yield self.dpmctl("timeline", "--until", utc_time(queued - 60))
         self.assertEqual(out.splitlines()[0].split()[0], "0")
 

@@ -72,10 +72,13 @@ class ExitCodeTests(SynchronousTestCase):
     def test_success(self) -> None:
         result = self.assertExit(0, ["--json", "--date", DATE, self.spec])
         lines = [json.loads(line) for line in result.stdout.splitlines()]
+        peak = lines[-1].pop("peak_rss_bytes")
         self.assertEqual(
             lines[-1],
             {"type": "result", "path": self.product, "size": os.path.getsize(self.product)},
         )
+        # Its own ru_maxrss, in bytes: a Python interpreter with numpy is tens of MiB.
+        self.assertTrue(10 << 20 <= peak < 1 << 30, peak)
         self.assertIn("wrote", result.stderr)
         with open_verified(self.product) as hdus:
             self.assertEqual(hdus[0].header["OBJECT"], "x")

@@ -3,6 +3,7 @@ that cannot be run named as such."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from dpmd.daq.watchdog import Watchdog
+from dpmd.stages.merge import changed_sources
 from dpmd.testing import synchronous
+from dpmd.workers import ProcessRunner
 from tests.daqharness import FITS_BLOCK, Harness, specification
 from tests.fitsfactory import write_raw_source
 from tests.rpcclient import start_server
@@ -25,6 +29,14 @@ WATCHED = {"watchdog.stall": 10, "watchdog.kill": 30, "watchdog.rate": 1 << 40}
 
 def alerts(h: Harness, daq_id: str) -> dict[str, dict[str, Any]]:
     return {a["category"]: a for a in h.internal(daq_id)["status"]["alerts"]}
+
+
+def leads_its_group(pid: int) -> bool:
+    """The child's shim has made its process group (a signal to the group reaches it)."""
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
 
 
 class StallTests(SynchronousTestCase):
@@ -145,13 +157,48 @@ class RealChildTests(TestCase):
         return specification(daq_id, *locations)
 
     @inlineCallbacks
+    def test_a_source_rewritten_with_its_size_and_time_kept_is_refused(self) -> None:
+        """Collected, merge stopped (stalled); the file's bytes change, its size and mtime
+        are put back; the retried merge finds it by the checksum: SourceChanged, terminal."""
+        big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
+        service, caller = yield start_server(
+            self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 2,
+                                "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
+        yield caller.call("/daq/QueueDaq", self.spec("SUM.1", big))
+        internal = yield self.poll(caller, "SUM.1", lambda i: any(
+            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
+        os.killpg(internal["detail"]["processes"][0]["pid"], signal.SIGSTOP)
+        [source] = internal["detail"]["sources"]
+        with open(big, "rb") as handle:
+            self.assertEqual(source["blake2b"], hashlib.file_digest(handle, "blake2b").hexdigest())
+        yield self.poll(caller, "SUM.1", lambda i: i["status"]["error"])
+        times = os.stat(big)
+        with open(big, "r+b") as handle:  # one byte of the last extension's data
+            handle.seek(-1, os.SEEK_END)
+            last = handle.read(1)
+            handle.seek(-1, os.SEEK_END)
+            handle.write(b"\x01" if last != b"\x01" else b"\x02")
+        os.utime(big, ns=(times.st_atime_ns, times.st_mtime_ns))
+        self.assertEqual((os.stat(big).st_size, os.stat(big).st_mtime), (source["bytes"],
+                                                                          source["mtime"]))
+        yield caller.call("/daq/RetryMergeDaq", "SUM.1")
+        refused = yield self.poll(caller, "SUM.1", lambda i: any(
+            a["category"] == "SourceChanged" for a in i["status"]["alerts"]))  # fmt: skip
+        [alert] = refused["status"]["alerts"]
+        self.assertEqual((alert["key"], alert["terminal"]), ("src0", True))
+        self.assertIn("blake2b checksum is now", alert["description"])
+        self.assertEqual(refused["detail"]["processes"], [], "no merger ran")
+        del service
+
+    @inlineCallbacks
     def test_a_sigstopped_merger_is_found_stopped_and_retried(self) -> None:
         big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
         service, caller = yield start_server(
             self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 3,
                                 "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
         yield caller.call("/daq/QueueDaq", self.spec("STOP.1", big))
-        internal = yield self.poll(caller, "STOP.1", lambda i: i["detail"]["processes"], 60)
+        internal = yield self.poll(caller, "STOP.1", lambda i: any(
+            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
         merger = internal["detail"]["processes"][0]["pid"]
         os.killpg(merger, signal.SIGSTOP)
         stalled = yield self.poll(caller, "STOP.1", lambda i: any(
@@ -244,3 +291,96 @@ class SourceChangedTests(SynchronousTestCase):
         self.assertIn(f"{len(FITS_BLOCK)} bytes", alert["description"])
         self.assertIn(f"now {2 * len(FITS_BLOCK)} bytes", alert["description"])
         self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
+
+
+    def test_a_rewrite_that_keeps_size_and_time_is_found_by_the_checksum(self) -> None:
+        h = Harness(self)
+        source = Path(h.source("a.fits"))
+        original = source.read_bytes()
+
+        def rewrite_first(function: Any, *args: Any) -> Any:
+            if getattr(function, "__name__", "") == "changed_sources":
+                times = source.stat()
+                source.write_bytes(original[:-1] + b"!")  # one byte, the same length
+                os.utime(source, ns=(times.st_atime_ns, times.st_mtime_ns))
+            return synchronous(function, *args)
+
+        h.run_blocking = rewrite_first
+        h.queue(specification("SC.2", str(source)))
+        [alert] = h.internal("SC.2")["status"]["alerts"]
+        self.assertEqual((alert["category"], alert["key"], alert["terminal"]),
+                         ("SourceChanged", "src0", True))  # fmt: skip
+        self.assertIn("the same size and modification time, but its blake2b checksum is now",
+                      alert["description"])  # fmt: skip
+        self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
+
+    def test_collection_records_the_checksum(self) -> None:
+        h = Harness(self)
+        source = Path(h.source("a.fits"))
+        h.queue(specification("SC.3", str(source)))
+        [entry] = h.internal("SC.3")["detail"]["sources"]
+        self.assertEqual(entry["blake2b"], hashlib.blake2b(source.read_bytes()).hexdigest())
+        self.assertEqual((entry["inode"], entry["ctime_ns"]),
+                         (source.stat().st_ino, source.stat().st_ctime_ns))  # fmt: skip
+
+
+class ChangedSourcesTests(SynchronousTestCase):
+    """The re-check before a merge reads a file again only when the kernel says it may differ."""
+
+    def setUp(self) -> None:
+        self.path = Path(self.mktemp())
+        self.path.write_bytes(FITS_BLOCK)
+        info = self.path.stat()
+        self.entry = {"name": "s", "local_path": str(self.path), "bytes": info.st_size,
+                      "mtime": info.st_mtime, "ctime_ns": info.st_ctime_ns,
+                      "inode": info.st_ino, "blake2b": "0" * 128}  # fmt: skip
+
+    def problems(self, **changes: Any) -> list[str]:
+        return [problem.description for problem in changed_sources(({**self.entry, **changes},))]
+
+    def test_an_untouched_file_is_not_read_again(self) -> None:
+        """Its recorded checksum is wrong on purpose: only a read would notice."""
+        hashed_long_after = self.path.stat().st_ctime_ns / 1e9 + 60
+        self.assertEqual(self.problems(hashed_at=hashed_long_after), [])
+
+    def test_a_file_changed_close_to_its_hashing_is_read_again(self) -> None:
+        """The kernel's clock ticks coarsely: a change in the same tick leaves ctime as it was."""
+        [problem] = self.problems(hashed_at=self.path.stat().st_ctime_ns / 1e9)
+        self.assertIn("blake2b checksum is now", problem)
+
+    def test_a_different_change_time_or_inode_means_read_again(self) -> None:
+        right = hashlib.blake2b(FITS_BLOCK).hexdigest()
+        later = self.path.stat().st_ctime_ns / 1e9 + 60
+        self.assertEqual(self.problems(hashed_at=later, ctime_ns=1, blake2b=right), [],
+                         "a change of metadata only: the content is as collected")  # fmt: skip
+        self.assertEqual(len(self.problems(hashed_at=later, inode=1)), 1)
+
+    def test_a_record_of_an_earlier_dpmd_is_checked_by_size_and_time(self) -> None:
+        old = {key: value for key, value in self.entry.items()
+               if key not in ("blake2b", "ctime_ns", "inode")}  # fmt: skip
+        self.assertEqual([p.description for p in changed_sources((old,))], [])
+        [problem] = [p.description for p in changed_sources(({**old, "bytes": 1},))]
+        self.assertIn("1 bytes modified at", problem)
+
+
+class SilentChildMemoryTests(TestCase):
+    """The watchdog's checks see the memory of a child that says nothing."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_a_check_samples_the_peak(self) -> None:
+        if not Path("/proc/self/status").exists():
+            raise SkipTest("the high-water mark is read from /proc")
+        ready = Path(self.mktemp())
+        program = (f"import time,pathlib\nblock = b'x' * (64 << 20)\n"
+                   f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(30)\n")  # fmt: skip
+        child = ProcessRunner(reactor).spawn("silent", [sys.executable, "-S", "-c", program])
+        self.addCleanup(lambda: child.terminate(0.1).addCallback(lambda _: None))
+        while not ready.exists():
+            yield deferLater(reactor, 0.02, lambda: None)
+        clock = Clock()
+        Watchdog(child, clock, 10, 30, 1, lambda _: succeed(None), lambda: succeed(None))
+        self.assertIsNone(child.peak_rss, "it has not spoken")
+        clock.advance(10)
+        self.assertGreaterEqual(child.peak_rss or 0, 64 << 20)

@@ -19,7 +19,7 @@ import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import dpmd
 from dpmd.config import build_config
@@ -30,6 +30,7 @@ from dpmd.workers import (
     ExitStatus,
     ProcessRunner,
     child_environment,
+    memory_peak,
     python_command,
 )
 
@@ -352,3 +353,43 @@ class CommandTests(SynchronousTestCase):
             python_command(python, "dpmd.merge", "--json", "spec.json"),
             [sys.executable, "-m", "dpmd.merge", "--json", "spec.json"],
         )
+
+
+class MemoryTests(RunnerTestCase):
+    """A child's peak memory: the kernel's high-water mark, seen whenever it speaks."""
+
+    def setUp(self) -> None:
+        if not Path("/proc/self/status").exists():
+            raise SkipTest("the high-water mark is read from /proc")
+        super().setUp()
+
+    def test_the_peak_of_a_process(self) -> None:
+        self.assertGreater(memory_peak(os.getpid()) or 0, 10 << 20, "this Python holds more")
+        self.assertIsNone(memory_peak(1 << 30), "no process has a pid beyond pid_max")
+
+    @inlineCallbacks
+    def test_a_peak_already_freed_is_still_seen(self) -> None:
+        """64 MiB held then freed before the child speaks: the high-water mark keeps it."""
+        program = ("import sys,time\n"
+                   "block = b'x' * (64 << 20); del block\n"
+                   "print('done', flush=True); time.sleep(0.3)\n")  # fmt: skip
+        child, lines = self.spawn([*PYTHON, program])
+        yield child.wait()
+        self.assertEqual(lines, [b"done"])
+        self.assertGreaterEqual(child.peak_rss or 0, 64 << 20)
+        self.assertLess(child.peak_rss or 0, 1 << 30)
+
+    @inlineCallbacks
+    def test_a_child_that_never_speaks_has_no_peak_seen(self) -> None:
+        """Nothing is read from the shim before the program runs: no guess, None."""
+        child, _ = self.spawn([*PYTHON, "import time; time.sleep(0.1)"])
+        yield child.wait()
+        self.assertIsNone(child.peak_rss)
+
+    def test_a_reported_peak_counts_only_if_larger(self) -> None:
+        child = ChildProcess("test", ["x"], reactor)
+        child.note_peak(None)
+        self.assertIsNone(child.peak_rss)
+        child.note_peak(5 << 20)
+        child.note_peak(3 << 20)
+        self.assertEqual(child.peak_rss, 5 << 20)

@@ -106,6 +106,8 @@ class StageRun:
     ended_at: float | None
     last_error: str | None = None
     bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    """The most memory one of the run's child processes held; None when unknown."""
 
     @property
     def seconds(self) -> float | None:
@@ -121,6 +123,7 @@ class StageRun:
             "ended_at": self.ended_at,
             "last_error": self.last_error,
             "bytes": self.bytes,
+            "peak_rss_bytes": self.peak_rss_bytes,
         }
 
     @classmethod
@@ -131,6 +134,7 @@ class StageRun:
             ended_at=_time(obj, "ended_at"),
             last_error=_member(obj, "last_error", str, optional=True),
             bytes=_member(obj, "bytes", int, optional=True),
+            peak_rss_bytes=_member(obj, "peak_rss_bytes", int, optional=True),
         )
 
 
@@ -233,6 +237,8 @@ class DaqCheck:
     header: tuple[CardOrigin, ...]
     hdus: tuple[PlannedHdu, ...]
     predicted_bytes: int
+    notes: tuple[str, ...] = ()
+    """What is worth knowing but stops nothing (the id already queued with these bytes)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -241,20 +247,29 @@ class DaqCheck:
             "header": [card.to_json() for card in self.header],
             "hdus": [hdu.to_json() for hdu in self.hdus],
             "predicted_bytes": self.predicted_bytes,
+            "notes": list(self.notes),
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> DaqCheck:
-        problems = _list(obj, "problems")
-        if not all(isinstance(problem, str) for problem in problems):
-            raise TypeError("member 'problems' must hold strings")
+        problems = _strings(obj, "problems")
+        # ``notes`` is newer than the rest: a server without it has none to give.
+        notes = _strings(obj, "notes") if isinstance(obj, dict) and "notes" in obj else []
         return cls(
             ok=_member(obj, "ok", bool),
             problems=tuple(problems),
             header=tuple(CardOrigin.from_json(item) for item in _list(obj, "header")),
             hdus=tuple(PlannedHdu.from_json(item) for item in _list(obj, "hdus")),
             predicted_bytes=_member(obj, "predicted_bytes", int),
+            notes=tuple(notes),
         )
+
+
+def _strings(obj: Any, name: str) -> list[str]:
+    items = _list(obj, name)
+    if not all(isinstance(item, str) for item in items):
+        raise TypeError(f"member {name!r} must hold strings")
+    return items
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ def check_view(check: DaqCheck) -> RenderableType:
         count = len(check.problems)
         parts = [Text(f"{count} problem{'' if count == 1 else 's'}:", style=BAD)]
         parts += [_indented(Text(f"- {problem}", overflow="fold")) for problem in check.problems]
+    parts += [_indented(Text(f"note: {note}", overflow="fold")) for note in check.notes]
     parts.append(key_value_table([("predicted size", _size(check.predicted_bytes))]))
     if check.header:
         parts += ["planned primary header:", _indented(provenance_table(check.header))]

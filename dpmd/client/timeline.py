@@ -10,7 +10,9 @@ The per-stage summary is over the last run of each stage of each DAQ (the
 run the server keeps): count, median, 95th percentile (nearest rank: the
 smallest duration that at least 95 % of the runs do not exceed) and maximum
 duration, and the throughput as the stage's bytes summed over its seconds
-summed, so that one quick small DAQ does not outweigh a long large one.
+summed, so that one quick small DAQ does not outweigh a long large one;
+and the largest peak memory of the stage's child processes (a stage whose
+children were never seen, or a DAQ of an older server, has none).
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ class StageSummary:
     p95: float
     max: float
     bytes_per_second: float | None
+    max_peak_rss_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"count": self.count, "median": self.median, "p95": self.p95, "max": self.max,
-                "bytes_per_second": self.bytes_per_second}  # fmt: skip
+                "bytes_per_second": self.bytes_per_second,
+                "max_peak_rss_bytes": self.max_peak_rss_bytes}  # fmt: skip
 
 
 def nearest_rank(ordered: Sequence[float], fraction: float) -> float:
@@ -91,12 +95,14 @@ def summarize(daqs: Sequence[TimelineDaq]) -> dict[str, StageSummary]:
         counted = [(taken, size) for taken, size in ended if size is not None]
         busy = sum(taken for taken, _ in counted)
         moved = sum(size for _, size in counted if size is not None)
+        peaks = [run.peak_rss_bytes for run in runs if run.peak_rss_bytes is not None]
         summaries[name] = StageSummary(
             count=len(seconds),
             median=statistics.median(seconds),
             p95=nearest_rank(seconds, 0.95),
             max=seconds[-1],
             bytes_per_second=moved / busy if counted and busy > 0 else None,
+            max_peak_rss_bytes=max(peaks, default=None),
         )
     return summaries
 
@@ -108,11 +114,14 @@ def timeline_json(timeline: Timeline) -> dict[str, Any]:
 
 
 def stage_cell(run: StageRun | None) -> str:
-    """``0.41s``, ``12.3s (2 runs)`` (when it ran more than once), ``running``, or ``-``."""
+    """``0.41s``, ``0.41s 48.2 MiB`` (its children's peak memory, when known),
+    ``12.3s (2 runs)`` (when it ran more than once), ``running``, or ``-``."""
     if run is None or run.started_at is None:
         return "-"
     taken = run.seconds
     text = "running" if taken is None else duration(taken)
+    if run.peak_rss_bytes is not None:
+        text += f" {human_size(run.peak_rss_bytes)}"
     return f"{text} ({run.attempts} runs)" if run.attempts > 1 else text
 
 
@@ -166,9 +175,10 @@ def timeline_view(
             (name, str(entry.count), duration(entry.median), duration(entry.p95),
              duration(entry.max),
              "-" if entry.bytes_per_second is None
-             else f"{human_size(int(entry.bytes_per_second))}/s")
+             else f"{human_size(int(entry.bytes_per_second))}/s",
+             "-" if entry.max_peak_rss_bytes is None else human_size(entry.max_peak_rss_bytes))
             for name, entry in summaries.items()
         ]  # fmt: skip
-        parts += ["per stage:", column_table(("STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE"),
-                                             cells)]  # fmt: skip
+        header = ("STAGE", "COUNT", "MEDIAN", "P95", "MAX", "RATE", "PEAK")
+        parts += ["per stage:", column_table(header, cells)]
     return Group(*parts)

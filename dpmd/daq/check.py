@@ -9,6 +9,11 @@ tools collection uses; when every source is here, the merger is run with
 comes from) and the HDUs; the predicted product size is compared with the
 space the workspace has above its reserve.  Problems are listed, each
 naming what is wrong; ``ok`` is true when there is none.
+
+The id is looked up in the store too, as ``QueueDaq`` would: a different
+specification under a known id is a problem (``QueueDaq`` would refuse it),
+naming the DAQ's substate; the very same bytes are not — ``QueueDaq`` would
+answer with success and queue nothing new — and ``notes`` says so.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from twisted.internet.defer import inlineCallbacks
 from dpmd.daq.checks import server_problems
 from dpmd.daq.host import Means
 from dpmd.daq.intake import specification_text
+from dpmd.daq.journal import Journal
+from dpmd.daq.record import DaqRecord
+from dpmd.daq.store import StoredDaq, StoreError
 from dpmd.locations import RemoteFile, split_location
 from dpmd.spec import FitsFileSource, Specification, SpecificationError, parse_specification
 from dpmd.stages.collect import FITS_SIGNATURE, Unusable, inspect_file
@@ -36,15 +44,17 @@ PROBE = "test -r {0} || exit 3; wc -c < {0}; head -c 9 {0}; echo"
 
 
 class DryRun:
-    def __init__(self, means: Means, runner: ProcessRunner, storage: StorageMonitor) -> None:
+    def __init__(self, means: Means, runner: ProcessRunner, storage: StorageMonitor,
+                 journal: Journal) -> None:  # fmt: skip
         self._means = means
         self._runner = runner
         self._storage = storage
+        self._journal = journal
 
     @inlineCallbacks
     def check(self, document: str | dict[str, Any]) -> Any:
         answer: dict[str, Any] = {"ok": False, "problems": [], "header": [], "hdus": [],
-                                  "predicted_bytes": 0}  # fmt: skip
+                                  "predicted_bytes": 0, "notes": []}  # fmt: skip
         problems: list[str] = answer["problems"]
         try:
             text = specification_text(document)
@@ -53,6 +63,7 @@ class DryRun:
             problems.append(f"invalid specification: {error}")
             return answer
         problems += server_problems(specification, self._means.config)
+        yield self._known_id(specification.id, text, answer)
         sizes = 0
         all_local = True
         for source in specification.file_sources():
@@ -69,6 +80,30 @@ class DryRun:
         yield self._space(answer)
         answer["ok"] = not problems
         return answer
+
+    @inlineCallbacks
+    def _known_id(self, daq_id: str, text: bytes, answer: dict[str, Any]) -> Any:
+        """What ``QueueDaq`` would make of this id: new, the same DAQ again, or a refusal."""
+        try:
+            stored: StoredDaq | None = yield self._journal.find(daq_id)
+            if stored is None:
+                return
+            known: bytes = yield self._journal.specification(daq_id)
+        except StoreError as error:
+            answer["problems"].append(f"cannot look up DAQ id '{daq_id}' in the store: {error}")
+            return
+        substate = DaqRecord.decode(stored.record).substate.value
+        where = f"{'archived' if stored.archived else 'queued'} ({substate})"
+        if known == text:
+            answer["notes"].append(
+                f"DAQ id '{daq_id}' is already {where} with this very specification: QueueDaq "
+                "would accept it again idempotently and queue nothing new"
+            )
+        else:
+            answer["problems"].append(
+                f"DAQ id '{daq_id}' is already {where} with a different specification: "
+                "QueueDaq would refuse it"
+            )
 
     @inlineCallbacks
     def _probe_local(self, source: FitsFileSource, location: str, problems: list[str]) -> Any:

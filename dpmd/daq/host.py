@@ -45,6 +45,7 @@ class StageContext:
         self.directory = directory
         self.linked_dir = linked_dir
         self._stage = stage
+        self._spawned: list[ChildProcess] = []
 
     @property
     def daq_id(self) -> str:
@@ -86,12 +87,19 @@ class StageContext:
         children = self._daq.children
         children.append(child)
         child.wait().addCallback(lambda _: children.remove(child))
+        self._spawned.append(child)
         config = self._means.config
         input_bytes = sum(int(source.get("bytes") or 0) for source in self.record.sources)
         stall, kill = config.watchdog.budgets(input_bytes)
         Watchdog(child, self._means.clock, stall, kill, config.shutdown_timeout,
                  self._stalled, self._resumed)  # fmt: skip
         return child
+
+    @property
+    def peak_rss(self) -> int | None:
+        """The most memory any child of this run held (bytes), or None if none was seen."""
+        return max((child.peak_rss for child in self._spawned if child.peak_rss is not None),
+                   default=None)  # fmt: skip
 
     def keep_provenance(self, cards: str) -> Deferred[None]:
         return self._journal.commit(Provenance(self._daq.id, cards)).addCallback(lambda _: None)

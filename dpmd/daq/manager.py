@@ -92,7 +92,7 @@ class DaqManager:
         self.intake = Intake(self._config, self.journal, self._clock, self.means.run_blocking,
                              recovered.next_seq, self._accepted)  # fmt: skip
         self.archive = Archive(self.means, self._workspace, self.journal)
-        self.dry_run = DryRun(self.means, self.means.runner, self._storage)
+        self.dry_run = DryRun(self.means, self.means.runner, self._storage, self.journal)
         self.queries = Queries(self.registry, self.journal, self._workspace, self.archive.folder)
         for record in recovered.records:
             daq = self._daq(record)

@@ -101,11 +101,11 @@ class Pipeline:
             .addCallback(lambda admitted: spec.run(host) if admitted else WAITING)
         )
         self._running[daq.id] = call
-        call.addBoth(self._ended, daq, spec)
+        call.addBoth(self._ended, daq, spec, host)
 
     # -- leaving it ------------------------------------------------------------------------
 
-    def _ended(self, outcome: Any, daq: Daq, spec: StageSpec) -> None:
+    def _ended(self, outcome: Any, daq: Daq, spec: StageSpec, host: StageContext) -> None:
         self._running.pop(daq.id, None)
         if outcome is WAITING:
             return  # for space: the reserve runs it again once there is
@@ -115,10 +115,10 @@ class Pipeline:
                             daq_id=daq.id, stage=spec.name)  # fmt: skip
             return
         if isinstance(outcome, Failure):
-            self._failed(outcome, daq, spec)
+            self._failed(outcome, daq, spec, host)
             return
         now = self._means.clock.seconds()
-        stages = end(daq.newest.stages, spec.name, now)
+        stages = end(daq.newest.stages, spec.name, now, peak_rss=host.peak_rss)
         following = NEXT_STAGE.get(spec.substate)
         if following is not None:
             stages = begin(stages, following.name, now)
@@ -142,7 +142,7 @@ class Pipeline:
         else:
             self.later(daq)
 
-    def _failed(self, failure: Failure, daq: Daq, spec: StageSpec) -> None:
+    def _failed(self, failure: Failure, daq: Daq, spec: StageSpec, host: StageContext) -> None:
         if failure.check(CancelledError, StoreError):
             return  # stopped on purpose, or the DAQ shows the store's failure already
         if failure.check(StageError):
@@ -155,7 +155,7 @@ class Pipeline:
                                           f"{incident}; the log has the details)")]  # fmt: skip
         now = self._means.clock.seconds()
         last = "; ".join(problem.description for problem in problems)
-        stages = end(daq.newest.stages, spec.name, now, error=last)
+        stages = end(daq.newest.stages, spec.name, now, error=last, peak_rss=host.peak_rss)
         attempts = int(stages[spec.name].get("attempts", 1))
         for number, problem in enumerate(problems):
             log.warn("DAQ {daq_id}: {problem}", daq_id=daq.id, problem=problem.description)

@@ -61,7 +61,9 @@ class DaqRecord:
     deliveries: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per receiver key: ``{"path", "how", "state"}`` (see ``Delivery``)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per stage: ``{"attempts", "started_at", "ended_at", "last_error"}``."""
+    """Per stage: ``{"attempts", "started_at", "ended_at", "last_error"}``, and
+    ``"peak_rss_bytes"`` (the most memory one of the run's children held) once a run
+    with children ended; records of earlier versions lack it: unknown."""
 
     def stage_bytes(self, stage: str) -> int:
         """What a stage moved: the sources collected, the product merged, the copies released."""

@@ -66,13 +66,17 @@ def begin(stages: dict[str, dict[str, Any]], name: str, now: float) -> dict[str,
     """The stage bookkeeping of the record with one more run of ``name`` starting now."""
     before = stages.get(name, {})
     entry = {"attempts": int(before.get("attempts", 0)) + 1, "started_at": now,
-             "ended_at": None, "last_error": before.get("last_error")}  # fmt: skip
+             "ended_at": None, "last_error": before.get("last_error"),
+             "peak_rss_bytes": None}  # fmt: skip
     return {**stages, name: entry}
 
 
-def end(stages: dict[str, dict[str, Any]], name: str, now: float,
-        error: str | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+def end(stages: dict[str, dict[str, Any]], name: str, now: float, error: str | None = None,
+        peak_rss: int | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The bookkeeping with the run of ``name`` ended now: its error, its children's peak memory."""
     entry = {**stages.get(name, {"attempts": 1, "started_at": None}), "ended_at": now}
     if error is not None:
         entry["last_error"] = error
+    if peak_rss is not None:
+        entry["peak_rss_bytes"] = peak_rss
     return {**stages, name: entry}

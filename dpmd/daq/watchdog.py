@@ -67,6 +67,7 @@ class Watchdog:
         self._call = None
         if not self._child.running:
             return
+        self._child.sample_memory()  # a silent child's memory is seen at each check too
         # A millisecond's leeway: times near 1e9 s are not exact to the microsecond.
         silent = self._clock.seconds() - self._heard_at + LEEWAY
         if silent >= self._kill:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -102,7 +103,8 @@ class Reporter:
     def result(self, path: str, size: int) -> None:
         log.info("wrote %s (%d bytes)", path, size)
         if self.json_lines:
-            self._emit({"type": "result", "path": path, "size": size})
+            self._emit({"type": "result", "path": path, "size": size,
+                        "peak_rss_bytes": peak_rss_bytes()})  # fmt: skip
         else:
             self.stream.write(path + "\n")
 
@@ -124,6 +126,13 @@ class Reporter:
             )
         else:
             self.stream.write("\n".join(describe(plan)) + "\n")
+
+
+def peak_rss_bytes() -> int:
+    """The most memory this process has held so far (``ru_maxrss``: KiB on Linux, bytes on
+    macOS), so that the server's timeline has the merger's exact peak, not a sample."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def describe(plan: Plan) -> list[str]:

@@ -7,6 +7,14 @@ once within ``limits.transfer``.  Every file is then checked (present,
 regular, readable, FITS) and its path, size and modification time are
 recorded, so the internal status shows exactly what will be merged.
 
+Each file's BLAKE2b-512 checksum (``b2sum``'s, as for products) is computed
+in a thread, where hashlib and file reads release the interpreter's lock, so
+the reactor goes on; the sources of a DAQ are hashed side by side.  With it
+the record keeps the file's kernel change time and inode: the merge stage
+re-reads a file only when those say it may have changed (see
+``dpmd.stages.merge.changed_sources``).  A file that changes while it is
+being hashed is not collected (a retry hashes it again).
+
 A file modified after the DAQ was queued may have been copied while still
 being written: it raises the *SuspiciousSourceFileTimestamp* warning.  Every
 problem is reported at once, one alert per source, so that a single retry
@@ -22,6 +30,7 @@ from typing import Any
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
+from dpmd.digest import ALGORITHM, file_digest
 from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
@@ -77,6 +86,34 @@ def inspect_file(source: FitsFileSource, path: Path) -> dict[str, Any]:
     }
 
 
+def fingerprint(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file's content does: size, mtime, change time, inode."""
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+def checksum_file(source: FitsFileSource, path: Path, hashed_at: float) -> dict[str, Any]:
+    """The checksum and kernel fingerprint to record with a collected source (blocking)."""
+    name = source.source_name
+    try:
+        before = os.stat(path)
+        digest = file_digest(path)
+        after = os.stat(path)
+    except OSError as error:
+        raise Unusable(f"source '{name}': cannot read '{path}': {error.strerror}",
+                       terminal=False) from None  # fmt: skip
+    if fingerprint(before) != fingerprint(after) or digest.size != after.st_size:
+        raise Unusable(f"source '{name}': '{path}' changed while its checksum was computed; "
+                       "it may still be being written", terminal=False)  # fmt: skip
+    return {
+        ALGORITHM: digest.blake2b,
+        "bytes": after.st_size,
+        "mtime": after.st_mtime,
+        "ctime_ns": after.st_ctime_ns,
+        "inode": after.st_ino,
+        "hashed_at": hashed_at,
+    }
+
+
 def prepare_copy(final: Path) -> None:
     """Let rsync resume on a complete earlier copy too (its quick check skips it)."""
     part = final.with_name(part_name(final.name))
@@ -92,9 +129,11 @@ def finish_copy(final: Path) -> None:
 class Collection:
     """One run of the stage for one DAQ."""
 
-    def __init__(self, host: StageHost) -> None:
+    def __init__(self, host: StageHost, checksums: bool = True) -> None:
         self.host = host
         self.meters: dict[str, Meter] = {}
+        self.checksums = checksums
+        """Off only to measure what they cost (``bench/collect.py``)."""
 
     def show_progress(self) -> None:
         done = sum(meter.done for meter in self.meters.values())
@@ -140,13 +179,17 @@ class Collection:
         else:
             path = self.host.config.dataroot / where
         record = yield self.host.run_blocking(inspect_file, source, path)
+        if self.checksums:
+            checked = yield self.host.run_blocking(checksum_file, source, path,
+                                                   self.host.clock.seconds())  # fmt: skip
+            record.update(checked)
         return record
 
 
 @inlineCallbacks
-def collect(host: StageHost) -> Any:
+def collect(host: StageHost, checksums: bool = True) -> Any:
     """Collect every file source (the in-place target first); fires with their records."""
-    collection = Collection(host)
+    collection = Collection(host, checksums)
     sources = host.specification.file_sources()
     outcomes = yield DeferredList(
         [collection.collect_one(source) for source in sources], consumeErrors=True

@@ -4,7 +4,8 @@ So that an archive can verify a delivery on its own, dpmd writes beside the
 product (before the product appears under its name) what it knows of it:
 its size and BLAKE2b-512 checksum (as ``b2sum`` computes it), the FITS
 ``CHECKSUM`` and ``DATASUM`` of its primary HDU, each source's name,
-location, size and modification time as collected, the checksum of the
+location, size, modification time and BLAKE2b-512 checksum as collected
+(``null`` for a DAQ collected by an earlier dpmd), the checksum of the
 specification as received, the dpmd version and the release time.
 ``dpmctl checksum FILE`` prints the same values for any FITS file.  A receiver
 with ``options.manifest: false`` gets none (some ingestions accept only FITS).
@@ -61,7 +62,8 @@ def build_manifest(record: DaqRecord, product: Path, name: str, specification: P
         "product": {"name": name, "size": digest.get("size"), "blake2b": digest.get("blake2b"),
                     **primary_checksums(product)},
         "sources": [{"name": source["name"], "location": source["location"],
-                     "size": source["bytes"], "mtime": source["mtime"]}
+                     "size": source["bytes"], "mtime": source["mtime"],
+                     "blake2b": source.get("blake2b")}
                     for source in record.sources],
         "specification": {"blake2b": hashlib.blake2b(specification.read_bytes()).hexdigest()},
         "dpmd_version": dpmd.__version__,

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 
+from dpmd.digest import ALGORITHM, file_digest
 from dpmd.durable import write_durably
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
@@ -53,32 +54,62 @@ MERGER_ALERTS = {"UnmergedData", "PrimaryHduResized"}
 SOURCE_CHANGED = "SourceChanged"
 
 
+RACY_SECONDS = 2.0
+"""A file changed this close to (or after) the moment its checksum was taken may have been
+changed again within the same tick of the kernel's clock: its change time proves nothing,
+so its content is read again (git's "racily clean" rule)."""
+
+
 def changed_sources(sources: tuple[dict[str, Any], ...]) -> list[Problem]:
-    """Sources whose size or modification time is not what collection recorded (blocking).
+    """Sources that are not what collection recorded and hashed (blocking).
 
     The product must be made of what was collected and checked: a file that
     changed since (an instrument still writing, a file replaced) is refused,
-    naming it, before the merge reads it.
+    naming it, before the merge reads it.  Size and modification time are
+    compared first; then the checksum — but a file is read again only when the
+    kernel says it may have changed: its change time (which no one can set
+    back, unlike the modification time) or its inode differ from collection's,
+    or it was changed racily close to its hashing.  Otherwise the content is
+    the one that was hashed, and the check costs one ``stat``.  A record of an
+    earlier dpmd, without a checksum, is checked by size and time only.
     """
     problems = []
     for source in sources:
         path = source["local_path"]
+        change: str | None
         try:
             info = os.stat(path)
             now = (info.st_size, info.st_mtime)
+            if now == (source["bytes"], source["mtime"]):
+                change = _content_change(source, path, info)
+            else:
+                change = (f"{source['bytes']} bytes modified at {source['mtime']} when "
+                          f"collected, now {now[0]} bytes modified at {now[1]}")  # fmt: skip
         except OSError as error:
-            now = None
             change = f"it can no longer be read ({error.strerror})"
-        if now is not None and now == (source["bytes"], source["mtime"]):
+        if change is None:
             continue
-        if now is not None:
-            change = (f"{source['bytes']} bytes modified at {source['mtime']} when collected, "
-                      f"now {now[0]} bytes modified at {now[1]}")  # fmt: skip
         problems.append(Problem(
             source["name"], f"source '{source['name']}': {path} changed since it was collected: "
             f"{change}; abort the DAQ and queue it again to merge the new file",
             terminal=True, category=SOURCE_CHANGED))  # fmt: skip
     return problems
+
+
+def _content_change(source: dict[str, Any], path: str, info: os.stat_result) -> str | None:
+    """How the content differs from the checksum collection took, or None (blocking)."""
+    recorded = source.get(ALGORITHM)
+    if recorded is None:
+        return None  # an earlier dpmd's record: size and time are all there is
+    untouched = (info.st_ctime_ns, info.st_ino) == (source.get("ctime_ns"), source.get("inode"))
+    racy = info.st_ctime_ns / 1e9 >= float(source.get("hashed_at") or 0) - RACY_SECONDS
+    if untouched and not racy:
+        return None
+    found = file_digest(path)
+    if found.blake2b == recorded:
+        return None
+    return (f"the same size and modification time, but its {ALGORITHM} checksum is now "
+            f"{found.blake2b[:16]}…, not {recorded[:16]}… as collected")  # fmt: skip
 
 
 def provenance_cards(path: Path) -> str:
@@ -131,6 +162,8 @@ class MergerOutput:
         self._host = host
         self.product: str | None = None
         self.size = 0
+        self.peak_rss: int | None = None
+        """The merger's own account of its peak memory (``ru_maxrss``), when it gave one."""
         self.unrecorded: Failure | None = None
         """The first alert the store could not record: the stage fails with it."""
 
@@ -164,6 +197,8 @@ class MergerOutput:
         elif kind == "result":
             self.product = str(message["path"])
             self.size = int(message.get("size", 0))
+            peak = message.get("peak_rss_bytes")
+            self.peak_rss = peak if isinstance(peak, int) and not isinstance(peak, bool) else None
 
 
 @inlineCallbacks
@@ -173,14 +208,15 @@ def merge(host: StageHost) -> Any:
     specification = host.specification
     product = directory / specification.product_name
     resolve = {entry["name"]: entry["local_path"] for entry in host.record.sources}
-    changed = yield host.run_blocking(changed_sources, host.record.sources)
-    if changed:
-        raise StageError(changed)
     yield host.run_blocking(prepare_merge, directory, resolve, product)
     log_start = yield host.run_blocking(log_size, directory / MERGE_LOG)
     host.set_progress("waiting for a merge slot", 0, 0, "bytes")
     yield host.merge_slots.acquire()
     try:
+        # Checked last thing before the merger reads them (after any wait for a slot).
+        changed = yield host.run_blocking(changed_sources, host.record.sources)
+        if changed:
+            raise StageError(changed)
         output = MergerOutput(host)
         argv = python_command(
             host.config.python,
@@ -196,6 +232,7 @@ def merge(host: StageHost) -> Any:
             "merge", argv, on_line=output.line_received, stderr_path=directory / MERGE_LOG
         )
         status = yield child.wait()
+        child.note_peak(output.peak_rss)
     finally:
         host.merge_slots.release()
     if output.unrecorded is not None:
