@@ -482,12 +482,12 @@ class ManifestTests(TestCase):
         sources = {source["name"]: source for source in manifest["sources"]}
         self.assertEqual(sources["dcs"]["size"], (root / "dcs.fits").stat().st_size)
         for name in ("dcs", "fcs"):  # each source's checksum, as collected, as b2sum gives it
-            expected = hashlib.blake2b((root / f"{name}.fits").read_bytes()).hexdigest()
-            self.assertEqual(sources[name]["blake2b"], expected, name)
+            expected = hashlib.sha256((root / f"{name}.fits").read_bytes()).hexdigest()
+            self.assertEqual(sources[name]["sha256"], expected, name)
         internal = yield caller.call("/daq/GetInternalDaqStatus", "MAN.1")
-        self.assertEqual({source["name"]: source["blake2b"]
+        self.assertEqual({source["name"]: source["sha256"]
                           for source in internal["detail"]["sources"]},
-                         {name: sources[name]["blake2b"] for name in ("dcs", "fcs")})  # fmt: skip
+                         {name: sources[name]["sha256"] for name in ("dcs", "fcs")})  # fmt: skip
         self.assertEqual(manifest["daq_id"], "MAN.1")
         self.assertEqual(manifest["dpmd_version"], dpmd.__version__)
         self.assertEqual(sorted(p.name for p in without.iterdir()), ["MAN.1.fits"], "off")

@@ -170,7 +170,7 @@ class RealChildTests(TestCase):
         os.killpg(internal["detail"]["processes"][0]["pid"], signal.SIGSTOP)
         [source] = internal["detail"]["sources"]
         with open(big, "rb") as handle:
-            self.assertEqual(source["blake2b"], hashlib.file_digest(handle, "blake2b").hexdigest())
+            self.assertEqual(source["sha256"], hashlib.file_digest(handle, "sha256").hexdigest())
         yield self.poll(caller, "SUM.1", lambda i: i["status"]["error"])
         times = os.stat(big)
         with open(big, "r+b") as handle:  # one byte of the last extension's data
@@ -186,7 +186,7 @@ class RealChildTests(TestCase):
             a["category"] == "SourceChanged" for a in i["status"]["alerts"]))  # fmt: skip
         [alert] = refused["status"]["alerts"]
         self.assertEqual((alert["key"], alert["terminal"]), ("src0", True))
-        self.assertIn("blake2b checksum is now", alert["description"])
+        self.assertIn("sha256 checksum is now", alert["description"])
         self.assertEqual(refused["detail"]["processes"], [], "no merger ran")
         del service
 
@@ -310,7 +310,7 @@ class SourceChangedTests(SynchronousTestCase):
         [alert] = h.internal("SC.2")["status"]["alerts"]
         self.assertEqual((alert["category"], alert["key"], alert["terminal"]),
                          ("SourceChanged", "src0", True))  # fmt: skip
-        self.assertIn("the same size and modification time, but its blake2b checksum is now",
+        self.assertIn("the same size and modification time, but its sha256 checksum is now",
                       alert["description"])  # fmt: skip
         self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
 
@@ -319,7 +319,7 @@ class SourceChangedTests(SynchronousTestCase):
         source = Path(h.source("a.fits"))
         h.queue(specification("SC.3", str(source)))
         [entry] = h.internal("SC.3")["detail"]["sources"]
-        self.assertEqual(entry["blake2b"], hashlib.blake2b(source.read_bytes()).hexdigest())
+        self.assertEqual(entry["sha256"], hashlib.sha256(source.read_bytes()).hexdigest())
         self.assertEqual((entry["inode"], entry["ctime_ns"]),
                          (source.stat().st_ino, source.stat().st_ctime_ns))  # fmt: skip
 
@@ -333,7 +333,7 @@ class ChangedSourcesTests(SynchronousTestCase):
         info = self.path.stat()
         self.entry = {"name": "s", "local_path": str(self.path), "bytes": info.st_size,
                       "mtime": info.st_mtime, "ctime_ns": info.st_ctime_ns,
-                      "inode": info.st_ino, "blake2b": "0" * 128}  # fmt: skip
+                      "inode": info.st_ino, "sha256": "0" * 64}  # fmt: skip
 
     def problems(self, **changes: Any) -> list[str]:
         return [problem.description for problem in changed_sources(({**self.entry, **changes},))]
@@ -346,18 +346,18 @@ class ChangedSourcesTests(SynchronousTestCase):
     def test_a_file_changed_close_to_its_hashing_is_read_again(self) -> None:
         """The kernel's clock ticks coarsely: a change in the same tick leaves ctime as it was."""
         [problem] = self.problems(hashed_at=self.path.stat().st_ctime_ns / 1e9)
-        self.assertIn("blake2b checksum is now", problem)
+        self.assertIn("sha256 checksum is now", problem)
 
     def test_a_different_change_time_or_inode_means_read_again(self) -> None:
-        right = hashlib.blake2b(FITS_BLOCK).hexdigest()
+        right = hashlib.sha256(FITS_BLOCK).hexdigest()
         later = self.path.stat().st_ctime_ns / 1e9 + 60
-        self.assertEqual(self.problems(hashed_at=later, ctime_ns=1, blake2b=right), [],
+        self.assertEqual(self.problems(hashed_at=later, ctime_ns=1, sha256=right), [],
                          "a change of metadata only: the content is as collected")  # fmt: skip
         self.assertEqual(len(self.problems(hashed_at=later, inode=1)), 1)
 
     def test_a_record_of_an_earlier_dpmd_is_checked_by_size_and_time(self) -> None:
         old = {key: value for key, value in self.entry.items()
-               if key not in ("blake2b", "ctime_ns", "inode")}  # fmt: skip
+               if key not in ("sha256", "ctime_ns", "inode")}  # fmt: skip
         self.assertEqual([p.description for p in changed_sources((old,))], [])
         [problem] = [p.description for p in changed_sources(({**old, "bytes": 1},))]
         self.assertIn("1 bytes modified at", problem)

@@ -7,7 +7,7 @@ once within ``limits.transfer``.  Every file is then checked (present,
 regular, readable, FITS) and its path, size and modification time are
 recorded, so the internal status shows exactly what will be merged.
 
-Each file's BLAKE2b-512 checksum (``b2sum``'s, as for products) is computed
+Each file's SHA-256 checksum (``dpmd.digest.SOURCE_ALGORITHM``) is computed
 in a thread, where hashlib and file reads release the interpreter's lock, so
 the reactor goes on; the sources of a DAQ are hashed side by side.  With it
 the record keeps the file's kernel change time and inode: the merge stage
@@ -30,7 +30,7 @@ from typing import Any
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
-from dpmd.digest import ALGORITHM, file_digest
+from dpmd.digest import SOURCE_ALGORITHM, hash_file
 from dpmd.durable import fsync_directory
 from dpmd.locations import RemoteFile, split_location
 from dpmd.model import AlertSeverity
@@ -96,16 +96,16 @@ def checksum_file(source: FitsFileSource, path: Path, hashed_at: float) -> dict[
     name = source.source_name
     try:
         before = os.stat(path)
-        digest = file_digest(path)
+        size, checksum = hash_file(path, SOURCE_ALGORITHM)
         after = os.stat(path)
     except OSError as error:
         raise Unusable(f"source '{name}': cannot read '{path}': {error.strerror}",
                        terminal=False) from None  # fmt: skip
-    if fingerprint(before) != fingerprint(after) or digest.size != after.st_size:
+    if fingerprint(before) != fingerprint(after) or size != after.st_size:
         raise Unusable(f"source '{name}': '{path}' changed while its checksum was computed; "
                        "it may still be being written", terminal=False)  # fmt: skip
     return {
-        ALGORITHM: digest.blake2b,
+        SOURCE_ALGORITHM: checksum,
         "bytes": after.st_size,
         "mtime": after.st_mtime,
         "ctime_ns": after.st_ctime_ns,

@@ -4,7 +4,7 @@ So that an archive can verify a delivery on its own, dpmd writes beside the
 product (before the product appears under its name) what it knows of it:
 its size and BLAKE2b-512 checksum (as ``b2sum`` computes it), the FITS
 ``CHECKSUM`` and ``DATASUM`` of its primary HDU, each source's name,
-location, size, modification time and BLAKE2b-512 checksum as collected
+location, size, modification time and SHA-256 checksum as collected
 (``null`` for a DAQ collected by an earlier dpmd), the checksum of the
 specification as received, the dpmd version and the release time.
 ``dpmctl checksum FILE`` prints the same values for any FITS file.  A receiver
@@ -27,6 +27,7 @@ from typing import Any
 
 import dpmd
 from dpmd.daq.record import DaqRecord
+from dpmd.digest import SOURCE_ALGORITHM
 from dpmd.durable import write_durably
 from dpmd.logs import iso_time
 from dpmd.spec.cards import BLOCK
@@ -63,7 +64,7 @@ def build_manifest(record: DaqRecord, product: Path, name: str, specification: P
                     **primary_checksums(product)},
         "sources": [{"name": source["name"], "location": source["location"],
                      "size": source["bytes"], "mtime": source["mtime"],
-                     "blake2b": source.get("blake2b")}
+                     SOURCE_ALGORITHM: source.get(SOURCE_ALGORITHM)}
                     for source in record.sources],
         "specification": {"blake2b": hashlib.blake2b(specification.read_bytes()).hexdigest()},
         "dpmd_version": dpmd.__version__,

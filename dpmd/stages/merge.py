@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 
-from dpmd.digest import ALGORITHM, file_digest
+from dpmd.digest import SOURCE_ALGORITHM, hash_file
 from dpmd.durable import write_durably
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity
@@ -98,18 +98,18 @@ def changed_sources(sources: tuple[dict[str, Any], ...]) -> list[Problem]:
 
 def _content_change(source: dict[str, Any], path: str, info: os.stat_result) -> str | None:
     """How the content differs from the checksum collection took, or None (blocking)."""
-    recorded = source.get(ALGORITHM)
+    recorded = source.get(SOURCE_ALGORITHM)
     if recorded is None:
         return None  # an earlier dpmd's record: size and time are all there is
     untouched = (info.st_ctime_ns, info.st_ino) == (source.get("ctime_ns"), source.get("inode"))
     racy = info.st_ctime_ns / 1e9 >= float(source.get("hashed_at") or 0) - RACY_SECONDS
     if untouched and not racy:
         return None
-    found = file_digest(path)
-    if found.blake2b == recorded:
+    _, found = hash_file(path, SOURCE_ALGORITHM)
+    if found == recorded:
         return None
-    return (f"the same size and modification time, but its {ALGORITHM} checksum is now "
-            f"{found.blake2b[:16]}…, not {recorded[:16]}… as collected")  # fmt: skip
+    return (f"the same size and modification time, but its {SOURCE_ALGORITHM} checksum is now "
+            f"{found[:16]}…, not {recorded[:16]}… as collected")  # fmt: skip
 
 
 def provenance_cards(path: Path) -> str:
