@@ -54,8 +54,11 @@ class Scheduler:
             self.wake()
 
     def wake(self) -> None:
-        """Start what may start, on a later reactor turn (after the current reply)."""
-        if self._wake_call is None and not self.stopped:
+        """Start what may start, on a later reactor turn (after the current reply).
+
+        With every slot busy nothing may: no turn is spent (a queue being filled
+        while the slots are taken costs nothing per DAQ)."""
+        if self._wake_call is None and not self.stopped and self._busy < self._limit:
             self._wake_call = self._clock.callLater(0, self._run)
 
     def stop(self) -> None:
