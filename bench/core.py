@@ -219,7 +219,7 @@ def run(args: argparse.Namespace, work: Path, config: Path) -> None:
     # Rounds alternate the baseline and the server, so that what the neighbours of a
     # shared machine do weighs on both alike; each ratio is a round's, their median shown.
     rounds, share = ROUNDS, max(1, args.requests // ROUNDS)
-    each = max(1, share // args.clients)
+    each = max(1, 2 * share // args.clients)  # long enough that connecting does not weigh
     loops, ones, manys, early = [], [], [], []
     for number in range(rounds):
         loops.append(fsync_loop(work / f"fsync-loop-{number}", share))
@@ -231,13 +231,14 @@ def run(args: argparse.Namespace, work: Path, config: Path) -> None:
     one_ratio = statistics.median(o / b for o, b in zip(ones, loops, strict=True))
     many_ratio = statistics.median(m / b for m, b in zip(manys, loops, strict=True))
     print(f"\n1. QueueDaq, each durable before it is answered ({rounds} rounds of {share} "
-          f"requests, medians):")  # fmt: skip
+          f"requests, {each} per client with {args.clients}; medians):")  # fmt: skip
     print(f"   write+fsync+rename+fsync-dir loop   {loop:8.0f} /s   (baseline)")
     print(f"   QueueDaq, one client                {one:8.0f} /s   ratio {one_ratio:5.2f}")
     print(f"   QueueDaq, {args.clients} clients               {many:8.0f} /s   "
           f"ratio {many_ratio:5.2f}")  # fmt: skip
 
-    fill(port, args.queued)
+    queued = 1 + len(early) + rounds * args.clients * each
+    fill(port, max(0, args.queued - queued))  # --queued in all, then the latency is taken
     late = queue_one_client(port, [f"LATE.{n}" for n in range(len(early))])
     early_median, late_median = statistics.median(early), statistics.median(late)
     print(f"\n2. QueueDaq latency: {early_median * 1e3:.2f} ms at the start, "
