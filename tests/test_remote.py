@@ -124,7 +124,9 @@ class RemoteTests(TestCase):
         percentages fell while rsync's whole percentage was all there was)."""
         caller = yield self.start(**{"limits.transfer": 2, "transfer.rsync_options":
                                      ["--bwlimit=12m"]})  # fmt: skip
-        # rsync reports progress about once a second: each transfer lasts well over that.
+        # Long enough to be watched many times over.  rsync reports about once a second, so
+        # whether a report falls inside a transfer depends on timing: the bytes of a transfer
+        # under way are tested on a fake reactor (test_lifecycle's progress tests).
         first = write_raw_source(str(self.far / "first.fits"), 24 << 20, extensions=1)
         second = write_raw_source(str(self.far / "second.fits"), 16 << 20, extensions=1)
         sizes = {"one": os.path.getsize(first), "two": os.path.getsize(second)}
@@ -148,8 +150,6 @@ class RemoteTests(TestCase):
                             for _, total in seen), seen)  # fmt: skip
         done = [d for d, total in seen if total == sum(sizes.values())]
         self.assertEqual(done, sorted(done), "the percentage never goes down")
-        within = {d for d in done if d not in (0, *sizes.values(), sum(sizes.values()))}
-        self.assertTrue(within, f"bytes of a transfer under way were never shown: {seen}")
 
     @inlineCallbacks
     def test_missing_remote_file_then_retry(self) -> None:
