@@ -2,6 +2,7 @@
 
     python bench/collect.py                   # 4 local sources of 64 MiB, 5 rounds
     python bench/collect.py --mib 256 --sources 2 --rounds 3
+    python bench/collect.py --remote          # also fetched with rsync over a local sshd
 
 Local sources are read where they are (nothing is copied), so collection
 without checksums is a ``stat`` and a 9-byte read per file: no whole-file
@@ -12,16 +13,26 @@ collection run in the same process, alternately, on files already in the
 page cache (one warm-up read each), as the server runs them: the real
 ``dpmd.stages.collect.collect`` on the real reactor, hashing in the reactor's
 thread pool.  It prints numbers and asserts nothing.
+
+``--remote`` also fetches the sources as remote ones are collected: dpmd's own
+rsync command line over ssh (a private sshd on 127.0.0.1, as the tests start
+it), two transfers at once (``limits.transfer``'s default), each file hashed
+once it has arrived, against the same transfers without the hashing.  Over
+the loopback, ssh's encryption is the only limit of a transfer, so this is the
+least favourable network there is for the hashing's share.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +40,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import deferToThread, deferToThreadPool
 
 from dpmd.config import build_config
 from dpmd.daq.record import DaqRecord
+from dpmd.digest import SOURCE_ALGORITHM, hash_file
 from dpmd.model import DaqSubState
 from dpmd.spec import parse_specification
 from dpmd.stages.collect import collect
+from dpmd.stages.transfer import rsync_argv
 from dpmd.tap import build_service
 from tests.fitsfactory import write_raw_source
 from tests.rpcclient import connect
@@ -80,6 +93,40 @@ async def collect_once(host: BenchHost, checksums: bool) -> float:
     return time.perf_counter() - started
 
 
+def remote_collection(root: Path, paths: list[str], rounds: int) -> tuple[float, float]:
+    """Median seconds to fetch every source over ssh, without and with hashing each (blocking)."""
+    from tests.sshd import HOST_ALIAS, SshServer
+
+    server = SshServer(root / "sshd").start()
+    try:
+        settings = {"dataroot": str(root), "transfer.ssh_options": server.ssh_options}
+        transfer = build_config(settings, environ={}).transfer
+        fetched = root / "fetched"
+
+        def fetch(path: str, checksum: bool) -> None:
+            destination = fetched / Path(path).name
+            argv = rsync_argv(transfer, f"{HOST_ALIAS}:{path}", str(destination))
+            subprocess.run(argv, check=True, capture_output=True)
+            if checksum:
+                hash_file(destination, SOURCE_ALGORITHM)
+
+        def once(checksum: bool) -> float:
+            shutil.rmtree(fetched, ignore_errors=True)
+            fetched.mkdir()
+            started = time.perf_counter()
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda path: fetch(path, checksum), paths))
+            return time.perf_counter() - started
+
+        plain, summed = [], []
+        for _ in range(rounds):
+            plain.append(once(False))
+            summed.append(once(True))
+        return statistics.median(plain), statistics.median(summed)
+    finally:
+        server.stop()
+
+
 async def whole_daq(root: Path, paths: list[str]) -> dict[str, float]:
     """One DAQ through a real dpmd (in this process, port 0): each stage's seconds."""
     root.mkdir()
@@ -118,6 +165,12 @@ async def main(options: argparse.Namespace) -> None:
     print(f"collection with checksums:    {summed * 1000:9.2f} ms "
           f"({total / 2**20 / summed:.0f} MiB/s hashed)")
     print(f"ratio with / without:         {summed / plain:9.1f}")
+    if options.remote:
+        plain_remote, summed_remote = await deferToThread(remote_collection, root, paths,
+                                                          options.rounds)  # fmt: skip
+        print(f"remote (rsync over ssh to 127.0.0.1): {plain_remote:.3f} s without checksums "
+              f"({total / 2**20 / plain_remote:.0f} MiB/s), {summed_remote:.3f} s with: "
+              f"{100 * (summed_remote - plain_remote) / plain_remote:+.1f} %")  # fmt: skip
     stages = await whole_daq(root / "server", paths)
     whole = sum(stages.values())
     added = summed - plain
@@ -135,6 +188,8 @@ if __name__ == "__main__":
     parser.add_argument("--mib", type=int, default=64, help="MiB of data per source")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", help="where to make the temporary directory")
+    parser.add_argument("--remote", action="store_true",
+                        help="also fetch the sources with rsync over a local sshd")  # fmt: skip
     arguments = parser.parse_args()
     outcome: list[Any] = []
 
