@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dpmd.merge import checksum
-from dpmd.merge.fitsio import FitsFormatError, FitsLayout, read_header, scan
-from dpmd.spec.cards import CardError, parse_card, string_value
+from dpmd.merge.fitsio import FitsFormatError, FitsLayout, keyword_value, read_header, scan
 
 CHUNK = 1 << 20
 """Bytes read at a time: a multiple of 4, so every slice of a chunk sums whole words."""
@@ -45,19 +44,9 @@ __all__ = ["FitsFormatError", "describe_fits", "main"]
 
 
 def keyword_text(records: Sequence[str], name: str) -> str | None:
-    """The value of the first ``name`` card, a string decoded; ``None`` when absent."""
-    key = name.ljust(8) + "="
-    for record in records:
-        if record.startswith(key):
-            try:
-                value = parse_card(record).value
-            except CardError as error:
-                raise FitsFormatError(f"{name}: {error}") from None
-            if value is None:
-                return None
-            text = string_value(value)
-            return value.strip() if text is None else text.strip()
-    return None
+    """The value of the first ``name`` card, a string decoded, trimmed; ``None`` when absent."""
+    value = keyword_value(records, name)
+    return None if value is None else value.strip()
 
 
 def _segments(layout: FitsLayout) -> list[tuple[int, int, int, bool]]:

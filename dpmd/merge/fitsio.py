@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import prod
 
@@ -96,7 +96,7 @@ class FitsLayout:
         return self.primary.end, self.end - self.primary.end
 
 
-def _value(records: list[str], name: str) -> str | None:
+def keyword_value(records: Sequence[str], name: str) -> str | None:
     """Value text of the first `name` record; strings are returned decoded."""
     key = name.ljust(8) + "="
     for record in records:
@@ -111,7 +111,7 @@ def _value(records: list[str], name: str) -> str | None:
 
 
 def _int(records: list[str], name: str, default: int | None = None) -> int:
-    text = _value(records, name)
+    text = keyword_value(records, name)
     if text is None:
         if default is None:
             raise FitsFormatError(f"missing {name}")
@@ -150,7 +150,7 @@ def _data_size(records: list[str], primary: bool) -> int:
     axes = [_int(records, f"NAXIS{n}") for n in range(1, _int(records, "NAXIS") + 1)]
     if any(axis < 0 for axis in axes):
         raise FitsFormatError("negative NAXISn")
-    groups = _value(records, "GROUPS") == "T"
+    groups = keyword_value(records, "GROUPS") == "T"
     if primary and not groups:
         return abs(bitpix) // 8 * (prod(axes) if axes else 0)
     elements = prod(axes[1:]) if groups and axes else (prod(axes) if axes else 0)
@@ -170,7 +170,7 @@ def scan(path: str, tick: Callable[[], None] | None = None) -> FitsLayout:
         if (
             not records
             or not records[0].startswith("SIMPLE  =")
-            or (_value(records, "SIMPLE") != "T")
+            or (keyword_value(records, "SIMPLE") != "T")
         ):
             raise FitsFormatError("does not start with SIMPLE = T")
         hdus = [Hdu(0, 0, header_size, _data_size(records, True), naxis=_int(records, "NAXIS"))]
@@ -189,8 +189,8 @@ def scan(path: str, tick: Callable[[], None] | None = None) -> FitsLayout:
                     offset,
                     offset + header_size,
                     _data_size(ext, False),
-                    _value(ext, "XTENSION"),
-                    _value(ext, "EXTNAME"),
+                    keyword_value(ext, "XTENSION"),
+                    keyword_value(ext, "EXTNAME"),
                 )
             )
         if hdus[-1].end > size:
