@@ -264,13 +264,11 @@ class Store:
                 (change.record, change.substate, change.finished_at, int(change.archived),
                  change.daq_id),
             )  # fmt: skip
-            return None
-        if isinstance(change, Provenance):
+        elif isinstance(change, Provenance):
             self._db.execute("INSERT OR REPLACE INTO provenance (id, cards) VALUES (?, ?)",
                              (change.daq_id, change.cards))  # fmt: skip
-            return None
-        self._db.execute("UPDATE daq SET folder_removed = 1 WHERE id = ?", (change.daq_id,))
-        return None
+        else:
+            self._db.execute("UPDATE daq SET folder_removed = 1 WHERE id = ?", (change.daq_id,))
 
     # -- the reader ----------------------------------------------------------------------
 
