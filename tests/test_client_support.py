@@ -6,6 +6,7 @@ This module has no tests of its own.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.internet.testing import StringTransport
@@ -26,6 +28,9 @@ from txaio import tx
 
 from dpmd.client import DpmClient
 from dpmd.client._twisted import ClientProtocol
+from dpmd.client.cli import run
+from dpmd.client.console import Console
+from dpmd.client.options import build_parser
 from dpmd.client.session import Session
 from dpmd.config import build_config
 from dpmd.server import DpmService
@@ -99,6 +104,28 @@ def start_server(test: TestCase, *listen: str, **values: Any) -> DpmService:
 
 def tcp_endpoint(service: DpmService, index: int = 0) -> str:
     return f"tcp:127.0.0.1:{service.ports[index].getHost().port}"
+
+
+class LiveServerCase(TestCase):
+    """A real dpmd on port 0 in this process, and a folder for the sources tests write."""
+
+    def setUp(self) -> None:
+        self.service = start_server(self)
+        self.endpoint = tcp_endpoint(self.service)
+        self.sources = Path(self.mktemp()).absolute()
+        self.sources.mkdir()
+
+
+class DpmctlCase(LiveServerCase):
+    """``dpmctl`` run in this process against that server."""
+
+    def dpmctl(self, *argv: str, stdin: str = "") -> Deferred[tuple[int, str, str]]:
+        """``dpmctl`` in this process (the server shares its reactor)."""
+        options = build_parser({"DPMCTL_CONNECT": self.endpoint}).parse_args(argv)
+        out, err = io.StringIO(), io.StringIO()
+        console = Console(out, err, options.json, False)
+        finished = ensureDeferred(run(reactor, options, console, io.StringIO(stdin)))
+        return finished.addCallback(lambda status: (status, out.getvalue(), err.getvalue()))
 
 
 @dataclass(frozen=True)

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.defer import ensureDeferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 
 from dpmd.client import connect
-from dpmd.client.cli import run
-from dpmd.client.console import Console
 from dpmd.client.demo import prepare_sources, write_detector_file
-from dpmd.client.options import build_parser
 from dpmd.client.watch import SilentView, Watcher
 from dpmd.model import DaqStatus, DaqSubState
-from tests.test_client_support import start_server, tcp_endpoint
+from tests.test_client_support import DpmctlCase
 from tests.test_dpmctl import dpmctl
 
 STAGES = ["Scheduled", "Collecting", "Merging", "Releasing", "Completed"]
 
 
-class DaqCommandTests(TestCase):
-    def setUp(self) -> None:
-        self.service = start_server(self)
-        self.endpoint = tcp_endpoint(self.service)
-        self.sources = Path(self.mktemp()).absolute()
-        self.sources.mkdir()
-
-    def dpmctl(self, *argv: str, stdin: str = "") -> Deferred[tuple[int, str, str]]:
-        """``dpmctl`` in this process (the server shares its reactor)."""
-        options = build_parser({"DPMCTL_CONNECT": self.endpoint}).parse_args(argv)
-        out, err = io.StringIO(), io.StringIO()
-        console = Console(out, err, options.json, False)
-        finished = ensureDeferred(run(reactor, options, console, io.StringIO(stdin)))
-        return finished.addCallback(lambda status: (status, out.getvalue(), err.getvalue()))
-
+class DaqCommandTests(DpmctlCase):
     @inlineCallbacks
     def blocked_daq(self, daq_id: str) -> Any:
         """Queue a DAQ whose detector file is no FITS file; returns once it is blocked."""

@@ -7,7 +7,6 @@ the output line by line against canned answers.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,34 +14,18 @@ from typing import Any
 
 from astropy.io import fits
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
 
-from dpmd.client.cli import run
-from dpmd.client.console import Console
 from dpmd.client.demo import prepare_sources, write_detector_file
-from dpmd.client.options import build_parser
 from dpmd.client.units import human_size, utc_time
-from tests.test_client_support import start_server, tcp_endpoint
+from tests.test_client_support import DpmctlCase
 
 TERMINAL = "retry will not help until the cause is fixed"
 
 
-class ServerTestCase(TestCase):
-    def setUp(self) -> None:
-        self.service = start_server(self)
-        self.endpoint = tcp_endpoint(self.service)
-        self.sources = Path(self.mktemp()).absolute()
-        self.sources.mkdir()
-
-    def dpmctl(self, *argv: str, stdin: str = "") -> Deferred[tuple[int, str, str]]:
-        """``dpmctl`` in this process (the server shares its reactor)."""
-        options = build_parser({"DPMCTL_CONNECT": self.endpoint}).parse_args(argv)
-        out, err = io.StringIO(), io.StringIO()
-        console = Console(out, err, options.json, False)
-        finished = ensureDeferred(run(reactor, options, console, io.StringIO(stdin)))
-        return finished.addCallback(lambda status: (status, out.getvalue(), err.getvalue()))
+class ServerTestCase(DpmctlCase):
+    """The demo's DAQ, and statuses polled until they are ready."""
 
     @inlineCallbacks
     def demo(self) -> Any:

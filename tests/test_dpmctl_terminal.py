@@ -30,7 +30,7 @@ import dpmd
 from dpmd.client import connect
 from dpmd.client.demo import prepare_sources
 from dpmd.client.watch import SilentView, Watcher
-from tests.test_client_support import screen_text, start_server, tcp_endpoint
+from tests.test_client_support import LiveServerCase, screen_text
 
 SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 DPMCTL = [sys.executable, "-c", "from dpmd.client.cli import main; main()"]
@@ -114,14 +114,8 @@ def timeout(test: TestCase, deferred: Deferred[Any], seconds: float = 60) -> Def
     return deferred.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
 
 
-class ServerCase(TestCase):
+class ServerCase(LiveServerCase):
     """A real dpmd for ``dpmctl`` children to talk to."""
-
-    def setUp(self) -> None:
-        self.service = start_server(self)
-        self.endpoint = tcp_endpoint(self.service)
-        self.sources = Path(self.mktemp()).absolute()
-        self.sources.mkdir()
 
     @inlineCallbacks
     def run_in_terminal(self, columns: int, *argv: str, **environ: str) -> Any:
