@@ -21,6 +21,7 @@ from dpmd.metrics.daqs import DaqTally
 from dpmd.metrics.families import STAGES, RpcMetrics, StageMetrics, StateCollector
 from dpmd.model import StorageStatus
 from tests.rpcclient import start_server
+from tests.test_doc_examples import port_is_free
 
 README = Path(__file__).parent.parent / "README.md"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -31,15 +32,6 @@ def section_blocks() -> list[tuple[str, str]]:
     start = text.index("\n## Metrics\n")
     end = text.index("\n## ", start + 1)
     return BLOCK.findall(text[start:end])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class ReadmeMetrics(TestCase):
