@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.spec.parse import _fast_check, _validator
+from dpmd.spec.parse import _const_as_enum, _fast_check, _validator
 from tests.fitsfactory import SPECS, example
 
 EXAMPLES = sorted(name for name in os.listdir(SPECS) if name.endswith(".json"))
@@ -77,3 +77,21 @@ class AgreementTests(SynchronousTestCase):
                 parent[path[-1]] = value
         fast, slow = verdicts(document)
         self.assertEqual(fast, slow, f"{path}: {document}")
+
+
+class ConstAsEnumTests(SynchronousTestCase):
+    """The compiled check spells ``const`` as a one-value ``enum``, in schema places only."""
+
+    def test_const_in_subschemas_becomes_a_one_value_enum(self) -> None:
+        schema = {"allOf": [{"if": {"properties": {"type": {"const": "a"}}},
+                             "then": {"items": {"const": 3}}}]}  # fmt: skip
+        self.assertEqual(
+            _const_as_enum(schema),
+            {"allOf": [{"if": {"properties": {"type": {"enum": ["a"]}}},
+                        "then": {"items": {"enum": [3]}}}]},
+        )  # fmt: skip
+
+    def test_a_property_named_const_and_data_are_left_alone(self) -> None:
+        schema = {"properties": {"const": {"type": "string"}},
+                  "examples": [{"const": 1}], "default": {"const": 2}}  # fmt: skip
+        self.assertEqual(_const_as_enum(schema), schema)
