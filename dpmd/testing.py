@@ -94,6 +94,8 @@ class FakeProcess:
     pid: int
     signals: list[int] = field(default_factory=list)
     ended: bool = False
+    stdin: bytearray = field(default_factory=bytearray)
+    """What the server wrote to the child's stdin (and the test has not taken yet)."""
 
     @property
     def argv(self) -> list[str]:
@@ -124,8 +126,11 @@ class _FakeProcessTransport:
     def signalProcess(self, signal: int) -> None:
         self._process.signals.append(signal)
 
+    def write(self, data: bytes) -> None:
+        self._process.stdin += data
+
     def closeStdin(self) -> None:
-        """Nothing is written to fake children."""
+        """A fake child reads its stdin only when the test says so."""
 
     def loseConnection(self) -> None:
         """Fake children end only when the test says so."""

@@ -136,8 +136,10 @@ class ChildProcess(ProcessProtocol):
         kill_group: Callable[[int, int], None] = os.killpg,
         silence_timeout: float | None = None,
         grace: float = 30.0,
+        keep_stdin: bool = False,
     ) -> None:
         self.kind = kind
+        self._keep_stdin = keep_stdin
         self._kill_group = kill_group
         self._silence_timeout = silence_timeout
         self._grace = grace
@@ -169,8 +171,13 @@ class ChildProcess(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.pid = self._process.pid
-        self._process.closeStdin()
+        if not self._keep_stdin:
+            self._process.closeStdin()
         self._heard()
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the stdin of a child started with ``keep_stdin``."""
+        self._process.write(data)
 
     def _heard(self) -> None:
         """The child said something: restart the silence timer, tell the listeners."""
@@ -344,16 +351,18 @@ class ProcessRunner:
         environment: Mapping[str, str] | None = None,
         directory: str | None = None,
         silence_timeout: float | None = None,
+        keep_stdin: bool = False,
     ) -> ChildProcess:
         """Start ``argv``; stdout lines go to ``on_line``, stderr is appended to a file.
 
-        With ``silence_timeout``, a child that writes nothing for that many
-        seconds is stopped (TERM, then KILL after the runner's grace period)
-        and marked ``timed_out``.
+        With ``keep_stdin`` the child's stdin stays open for ``ChildProcess.write``
+        (else it is closed at once). With ``silence_timeout``, a child that
+        writes nothing for that many seconds is stopped (TERM, then KILL after
+        the runner's grace period) and marked ``timed_out``.
         """
         clock = IReactorTime(self._reactor)
         child = ChildProcess(kind, argv, clock, on_line, self._kill_group, silence_timeout,
-                             self._grace)  # fmt: skip
+                             self._grace, keep_stdin)  # fmt: skip
         stderr_fd = (
             os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             if stderr_path is not None
