@@ -7,6 +7,7 @@ test drives: it decides what the merger prints and how it ends.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
 from dpmd.daq.manager import STATUS_TOPIC, DaqManager
+from dpmd.daq.validator import MODULE as VETTING
+from dpmd.daq.vetting import Rules, serve
 from dpmd.digest import file_digest
 from dpmd.model import DaqError, DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
@@ -107,14 +110,17 @@ class Harness:
         """Run everything due now (stages start on later reactor turns).
 
         The checksum children a release starts (``dpmd.digest``) are answered
-        as the real program would, by reading the file; a remote source's size
-        probe answers ``remote_size``.
+        as the real program would, by reading the file, and so is the vetting
+        child (``dpmd.daq.vetting``, which QueueDaqs go to while a commit is in
+        flight); a remote source's size probe answers ``remote_size``.
         """
         for _ in range(20):
             self.reactor.advance(0)
             for process in self.reactor.running_processes():
                 if "dpmd.digest" in process.argv:
                     self.answer_digest(process)
+                elif VETTING in process.argv:
+                    self.answer_vetting(process)
                 elif process.argv[-1].startswith("wc -c < "):
                     process.protocol.childDataReceived(1, b"%d\n" % self.remote_size)
                     process.exit(0)
@@ -124,6 +130,14 @@ class Harness:
         free = self.free_bytes // 4096
         return os.statvfs_result((4096, 4096, (2 << 40) // 4096, free, free, 1000, 500, 500,
                                   0, 255))  # fmt: skip
+
+    def answer_vetting(self, process: FakeProcess) -> None:
+        """Run the vetting child's own loop over what the server wrote to its stdin."""
+        requests, answers = io.BytesIO(bytes(process.stdin)), io.BytesIO()
+        process.stdin.clear()
+        serve(requests, answers, Rules.from_json(process.argv[-1]))
+        if answers.getvalue():
+            process.protocol.childDataReceived(1, answers.getvalue())
 
     def answer_digest(self, process: FakeProcess) -> None:
         path = process.argv[-1]

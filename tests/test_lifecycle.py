@@ -17,8 +17,9 @@ from dpmd.daq import intake
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.store import StoreError
+from dpmd.daq.validator import MODULE as VETTING
 from dpmd.digest import file_digest
-from dpmd.model import DaqSubState
+from dpmd.model import DaqError, DaqSubState
 from dpmd.testing import FakeProcess, synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 
@@ -699,25 +700,87 @@ class RemoteCollectionTests(SynchronousTestCase):
 
 
 class QueueOrderTests(SynchronousTestCase):
-    def test_daqs_are_queued_in_order_of_arrival_whatever_order_validation_ends(self) -> None:
-        h = Harness(self)
-        parses: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
+    """An arrival with nothing ahead is checked at once; the others go to the vetting child."""
+
+    def held_commits(self, h: Harness) -> list[Deferred[Any]]:
+        commits: list[Deferred[Any]] = []
 
         def held(function: Any, *args: Any) -> Deferred[Any]:
             pending: Deferred[Any] = Deferred()
-            parses.append((pending, function, args))
+            pending.addCallback(lambda _: function(*args))
+            commits.append(pending)
             return pending
 
-        self.patch(intake, "INLINE_VALIDATION", 0)  # as for large specifications
-        h.run_blocking = held
-        replies = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (1, 2)]
-        h.run_blocking = synchronous
-        for pending, function, args in reversed(parses):  # the second validation ends first
-            pending.callback(function(*args))
-        for reply in replies:
+        h.run_writer = held
+        return commits
+
+    def vetting(self, h: Harness) -> list[FakeProcess]:
+        return [p for p in h.reactor.running_processes() if VETTING in p.argv]
+
+    def test_arrivals_during_a_commit_are_checked_by_the_child_and_queued_in_order(self) -> None:
+        h = Harness(self)
+        commits = self.held_commits(h)
+        first = h.manager.queue_daq(specification("Q.1", "/missing.fits"))
+        self.assertEqual(self.vetting(h), [], "nothing ahead: checked on the reactor")
+        later = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (2, 3)]
+        [child] = self.vetting(h)
+        self.assertEqual(child.stdin.count(b'"id": "Q.'), 2, "both sent to the child")
+        h.run_writer = synchronous
+        h.settle()  # the child answers; Q.2 and Q.3 wait for the commit of Q.1
+        self.assertNoResult(later[0])
+        commits[0].callback(None)
+        for reply in (first, *later):
             self.successResultOf(reply)
-        self.assertEqual([s["id"] for s in h.active()], ["Q.1", "Q.2"])
-        self.assertLess(h.stored("Q.1")["seq"], h.stored("Q.2")["seq"])
+        self.assertEqual([s["id"] for s in h.active()], ["Q.1", "Q.2", "Q.3"])
+        self.assertLess(h.stored("Q.2")["seq"], h.stored("Q.3")["seq"])
+
+    def test_the_child_refuses_what_the_reactor_would_refuse(self) -> None:
+        h = Harness(self)
+        commits = self.held_commits(h)
+        h.manager.queue_daq(specification("Q.4", "/missing.fits"))
+        bad = h.manager.queue_daq({**specification("Q.5"), "target": {"fileId": "a/b"}})
+        h.settle()
+        commits[0].callback(None)
+        error = self.failureResultOf(bad, DaqError).value
+        self.assertIn("invalid specification", error.message)
+        self.assertIn("fileId", error.message)
+        self.assertEqual(error.daq_id, "Q.5")
+
+    def test_when_the_child_dies_its_requests_fail_and_the_next_one_starts_a_new_child(
+        self,
+    ) -> None:
+        h = Harness(self)
+        commits = self.held_commits(h)
+        h.manager.queue_daq(specification("Q.6", "/missing.fits"))
+        lost = h.manager.queue_daq(specification("Q.7", "/missing.fits"))
+        [child] = self.vetting(h)
+        child.killed(signal.SIGKILL)
+        error = self.failureResultOf(lost, DaqError).value
+        self.assertIn("the validator process ended (killed by SIGKILL); send it again",
+                      error.message)  # fmt: skip
+        self.assertEqual(error.daq_id, "Q.7")
+        again = h.manager.queue_daq(specification("Q.7", "/missing.fits"))
+        self.assertEqual(len(self.vetting(h)), 1, "a new child")
+        h.settle()
+        commits[0].callback(None)
+        h.run_writer = synchronous
+        commits[1].callback(None)
+        self.assertEqual(self.successResultOf(again).id, "Q.7")
+
+    def test_a_large_specification_is_checked_by_the_child_even_with_nothing_ahead(
+        self,
+    ) -> None:
+        h = Harness(self)
+        keywords = [{"type": "valueKeyword", "name": f"K{n}", "value": "x" * 40}
+                    for n in range(1200)]  # fmt: skip
+        spec = specification("Q.8", "/missing.fits")
+        spec["sources"][0]["keywords"] = keywords
+        self.assertGreater(len(json.dumps(spec)), intake.INLINE_VALIDATION)
+        reply = h.manager.queue_daq(spec)
+        self.assertNoResult(reply)
+        self.assertEqual(len(self.vetting(h)), 1)
+        h.settle()
+        self.assertEqual(self.successResultOf(reply).id, "Q.8")
 
 
 class HostileSpecificationTests(SynchronousTestCase):

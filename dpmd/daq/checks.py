@@ -13,8 +13,9 @@ be able to make dpmd link or copy its product into ``/etc``.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Protocol
 
-from dpmd.config import Config
 from dpmd.locations import confinement_problem, is_local_host, location_problem, receiver_problem
 from dpmd.spec import Specification
 
@@ -29,7 +30,17 @@ def name_problem(what: str, value: str) -> str | None:
     return None
 
 
-def server_problems(specification: Specification, config: Config) -> list[str]:
+class ReceiverRules(Protocol):
+    """Where local receivers may be: a ``Config``, or what the vetting child is told of it."""
+
+    @property
+    def release_allowed(self) -> tuple[Path, ...]: ...
+
+    @property
+    def workspace(self) -> Path: ...
+
+
+def server_problems(specification: Specification, config: ReceiverRules) -> list[str]:
     """What makes a valid specification unusable by this server, each naming its source.
 
     Local receivers are held to ``config.release_allowed`` and kept out of

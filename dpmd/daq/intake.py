@@ -1,9 +1,14 @@
 """``QueueDaq``: validate, store, then answer — in order of arrival, idempotently.
 
 A DAQ's place in the queue and its queue time are those of its arrival.
-Validation runs off the reactor and may end out of order, so arrivals are
-handed to the store in arrival order (the head waits for its validation),
-and the store answers them in that order: the registry never needs sorting.
+An arrival that finds nothing ahead of it (no other arrival, no commit in
+flight) is checked at once on the reactor: that is the quickest answer, and
+the coordinator's usual pace.  When arrivals come faster than commits, the
+vetting child checks them on the other core while the reactor goes on
+answering (``dpmd.daq.validator``); so do specifications too big to check
+on the reactor.  Arrivals are handed to the store in arrival order (the head
+waits for its check), and the store answers them in that order: the
+registry never needs sorting.
 
 The reply is sent only once the store has the DAQ.  A specification
 byte-identical to the one stored under its id is answered with success
@@ -20,28 +25,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from dpmd.blocking import RunBlocking
 from dpmd.config import Config
-from dpmd.daq.checks import server_problems
 from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.store import DIFFERENT_ARCHIVED, IDENTICAL, INSERTED, Insert, StoreError
+from dpmd.daq.validator import ValidatorGone
+from dpmd.daq.vetting import vet
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
-from dpmd.spec import Specification, SpecificationError, parse_specification
+from dpmd.spec import SpecificationError
 
 log = get_logger(__name__)
 
 S = DaqSubState
 
 INLINE_VALIDATION = 64 * 1024
-"""Specifications up to this size are validated on the reactor (a tenth of a
-millisecond, less than a thread hop costs); larger ones in a thread."""
+"""Specifications up to this size may be checked on the reactor (a tenth of a
+millisecond); larger ones always go to the vetting child."""
 
 
 @dataclass
@@ -51,7 +56,7 @@ class _Arrival:
     text: bytes
     document: Any
     reply: Deferred[DaqReply]
-    outcome: Specification | Failure | None = None
+    outcome: dict[str, Any] | Failure | None = None
 
 
 class Intake:
@@ -60,14 +65,14 @@ class Intake:
         config: Config,
         journal: Journal,
         clock: IReactorTime,
-        run_blocking: RunBlocking,
+        vet: Callable[[bytes], Deferred[dict[str, Any]]],
         next_seq: int,
-        accepted: Callable[[DaqRecord, Specification], Daq],
+        accepted: Callable[[DaqRecord], Daq],
     ) -> None:
         self._config = config
         self._journal = journal
         self._clock = clock
-        self._run_blocking = run_blocking
+        self._vet = vet
         self._next_seq = next_seq
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
@@ -79,15 +84,19 @@ class Intake:
             return fail(DaqError(f"invalid specification: {error}", _claimed_id(document)))
         arrival = _Arrival(self._next_seq, self._clock.seconds(), text, document, Deferred())
         self._next_seq += 1
+        ahead = bool(self._arrivals) or not self._journal.idle
         self._arrivals.append(arrival)
-        if len(text) <= INLINE_VALIDATION:
-            validated = maybeDeferred(parse_specification, text)
+        if len(text) <= INLINE_VALIDATION and not ahead:
+            try:
+                outcome: dict[str, Any] | Failure = vet(text, self._config)
+            except Exception:
+                outcome = Failure()
+            self._validated(outcome, arrival)
         else:
-            validated = self._run_blocking(parse_specification, text)
-        validated.addBoth(self._validated, arrival)
+            self._vet(text).addBoth(self._validated, arrival)
         return arrival.reply
 
-    def _validated(self, outcome: Specification | Failure, arrival: _Arrival) -> None:
+    def _validated(self, outcome: dict[str, Any] | Failure, arrival: _Arrival) -> None:
         arrival.outcome = outcome
         while self._arrivals and self._arrivals[0].outcome is not None:
             self._store(self._arrivals.popleft())
@@ -95,29 +104,27 @@ class Intake:
     def _store(self, arrival: _Arrival) -> None:
         outcome = arrival.outcome
         if isinstance(outcome, Failure):
-            if outcome.check(SpecificationError):
-                claimed = _claimed_id(arrival.document)
-                outcome = Failure(DaqError(f"invalid specification: {outcome.value}", claimed))
+            if outcome.check(ValidatorGone):
+                reason = f"cannot check the specification: {outcome.value}; send it again"
+                outcome = Failure(DaqError(reason, _claimed_id(arrival.document)))
             arrival.reply.errback(outcome)
             return
-        assert isinstance(outcome, Specification)
-        problems = server_problems(outcome, self._config)
-        if problems:
-            error = DaqError(f"invalid specification: {'; '.join(problems)}", outcome.id)
-            arrival.reply.errback(Failure(error))
+        assert isinstance(outcome, dict)
+        if "refused" in outcome:
+            claimed = outcome.get("id") or _claimed_id(arrival.document)
+            arrival.reply.errback(Failure(DaqError(outcome["refused"], claimed)))
             return
         record = _first_record(outcome, arrival.seq, arrival.at)
-        change = Insert(outcome.id, arrival.seq, arrival.text, record.encode(), S.Scheduled.value)
+        change = Insert(record.id, arrival.seq, arrival.text, record.encode(), S.Scheduled.value)
         stored: Deferred[DaqReply] = self._journal.commit(change).addCallbacks(
-            self._stored, self._not_stored, callbackArgs=(record, outcome),
-            errbackArgs=(outcome.id,),
+            self._stored, self._not_stored, callbackArgs=(record,), errbackArgs=(record.id,),
         )  # fmt: skip
         stored.chainDeferred(arrival.reply)
 
-    def _stored(self, result: str, record: DaqRecord, specification: Specification) -> DaqReply:
+    def _stored(self, result: str, record: DaqRecord) -> DaqReply:
         daq_id = record.id
         if result == INSERTED:
-            self._accepted(record, specification)
+            self._accepted(record)
             log.info("DAQ {daq_id} queued", daq_id=daq_id)
         elif result == IDENTICAL:
             log.info("DAQ {daq_id} was queued again with the same specification", daq_id=daq_id)
@@ -133,10 +140,10 @@ class Intake:
         raise DaqError(f"cannot store DAQ '{daq_id}' in the workspace: {failure.value}", daq_id)
 
 
-def _first_record(specification: Specification, seq: int, now: float) -> DaqRecord:
+def _first_record(vetted: dict[str, Any], seq: int, now: float) -> DaqRecord:
     return DaqRecord(
-        id=specification.id,
-        file_id=specification.file_id,
+        id=vetted["id"],
+        file_id=vetted["file_id"],
         seq=seq,
         substate=S.Scheduled,
         queued_at=now,
@@ -145,9 +152,9 @@ def _first_record(specification: Specification, seq: int, now: float) -> DaqReco
         history=({"substate": S.Scheduled.value, "timestamp": now, "event": "queue",
                   "message": "queued"},),
         sources=tuple(
-            {"name": source.source_name, "location": source.location, "local_path": "",
+            {"name": name, "location": location, "local_path": "",
              "state": "pending", "bytes": 0, "mtime": None}
-            for source in specification.file_sources()
+            for name, location in vetted["sources"]
         ),
     )  # fmt: skip
 

@@ -42,10 +42,10 @@ from dpmd.daq.recovery import recover
 from dpmd.daq.registry import Registry
 from dpmd.daq.scheduler import Scheduler
 from dpmd.daq.store import FILE_NAME, FolderRemoved, StoreError, Update
+from dpmd.daq.validator import Validator
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
 from dpmd.rpc.encoding import PreEncoded
-from dpmd.spec import Specification
 from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
@@ -89,7 +89,8 @@ class DaqManager:
                                  self._storage)  # fmt: skip
         self.control = Control(self.means, self._workspace, self.pipeline, self._finished,
                                self._resume)  # fmt: skip
-        self.intake = Intake(self._config, self.journal, self._clock, self.means.run_blocking,
+        self.validator = Validator(self.means.runner, self._config)
+        self.intake = Intake(self._config, self.journal, self._clock, self.validator.vet,
                              recovered.next_seq, self._accepted)  # fmt: skip
         self.archive = Archive(self.means, self._workspace, self.journal)
         self.dry_run = DryRun(self.means, self.means.runner, self._storage, self.journal)
@@ -186,9 +187,8 @@ class DaqManager:
     def _daq(self, record: DaqRecord) -> Daq:
         return Daq(record, self._clock, self._commit)
 
-    def _accepted(self, record: DaqRecord, specification: Specification) -> Daq:
+    def _accepted(self, record: DaqRecord) -> Daq:
         daq = self._daq(record)
-        daq.specification = specification
         self.registry.add(daq)
         self._publish(daq)
         self.scheduler.enqueue(daq)

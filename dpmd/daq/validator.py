@@ -1,0 +1,77 @@
+"""The vetting child: QueueDaq's checks on the other core while the reactor answers.
+
+One child (``python -m dpmd.daq.vetting``, started at the first request that
+needs it) checks specifications in the order they are sent and answers each
+with a line.  If it ends, every request it still held fails with
+``ValidatorGone``, naming how it ended: the coordinator sends those again,
+and the next request starts a new child.  They are not checked on the
+reactor instead, since what ended the child may be one of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from dpmd.config import Config
+from dpmd.daq.vetting import Rules, request
+from dpmd.logs import get_logger
+from dpmd.workers import ChildProcess, ExitStatus, ProcessRunner, python_command
+
+log = get_logger(__name__)
+
+MODULE = "dpmd.daq.vetting"
+
+
+class ValidatorGone(Exception):
+    """The vetting child ended before it answered."""
+
+
+class Validator:
+    def __init__(self, runner: ProcessRunner, config: Config) -> None:
+        self._runner = runner
+        rules = Rules(config.release_allowed, config.workspace)
+        self._argv = python_command(config.python, MODULE, rules.to_json())
+        self._child: ChildProcess | None = None
+        self._waiting: deque[Deferred[dict[str, Any]]] = deque()
+
+    def vet(self, text: bytes) -> Deferred[dict[str, Any]]:
+        """Fires with ``dpmd.daq.vetting.vet`` of ``text`` as the child found it."""
+        child = self._child if self._child is not None else self._start()
+        answer: Deferred[dict[str, Any]] = Deferred()
+        self._waiting.append(answer)
+        child.write(request(text))
+        return answer
+
+    def _start(self) -> ChildProcess:
+        child = self._runner.spawn("validator", self._argv, on_line=self._answered,
+                                   keep_stdin=True)  # fmt: skip
+        child.wait().addCallback(self._ended, child)
+        self._child = child
+        log.info("validator started (pid {pid})", pid=child.pid)
+        return child
+
+    def _answered(self, line: bytes) -> None:
+        if not self._waiting:
+            log.error("the validator wrote a line nobody asked for: {line!r}", line=line[:200])
+            return
+        answer = self._waiting.popleft()
+        try:
+            answer.callback(json.loads(line))
+        except ValueError:
+            answer.errback(Failure(ValidatorGone("the validator's answer is not JSON")))
+
+    def _ended(self, status: ExitStatus, child: ChildProcess) -> None:
+        self._child = None
+        waiting, self._waiting = self._waiting, deque()
+        how = child.start_failure() or status.describe()
+        if waiting or not status.ok:
+            log.error("the validator (pid {pid}) ended ({how}); {count} request(s) unanswered;"
+                      " its last words: {last!r}", pid=child.pid, how=how, count=len(waiting),
+                      last=child.last_error_line())  # fmt: skip
+        for answer in waiting:
+            answer.errback(Failure(ValidatorGone(f"the validator process ended ({how})")))

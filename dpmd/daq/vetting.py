@@ -1,0 +1,81 @@
+"""What QueueDaq checks of a specification: as a function, and as a child program.
+
+The checks (hostile input, the schema, the model, the server's own rules on
+names, locations and receivers) are pure Python and cost a few hundred
+microseconds of processor a DAQ.  When QueueDaqs arrive faster than they are
+committed, that is most of what the reactor's thread would spend on each, so
+``python -m dpmd.daq.vetting`` runs them in a child, on the other core (see
+``dpmd.daq.validator``).  It reads requests from stdin, each a decimal byte
+count, a newline and that many bytes of specification, and answers each with
+one JSON line, in order, until stdin closes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dpmd.daq.checks import ReceiverRules, server_problems
+from dpmd.spec import SpecificationError, parse_specification
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The part of the configuration the checks read, as the child is given it."""
+
+    release_allowed: tuple[Path, ...]
+    workspace: Path
+
+    def to_json(self) -> str:
+        return json.dumps({"allowed": [str(path) for path in self.release_allowed],
+                           "workspace": str(self.workspace)})  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> Rules:
+        settings = json.loads(text)
+        return cls(tuple(Path(path) for path in settings["allowed"]),
+                   Path(settings["workspace"]))  # fmt: skip
+
+
+def vet(text: bytes, rules: ReceiverRules) -> dict[str, Any]:
+    """What the server needs of a specification it can take (``id``, ``file_id`` and
+    its file ``sources`` as ``[name, location]`` pairs), or ``refused``: the error
+    message, with the ``id`` when the specification has a valid one."""
+    try:
+        specification = parse_specification(text)
+    except SpecificationError as error:
+        return {"refused": f"invalid specification: {error}"}
+    problems = server_problems(specification, rules)
+    if problems:
+        return {"refused": f"invalid specification: {'; '.join(problems)}",
+                "id": specification.id}  # fmt: skip
+    return {
+        "id": specification.id,
+        "file_id": specification.file_id,
+        "sources": [[source.source_name, source.location]
+                    for source in specification.file_sources()],
+    }  # fmt: skip
+
+
+def request(text: bytes) -> bytes:
+    """A specification framed for the child's stdin."""
+    return b"%d\n%s" % (len(text), text)
+
+
+def serve(requests: BinaryIO, answers: BinaryIO, rules: ReceiverRules) -> None:
+    """Answer every request on ``requests`` until it ends."""
+    while header := requests.readline():
+        text = requests.read(int(header))
+        answers.write(json.dumps(vet(text, rules), separators=(",", ":")).encode() + b"\n")
+        answers.flush()
+
+
+def main() -> None:
+    serve(sys.stdin.buffer, sys.stdout.buffer, Rules.from_json(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
