@@ -65,14 +65,14 @@ class Intake:
         config: Config,
         journal: Journal,
         clock: IReactorTime,
-        vet: Callable[[bytes], Deferred[dict[str, Any]]],
+        vet_in_child: Callable[[bytes], Deferred[dict[str, Any]]],
         next_seq: int,
         accepted: Callable[[DaqRecord], Daq],
     ) -> None:
         self._config = config
         self._journal = journal
         self._clock = clock
-        self._vet = vet
+        self._vet_in_child = vet_in_child
         self._next_seq = next_seq
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
@@ -93,7 +93,7 @@ class Intake:
                 outcome = Failure()
             self._validated(outcome, arrival)
         else:
-            self._vet(text).addBoth(self._validated, arrival)
+            self._vet_in_child(text).addBoth(self._validated, arrival)
         return arrival.reply
 
     def _validated(self, outcome: dict[str, Any] | Failure, arrival: _Arrival) -> None:

@@ -66,7 +66,8 @@ class Validator:
             answer.errback(Failure(ValidatorGone("the validator's answer is not JSON")))
 
     def _ended(self, status: ExitStatus, child: ChildProcess) -> None:
-        self._child = None
+        if self._child is child:
+            self._child = None
         waiting, self._waiting = self._waiting, deque()
         how = child.start_failure() or status.describe()
         if waiting or not status.ok:
