@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from dpmd.client import connect
@@ -91,6 +92,22 @@ class ValidatorTests(TestCase):
         validator = Validator(self.runner, config)
         failure = yield self.assertFailure(validator.vet(self.texts()[0]), ValidatorGone)
         self.assertIn("/nonexistent/python3", str(failure))
+
+
+    @inlineCallbacks
+    def test_once_stopped_its_end_is_expected_and_no_child_is_started(self) -> Any:
+        validator = Validator(self.runner, self.config)
+        yield validator.vet(self.texts()[0])
+        errors: list[dict[str, Any]] = []
+        observer = errors.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        validator.stop()
+        yield self.stop_children()
+        self.assertEqual([e for e in errors if e.get("log_level") is LogLevel.error], [])
+        failure = yield self.assertFailure(validator.vet(self.texts()[1]), ValidatorGone)
+        self.assertIn("stopping", str(failure))
+        self.assertEqual(self.runner.running, set())
 
 
 class ServerTests(LiveServerCase):

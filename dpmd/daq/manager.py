@@ -109,6 +109,7 @@ class DaqManager:
         """
         self.scheduler.stop()
         self.pipeline.stop_all()
+        self.validator.stop()
         timeout = self._config.shutdown_timeout
         children = [child.terminate(timeout) for child in list(self.means.runner.running)]
         ending: Deferred[Any] = DeferredList(children, consumeErrors=True)

@@ -14,7 +14,7 @@ import json
 from collections import deque
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from dpmd.config import Config
@@ -38,9 +38,17 @@ class Validator:
         self._argv = python_command(config.python, MODULE, rules.to_json())
         self._child: ChildProcess | None = None
         self._waiting: deque[Deferred[dict[str, Any]]] = deque()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """The server is stopping: the child's end (the runner stops every child) is
+        expected from now on, and no new child is started."""
+        self._stopping = True
 
     def vet(self, text: bytes) -> Deferred[dict[str, Any]]:
         """Fires with ``dpmd.daq.vetting.vet`` of ``text`` as the child found it."""
+        if self._stopping and self._child is None:
+            return fail(ValidatorGone("the server is stopping"))
         child = self._child if self._child is not None else self._start()
         answer: Deferred[dict[str, Any]] = Deferred()
         self._waiting.append(answer)
@@ -70,7 +78,7 @@ class Validator:
             self._child = None
         waiting, self._waiting = self._waiting, deque()
         how = child.start_failure() or status.describe()
-        if waiting or not status.ok:
+        if waiting or not (status.ok or self._stopping):
             log.error("the validator (pid {pid}) ended ({how}); {count} request(s) unanswered;"
                       " its last words: {last!r}", pid=child.pid, how=how, count=len(waiting),
                       last=child.last_error_line())  # fmt: skip
