@@ -167,8 +167,12 @@ class DpmService(MultiService):
         except (ValueError, KeyError, TypeError) as error:
             raise StartupError(f"metrics.listen {description!r} is not valid: {error}") from None
 
-    def _retention(self) -> None:
-        settle(self.manager.archive.retention_pass(), "the retention task")
+    def _retention(self) -> Deferred[None]:
+        """One retention pass; returned, so that stopping waits for a pass under way
+        before the store closes."""
+        passing = self.manager.archive.retention_pass()
+        settle(passing, "the retention task")
+        return passing
 
     def _listener(self, description: str) -> None:
         factory = JsonRpcFactory(self.dispatcher, self.hub, self.config.max_line_bytes,

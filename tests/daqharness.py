@@ -103,8 +103,13 @@ class Harness:
         self.session, self.transport = connect_session(Dispatcher({}), self.hub)
         self.hub.subscribe(STATUS_TOPIC, self.session)
         self.manager.start()
-        test.addCleanup(self.manager.close)
+        test.addCleanup(self.close)
         self.settle()
+
+    def close(self) -> Deferred[None]:
+        """Close the store (through a writer the test may have left holding commits)."""
+        self.run_writer = synchronous
+        return self.manager.close()
 
     def settle(self) -> None:
         """Run everything due now (stages start on later reactor turns).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +214,22 @@ class RealThreadTests(TestCase):
         self.assertEqual(outcomes, [INSERTED] * 20)
         self.assertLessEqual(journal.batches, 2)
         self.assertEqual(len(store.unfinished()), 20)
+
+    @inlineCallbacks
+    def test_close_waits_for_the_calls_each_thread_already_has(self) -> Any:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        store, reader = Store(root / "s.sqlite3"), Store(root / "s.sqlite3")
+        store.create_schema()
+        threads = [SerialExecutor(reactor, "test-writer"), SerialExecutor(reactor, "test-reader")]
+        for thread in threads:
+            thread.start()
+            self.addCleanup(thread.stop)
+        journal = Journal(store, reader, *threads)
+        yield journal.commit(insert("C.1", 1))
+        threads[1](time.sleep, 0.2)  # the reader is busy when the close is asked for
+        found = journal.find("C.1")
+        yield journal.close()
+        self.assertEqual((yield found).daq_id, "C.1")
+        with self.assertRaises(sqlite3.ProgrammingError):
+            reader.find("C.1")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 
 from dpmd.blocking import RunBlocking
@@ -62,6 +62,16 @@ class Journal:
 
     def expired(self, finished_before: float, limit: int) -> Deferred[list[str]]:
         return self._run_reader(self._reader.expired, finished_before, limit)
+
+    def close(self) -> Deferred[None]:
+        """Close each store on its own thread, after every call already handed to it.
+
+        Closing a connection from the reactor while its thread is inside a query
+        is a use after free in SQLite's Python binding (a crash, not an error):
+        the close must be the thread's last call.
+        """
+        closed = [self._run_writer(self._writer.close), self._run_reader(self._reader.close)]
+        return gatherResults(closed, consumeErrors=True).addCallback(lambda _: None)
 
     @property
     def idle(self) -> bool:

@@ -81,7 +81,6 @@ class DaqManager:
     def start(self) -> None:
         """Recover from the store (blocking: the reactor does not run yet) and resume."""
         recovered = recover(self._workspace)
-        self._stores = (recovered.writer, recovered.reader)
         self.journal = Journal(recovered.writer, recovered.reader, self._run_writer,
                                self._run_reader)  # fmt: skip
         self.scheduler = Scheduler(self._config.limits.daq, self._clock, self._start)
@@ -119,9 +118,9 @@ class DaqManager:
         drained.addTimeout(timeout, self._clock)
         return drained.addErrback(lambda _: log.warn("the store did not settle at shutdown"))
 
-    def close(self) -> None:
-        for store in self._stores:
-            store.close()
+    def close(self) -> Deferred[None]:
+        """Close the store, each connection on its own thread once its calls are done."""
+        return self.journal.close()
 
     # -- the interface ---------------------------------------------------------------------
 
