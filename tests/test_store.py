@@ -194,20 +194,28 @@ class JournalTests(StoreTestCase):
 
 
 class RealThreadTests(TestCase):
-    """Twenty concurrent changes through the real writer thread cost fewer transactions."""
+    """The journal on real threads: group commit, and a close that waits for them."""
 
-    @inlineCallbacks
-    def test_group_commit_on_the_writer_thread(self) -> None:
+    def stores(self) -> tuple[Store, Store]:
+        """A new store's writer and reader connections."""
         root = Path(self.mktemp()).absolute()
         root.mkdir()
         store, reader = Store(root / "s.sqlite3"), Store(root / "s.sqlite3")
         store.create_schema()
-        writer = SerialExecutor(reactor, "test-writer")
-        writer.start()
-        self.addCleanup(writer.stop)
+        return store, reader
+
+    def thread(self, name: str) -> SerialExecutor:
+        executor = SerialExecutor(reactor, name)
+        executor.start()
+        self.addCleanup(executor.stop)
+        return executor
+
+    @inlineCallbacks
+    def test_group_commit_on_the_writer_thread(self) -> None:
+        store, reader = self.stores()
         self.addCleanup(store.close)
         self.addCleanup(reader.close)
-        journal = Journal(store, reader, writer, synchronous)
+        journal = Journal(store, reader, self.thread("test-writer"), synchronous)
         outcomes = yield gatherResults(
             [journal.commit(insert(f"T.{n}", n)) for n in range(1, 21)]
         )
@@ -217,17 +225,11 @@ class RealThreadTests(TestCase):
 
     @inlineCallbacks
     def test_close_waits_for_the_calls_each_thread_already_has(self) -> Any:
-        root = Path(self.mktemp()).absolute()
-        root.mkdir()
-        store, reader = Store(root / "s.sqlite3"), Store(root / "s.sqlite3")
-        store.create_schema()
-        threads = [SerialExecutor(reactor, "test-writer"), SerialExecutor(reactor, "test-reader")]
-        for thread in threads:
-            thread.start()
-            self.addCleanup(thread.stop)
-        journal = Journal(store, reader, *threads)
+        store, reader = self.stores()
+        reading = self.thread("test-reader")
+        journal = Journal(store, reader, self.thread("test-writer"), reading)
         yield journal.commit(insert("C.1", 1))
-        threads[1](time.sleep, 0.2)  # the reader is busy when the close is asked for
+        reading(time.sleep, 0.2)  # the reader is busy when the close is asked for
         found = journal.find("C.1")
         yield journal.close()
         self.assertEqual((yield found).daq_id, "C.1")
