@@ -157,17 +157,24 @@ class RealChildTests(TestCase):
         return specification(daq_id, *locations)
 
     @inlineCallbacks
+    def stopped_merger(self, daq_id: str, kill: float) -> Any:
+        """A server, a DAQ of a 96 MiB source queued on it, and its merger SIGSTOPped once
+        it runs: ``(service, caller, source path, internal status then)``."""
+        big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
+        service, caller = yield start_server(
+            self, self.root, **{"watchdog.stall": 1, "watchdog.kill": kill,
+                                "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
+        yield caller.call("/daq/QueueDaq", self.spec(daq_id, big))
+        internal = yield self.poll(caller, daq_id, lambda i: any(
+            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
+        os.killpg(internal["detail"]["processes"][0]["pid"], signal.SIGSTOP)
+        return service, caller, big, internal
+
+    @inlineCallbacks
     def test_a_source_rewritten_with_its_size_and_time_kept_is_refused(self) -> None:
         """Collected, merge stopped (stalled); the file's bytes change, its size and mtime
         are put back; the retried merge finds it by the checksum: SourceChanged, terminal."""
-        big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
-        service, caller = yield start_server(
-            self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 2,
-                                "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
-        yield caller.call("/daq/QueueDaq", self.spec("SUM.1", big))
-        internal = yield self.poll(caller, "SUM.1", lambda i: any(
-            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
-        os.killpg(internal["detail"]["processes"][0]["pid"], signal.SIGSTOP)
+        service, caller, big, internal = yield self.stopped_merger("SUM.1", kill=2)
         [source] = internal["detail"]["sources"]
         with open(big, "rb") as handle:
             self.assertEqual(source["sha256"], hashlib.file_digest(handle, "sha256").hexdigest())
@@ -192,15 +199,8 @@ class RealChildTests(TestCase):
 
     @inlineCallbacks
     def test_a_sigstopped_merger_is_found_stopped_and_retried(self) -> None:
-        big = write_raw_source(str(self.root / "big.fits"), 96 << 20, extensions=2)
-        service, caller = yield start_server(
-            self, self.root, **{"watchdog.stall": 1, "watchdog.kill": 3,
-                                "watchdog.rate": 1 << 40, "shutdown_timeout": 2})  # fmt: skip
-        yield caller.call("/daq/QueueDaq", self.spec("STOP.1", big))
-        internal = yield self.poll(caller, "STOP.1", lambda i: any(
-            leads_its_group(p["pid"]) for p in i["detail"]["processes"]), 60)  # fmt: skip
+        service, caller, _, internal = yield self.stopped_merger("STOP.1", kill=3)
         merger = internal["detail"]["processes"][0]["pid"]
-        os.killpg(merger, signal.SIGSTOP)
         stalled = yield self.poll(caller, "STOP.1", lambda i: any(
             a["category"] == "StageStalled" for a in i["status"]["alerts"]))
         self.assertIn(f"(pid {merger})", stalled["status"]["alerts"][0]["description"])
