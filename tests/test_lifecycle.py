@@ -174,6 +174,27 @@ class HappyPathTests(SynchronousTestCase):
             [("B.1", "Merging"), ("B.2", "Scheduled"), ("B.3", "Scheduled")],
         )
 
+    def test_with_nobody_subscribed_a_change_encodes_no_status(self) -> None:
+        """Publishing costs nothing when nobody listens; a status call still answers."""
+        h = self.h
+        h.hub.unsubscribe_all(h.session)
+        encoded: list[str] = []
+        real = Daq.encoded_status
+
+        def counted(daq: Daq) -> Any:
+            encoded.append(daq.id)
+            return real(daq)
+
+        self.patch(Daq, "encoded_status", counted)
+        h.queue(specification("N.1", h.source("a.fits")))
+        h.queue(specification("N.2", h.source("a.fits")))
+        self.assertEqual(encoded, [])
+        self.assertEqual([s["id"] for s in h.active()], ["N.1", "N.2"])
+        self.assertEqual(sorted(encoded), ["N.1", "N.2"])
+        h.hub.subscribe("/daq/status", h.session)
+        h.queue(specification("N.3", h.source("a.fits")))
+        self.assertEqual(h.notifications()[-1]["id"], "N.3")
+
 
 class RefusalTests(SynchronousTestCase):
     def setUp(self) -> None:

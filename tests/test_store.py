@@ -176,13 +176,44 @@ class JournalTests(StoreTestCase):
         self.assertIsNone(self.reader.find("B"))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
-    def test_what_callers_commit_in_reply_joins_the_next_batch(self) -> None:
+    def test_the_next_batch_is_on_its_way_before_callers_are_answered(self) -> None:
+        """The disk works on what waited while the reactor answers; what the callers
+        commit in reply waits for the transaction after."""
         first = self.journal.commit(insert("A", 1))
-        first.addCallback(lambda _: self.journal.commit(insert("A2", 10)))
+        seen_when_answered: list[list[str]] = []
+
+        def answered(_: object) -> Deferred[object]:
+            seen_when_answered.extend(
+                [change.daq_id for change in changes] for _, _, (changes,) in self.writer.pending
+            )
+            return self.journal.commit(insert("A2", 10))
+
+        first.addCallback(answered)
         self.journal.commit(insert("B", 2))
-        self.writer.run_next()  # A alone; B waited, and A's reply joins it
+        self.writer.run_next()  # A alone; B waited
+        self.assertEqual(seen_when_answered, [["B"]])
+        self.writer.run_next()
         [(_, _, (changes,))] = self.writer.pending
-        self.assertEqual([change.daq_id for change in changes], ["B", "A2"])
+        self.assertEqual([change.daq_id for change in changes], ["A2"])
+        self.writer.run_next()
+        self.assertEqual(self.successResultOf(first), INSERTED)
+
+    def test_callers_are_answered_in_commit_order_when_the_writer_does_not_wait(self) -> None:
+        """A transaction done at once (no thread) is still answered after the one before:
+        a change made in reply is answered after the rest of the batch it replies to."""
+        answered: list[str] = []
+
+        def reply(_: object) -> None:
+            answered.append("A")
+            self.journal.commit(insert("A2", 10)).addCallback(lambda _: answered.append("A2"))
+
+        self.journal.commit(insert("X", 1))
+        self.journal.commit(insert("A", 2)).addCallback(reply)
+        self.journal.commit(insert("B", 3)).addCallback(lambda _: answered.append("B"))
+        self.writer.run_next()  # X; A and B go to the writer together
+        self.journal._run_writer = synchronous  # A2's transaction is done at once
+        self.writer.run_next()
+        self.assertEqual(answered, ["A", "B", "A2"])
 
     def test_drain_waits_for_what_was_handed_in(self) -> None:
         self.journal.commit(insert("A", 1))

@@ -4,8 +4,9 @@ Callers on the reactor hand in changes (a new DAQ, a DAQ's new record) and
 get a Deferred that fires once the change is on disk.  One writer thread
 commits: while it is busy, the changes that arrive wait, and the next
 transaction takes all of them at once, so twenty clients queueing at the same
-time cost one ``fsync``, not twenty.  Each caller is then answered in the
-order its change was made.  A failed transaction fails every caller in it
+time cost one ``fsync``, not twenty.  That transaction starts as soon as the
+one before it is on disk, before the reactor answers the callers of that one,
+each in the order its change was made.  A failed transaction fails every caller in it
 with ``StoreError`` and leaves nothing of it in the store.
 
 Look-ups of DAQs that are not in memory (archived ones, the specification
@@ -15,6 +16,7 @@ its own; WAL lets it read while the writer writes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +39,10 @@ class Journal:
         self._run_reader = run_reader
         self._waiting: list[tuple[Change, Deferred[Any]]] = []
         self._committing = False
+        self._done: deque[tuple[Sequence[Any] | Failure, list[tuple[Change, Deferred[Any]]]]] = (
+            deque()
+        )
+        self._answering = False
         self._stopped: Deferred[None] | None = None
         self.batches = 0
         """Transactions committed so far (for the internal status and the tests)."""
@@ -75,7 +81,7 @@ class Journal:
 
     @property
     def idle(self) -> bool:
-        return not self._committing and not self._waiting
+        return not self._committing and not self._waiting and not self._done
 
     def drain(self) -> Deferred[None]:
         """Fires once every change handed in so far is committed (or has failed)."""
@@ -97,11 +103,33 @@ class Journal:
 
     def _committed(self, outcome: Sequence[Any] | Failure,
                    batch: list[tuple[Change, Deferred[Any]]]) -> None:  # fmt: skip
-        # Answer the whole batch before the next one starts, so that the changes
-        # its callers make in reply are committed together.
+        # The changes that waited go to the writer before this batch's callers are
+        # answered: the disk works on them while the reactor answers.  What the
+        # callers commit in reply waits for the transaction after.  Callers are
+        # answered in commit order, even when a transaction is done before the
+        # callers of the one before it are (a writer that does not use a thread).
+        self._committing = False
+        self._done.append((outcome, batch))
+        if self._answering:
+            self._next_batch()
+            return
+        self._answering = True
+        self._next_batch()
+        while self._done:
+            self._answer(*self._done.popleft())
+        self._answering = False
+        self._next_batch()
+        if self._stopped is not None and self.idle:
+            stopped, self._stopped = self._stopped, None
+            stopped.callback(None)
+
+    def _answer(self, outcome: Sequence[Any] | Failure,
+                batch: list[tuple[Change, Deferred[Any]]]) -> None:  # fmt: skip
         if isinstance(outcome, Failure):
-            reason = outcome.value if outcome.check(StoreError) else StoreError(
-                outcome.getErrorMessage()
+            reason = (
+                outcome.value
+                if outcome.check(StoreError)
+                else StoreError(outcome.getErrorMessage())
             )
             if not outcome.check(StoreError):
                 log.failure("the store's writer failed", outcome)
@@ -113,9 +141,3 @@ class Journal:
             self.batches += 1
             for (_, waiter), result in zip(batch, outcome, strict=True):
                 waiter.callback(result)
-        self._committing = False
-        if self._waiting:
-            self._next_batch()
-        elif self._stopped is not None:
-            stopped, self._stopped = self._stopped, None
-            stopped.callback(None)

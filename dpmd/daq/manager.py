@@ -215,7 +215,10 @@ class DaqManager:
         return self.journal.commit(change).addCallbacks(committed, refused)
 
     def _publish(self, daq: Daq) -> None:
-        self._hub.publish(STATUS_TOPIC, daq.encoded_status(), daq.id)
+        # With nobody subscribed nothing is encoded: a status call encodes the
+        # status when it asks (once per change, either way).
+        if self._hub.subscriber_count(STATUS_TOPIC):
+            self._hub.publish(STATUS_TOPIC, daq.encoded_status(), daq.id)
 
     def _start(self, daq: Daq) -> None:
         self.pipeline.start(daq)
