@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.daq import intake
+from dpmd.daq.intake import QueuedLog
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.store import StoreError
@@ -754,6 +756,38 @@ class QueueOrderTests(SynchronousTestCase):
             self.successResultOf(reply)
         self.assertEqual([s["id"] for s in h.active()], ["Q.1", "Q.2", "Q.3"])
         self.assertLess(h.stored("Q.2")["seq"], h.stored("Q.3")["seq"])
+
+    def test_daqs_queued_together_are_logged_in_one_line(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def queued() -> list[tuple[str, Any]]:
+            lines = [(formatEvent(e), e.get("daq_id", e.get("daq_ids"))) for e in events
+                     if e.get("log_namespace") == "dpmd.daq.intake"]  # fmt: skip
+            events.clear()
+            return lines
+
+        h = Harness(self)
+        self.successResultOf(h.manager.queue_daq(specification("L.1", "/missing.fits")))
+        h.settle()
+        self.assertEqual(queued(), [("DAQ L.1 queued", "L.1")])
+        commits = self.held_commits(h)
+        replies = [h.manager.queue_daq(specification(f"L.{n}", "/missing.fits"))
+                   for n in range(2, 2 + QueuedLog.PER_LINE + 2)]  # fmt: skip
+        h.run_writer = synchronous
+        h.settle()
+        commits[0].callback(None)
+        for reply in replies:
+            self.successResultOf(reply)
+        self.assertEqual(queued(), [], "logged once the reactor's turn is over")
+        h.settle()
+        ids = [f"L.{n}" for n in range(2, 2 + QueuedLog.PER_LINE + 2)]
+        first, rest = ids[: QueuedLog.PER_LINE], ids[QueuedLog.PER_LINE :]
+        self.assertEqual(queued(), [
+            (f"{len(first)} DAQs queued: {', '.join(first)}", first),
+            (f"2 DAQs queued: {', '.join(rest)}", rest),
+        ])  # fmt: skip
 
     def test_the_child_refuses_what_the_reactor_would_refuse(self) -> None:
         h = Harness(self)

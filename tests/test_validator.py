@@ -8,6 +8,7 @@ a child that cannot start is named.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,16 +19,53 @@ import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.client import connect
 from dpmd.config import Config, build_config
 from dpmd.daq.validator import MODULE, Validator, ValidatorGone
-from dpmd.daq.vetting import vet
+from dpmd.daq.vetting import Rules, request, serve, vet
 from dpmd.workers import ProcessRunner
 from tests.daqharness import specification
 from tests.test_client_support import LiveServerCase
 
+
+class Arrivals:
+    """A stdin that hands over the given chunks, one a read, as a pipe would."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def read1(self, size: int = -1, /) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+class Written(io.BytesIO):
+    """A stdout that keeps each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+class ServeTests(SynchronousTestCase):
+    def test_requests_that_arrive_together_are_answered_in_one_write(self) -> None:
+        rules = Rules((), Path("/nonexistent/workspace"))
+        texts = [json.dumps(specification(f"S.{n}", f"/data/s{n}.fits")).encode()
+                 for n in range(5)]  # fmt: skip
+        together = b"".join(request(text) for text in texts[:3])
+        last = request(texts[3]) + request(texts[4])
+        split = len(last) - 10  # the last request comes in two pieces
+        written = Written()
+        serve(Arrivals([together, last[:split], last[split:]]), written, rules)
+        lines = [write.splitlines() for write in written.writes]
+        self.assertEqual([len(write) for write in lines], [3, 1, 1])
+        answers = [json.loads(line) for write in lines for line in write]
+        self.assertEqual(answers, [vet(text, rules) for text in texts])
 
 class ValidatorTests(TestCase):
     timeout = 60

@@ -76,6 +76,7 @@ class Intake:
         self._next_seq = next_seq
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
+        self._queued_log = QueuedLog(clock)
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
         try:
@@ -125,7 +126,7 @@ class Intake:
         daq_id = record.id
         if result == INSERTED:
             self._accepted(record)
-            log.info("DAQ {daq_id} queued", daq_id=daq_id)
+            self._queued_log.add(daq_id)
         elif result == IDENTICAL:
             log.info("DAQ {daq_id} was queued again with the same specification", daq_id=daq_id)
         else:
@@ -191,3 +192,36 @@ def _claimed_id(document: Any) -> str:
     except UnicodeEncodeError:
         return ""
     return claimed
+
+
+class QueuedLog:
+    """One log line for the DAQs queued in one turn of the reactor.
+
+    Twenty clients queueing together are answered from one commit; a line
+    each would cost the reactor more than the rest of their QueueDaqs
+    (Twisted formats and writes every event on its thread).  A DAQ queued
+    alone gets its own line, ``DAQ <id> queued`` with ``daq_id``; DAQs queued
+    together get ``<n> DAQs queued: <id>, <id>, ...`` with ``daq_ids``, at
+    most ``PER_LINE`` of them a line.
+    """
+
+    PER_LINE = 20
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._ids: list[str] = []
+
+    def add(self, daq_id: str) -> None:
+        if not self._ids:
+            self._clock.callLater(0, self._write)
+        self._ids.append(daq_id)
+
+    def _write(self) -> None:
+        ids, self._ids = self._ids, []
+        for first in range(0, len(ids), self.PER_LINE):
+            line = ids[first : first + self.PER_LINE]
+            if len(line) == 1:
+                log.info("DAQ {daq_id} queued", daq_id=line[0])
+            else:
+                log.info("{count} DAQs queued: {names}", count=len(line),
+                         names=", ".join(line), daq_ids=line)  # fmt: skip

@@ -7,7 +7,8 @@ committed, that is most of what the reactor's thread would spend on each, so
 ``python -m dpmd.daq.vetting`` runs them in a child, on the other core (see
 ``dpmd.daq.validator``).  It reads requests from stdin, each a decimal byte
 count, a newline and that many bytes of specification, and answers each with
-one JSON line, in order, until stdin closes.
+one JSON line, in order, until stdin closes; the answers to the requests
+that arrived together are written together.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from dpmd.daq.checks import ReceiverRules, server_problems
 from dpmd.spec import SpecificationError, parse_specification
@@ -60,21 +61,50 @@ def vet(text: bytes, rules: ReceiverRules) -> dict[str, Any]:
     }  # fmt: skip
 
 
+class Chunks(Protocol):
+    """A stream read by what has arrived (``sys.stdin.buffer``, ``io.BytesIO``)."""
+
+    def read1(self, size: int = -1, /) -> bytes: ...
+
+
 def request(text: bytes) -> bytes:
     """A specification framed for the child's stdin."""
     return b"%d\n%s" % (len(text), text)
 
 
-def serve(requests: BinaryIO, answers: BinaryIO, rules: ReceiverRules) -> None:
-    """Answer every request on ``requests`` until it ends."""
-    while header := requests.readline():
-        text = requests.read(int(header))
-        answers.write(json.dumps(vet(text, rules), separators=(",", ":")).encode() + b"\n")
-        answers.flush()
+def serve(requests: Chunks, answers: BinaryIO, rules: ReceiverRules) -> None:
+    """Answer every request on ``requests`` until it ends.
+
+    The requests that have arrived when the child looks are answered in one
+    write: the reactor reads them at once, instead of waking for each line.
+    """
+    pending = bytearray()
+    while chunk := requests.read1(1 << 16):
+        pending += chunk
+        texts = _complete_requests(pending)
+        if texts:
+            answers.write(b"".join(json.dumps(vet(text, rules), separators=(",", ":")).encode()
+                                   + b"\n" for text in texts))  # fmt: skip
+            answers.flush()
+
+
+def _complete_requests(pending: bytearray) -> list[bytes]:
+    """Take the whole requests at the start of ``pending`` out of it."""
+    texts = []
+    start = 0
+    while (newline := pending.find(b"\n", start)) != -1:
+        end = newline + 1 + int(pending[start:newline])
+        if end > len(pending):
+            break
+        texts.append(bytes(pending[newline + 1 : end]))
+        start = end
+    del pending[:start]
+    return texts
 
 
 def main() -> None:
-    serve(sys.stdin.buffer, sys.stdout.buffer, Rules.from_json(sys.argv[1]))
+    with open(sys.stdin.fileno(), "rb", closefd=False) as requests:
+        serve(requests, sys.stdout.buffer, Rules.from_json(sys.argv[1]))
 
 
 if __name__ == "__main__":
