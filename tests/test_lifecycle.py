@@ -18,7 +18,7 @@ from dpmd.daq import intake
 from dpmd.daq.intake import QueuedLog
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
 from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import StoreError
+from dpmd.daq.store import Insert, StoreError
 from dpmd.daq.validator import MODULE as VETTING
 from dpmd.digest import file_digest
 from dpmd.model import DaqError, DaqSubState
@@ -757,6 +757,27 @@ class QueueOrderTests(SynchronousTestCase):
         self.assertEqual([s["id"] for s in h.active()], ["Q.1", "Q.2", "Q.3"])
         self.assertLess(h.stored("Q.2")["seq"], h.stored("Q.3")["seq"])
 
+    def test_the_answers_of_one_read_of_the_child_go_in_one_transaction(self) -> None:
+        h = Harness(self)
+        batches: list[list[str]] = []
+
+        def counted(function: Any, *args: Any) -> Deferred[Any]:
+            inserts = [change.daq_id for change in args[0] if isinstance(change, Insert)]
+            if inserts:
+                batches.append(inserts)
+            return synchronous(function, *args)
+
+        commits = self.held_commits(h)
+        h.manager.queue_daq(specification("T.1", "/missing.fits"))
+        replies = [h.manager.queue_daq(specification(f"T.{n}", "/missing.fits"))
+                   for n in (2, 3, 4)]  # fmt: skip
+        h.run_writer = counted
+        commits[0].callback(None)  # T.1 is stored: the store is idle when the child answers
+        h.settle()
+        for reply in replies:
+            self.successResultOf(reply)
+        self.assertEqual(batches, [["T.2", "T.3", "T.4"]])
+
     def test_daqs_queued_together_are_logged_in_one_line(self) -> None:
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
@@ -810,6 +831,7 @@ class QueueOrderTests(SynchronousTestCase):
         lost = h.manager.queue_daq(specification("Q.7", "/missing.fits"))
         [child] = self.vetting(h)
         child.killed(signal.SIGKILL)
+        h.reactor.advance(0)  # what the child held is handed over at the end of the turn
         error = self.failureResultOf(lost, DaqError).value
         self.assertIn("the validator process ended (killed by SIGKILL); send it again",
                       error.message)  # fmt: skip

@@ -215,6 +215,15 @@ class JournalTests(StoreTestCase):
         self.writer.run_next()
         self.assertEqual(answered, ["A", "B", "A2"])
 
+    def test_changes_handed_in_together_go_in_one_transaction(self) -> None:
+        with self.journal.together():
+            waiting = [self.journal.commit(insert(name, seq)) for seq, name in enumerate("ABC")]
+            self.assertEqual(self.writer.pending, [], "nothing starts inside")
+        [(_, _, (changes,))] = self.writer.pending
+        self.assertEqual([change.daq_id for change in changes], ["A", "B", "C"])
+        self.writer.run_next()
+        self.assertEqual([self.successResultOf(d) for d in waiting], [INSERTED] * 3)
+
     def test_drain_waits_for_what_was_handed_in(self) -> None:
         self.journal.commit(insert("A", 1))
         drained = self.journal.drain()

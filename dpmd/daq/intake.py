@@ -77,6 +77,7 @@ class Intake:
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
         self._queued_log = QueuedLog(clock)
+        self._store_due = False
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
         try:
@@ -92,15 +93,27 @@ class Intake:
                 outcome: dict[str, Any] | Failure = vet(text, self._config)
             except Exception:
                 outcome = Failure()
-            self._validated(outcome, arrival)
+            arrival.outcome = outcome
+            self._store_ready()
         else:
-            self._vet_in_child(text).addBoth(self._validated, arrival)
+            self._vet_in_child(text).addBoth(self._checked_by_child, arrival)
         return arrival.reply
 
-    def _validated(self, outcome: dict[str, Any] | Failure, arrival: _Arrival) -> None:
+    def _checked_by_child(self, outcome: dict[str, Any] | Failure, arrival: _Arrival) -> None:
+        # The child's answers come several a read: handed to the store at the end of
+        # this turn of the reactor, they go in one transaction, where the first
+        # would otherwise start one alone and the rest wait for it.
         arrival.outcome = outcome
-        while self._arrivals and self._arrivals[0].outcome is not None:
-            self._store(self._arrivals.popleft())
+        if not self._store_due:
+            self._store_due = True
+            self._clock.callLater(0, self._store_ready)
+
+    def _store_ready(self) -> None:
+        """Hand the arrivals at the head that have been checked to the store, in order."""
+        self._store_due = False
+        with self._journal.together():
+            while self._arrivals and self._arrivals[0].outcome is not None:
+                self._store(self._arrivals.popleft())
 
     def _store(self, arrival: _Arrival) -> None:
         outcome = arrival.outcome

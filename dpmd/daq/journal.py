@@ -17,7 +17,8 @@ its own; WAL lets it read while the writer writes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -43,6 +44,7 @@ class Journal:
             deque()
         )
         self._answering = False
+        self._holding = 0
         self._stopped: Deferred[None] | None = None
         self.batches = 0
         """Transactions committed so far (for the internal status and the tests)."""
@@ -53,6 +55,17 @@ class Journal:
         self._waiting.append((change, waiter))
         self._next_batch()
         return waiter
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The changes handed in within go to the writer together, as one transaction
+        (one after the other, the first would start one alone and the rest wait)."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            self._next_batch()
 
     def find(self, daq_id: str) -> Deferred[StoredDaq | None]:
         return self._run_reader(self._reader.find, daq_id)
@@ -94,7 +107,7 @@ class Journal:
         return self._stopped
 
     def _next_batch(self) -> None:
-        if self._committing or not self._waiting:
+        if self._committing or self._holding or not self._waiting:
             return
         batch, self._waiting = self._waiting, []
         self._committing = True
