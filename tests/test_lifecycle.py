@@ -791,23 +791,23 @@ class QueueOrderTests(SynchronousTestCase):
 
         h = Harness(self)
         self.successResultOf(h.manager.queue_daq(specification("L.1", "/missing.fits")))
-        h.settle()
         self.assertEqual(queued(), [("DAQ L.1 queued", "L.1")])
         commits = self.held_commits(h)
-        replies = [h.manager.queue_daq(specification(f"L.{n}", "/missing.fits"))
-                   for n in range(2, 2 + QueuedLog.PER_LINE + 2)]  # fmt: skip
+        ids = [f"L.{n}" for n in range(2, 2 + 1 + QueuedLog.PER_LINE + 2)]
+        replies = [h.manager.queue_daq(specification(name, "/missing.fits")) for name in ids]
         h.run_writer = synchronous
-        h.settle()
-        commits[0].callback(None)
+        h.settle()  # L.2 was checked at once; the child answers the others in one read
+        self.assertEqual(queued(), [], "nothing is logged before it is stored")
+        commits[0].callback(None)  # L.2 is stored, then the others in one transaction
         for reply in replies:
             self.successResultOf(reply)
-        self.assertEqual(queued(), [], "logged once the reactor's turn is over")
-        h.settle()
-        ids = [f"L.{n}" for n in range(2, 2 + QueuedLog.PER_LINE + 2)]
-        first, rest = ids[: QueuedLog.PER_LINE], ids[QueuedLog.PER_LINE :]
+        together = ids[1:]
         self.assertEqual(queued(), [
-            (f"{len(first)} DAQs queued: {', '.join(first)}", first),
-            (f"2 DAQs queued: {', '.join(rest)}", rest),
+            ("DAQ L.2 queued", "L.2"),
+            (f"{QueuedLog.PER_LINE} DAQs queued: {', '.join(together[:QueuedLog.PER_LINE])}",
+             together[: QueuedLog.PER_LINE]),
+            (f"2 DAQs queued: {', '.join(together[QueuedLog.PER_LINE:])}",
+             together[QueuedLog.PER_LINE :]),
         ])  # fmt: skip
 
     def test_the_child_refuses_what_the_reactor_would_refuse(self) -> None:

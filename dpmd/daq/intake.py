@@ -76,7 +76,8 @@ class Intake:
         self._next_seq = next_seq
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
-        self._queued_log = QueuedLog(clock)
+        self._queued_log = QueuedLog()
+        journal.after_each_batch(self._queued_log.write)
         self._store_due = False
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
@@ -208,7 +209,7 @@ def _claimed_id(document: Any) -> str:
 
 
 class QueuedLog:
-    """One log line for the DAQs queued in one turn of the reactor.
+    """One log line for the DAQs queued by one transaction of the store.
 
     Twenty clients queueing together are answered from one commit; a line
     each would cost the reactor more than the rest of their QueueDaqs
@@ -220,16 +221,14 @@ class QueuedLog:
 
     PER_LINE = 20
 
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._ids: list[str] = []
 
     def add(self, daq_id: str) -> None:
-        if not self._ids:
-            self._clock.callLater(0, self._write)
         self._ids.append(daq_id)
 
-    def _write(self) -> None:
+    def write(self) -> None:
+        """Log the DAQs added since the last call."""
         ids, self._ids = self._ids, []
         for first in range(0, len(ids), self.PER_LINE):
             line = ids[first : first + self.PER_LINE]

@@ -17,7 +17,7 @@ its own; WAL lets it read while the writer writes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +45,7 @@ class Journal:
         )
         self._answering = False
         self._holding = 0
+        self._after_batch: list[Callable[[], None]] = []
         self._stopped: Deferred[None] | None = None
         self.batches = 0
         """Transactions committed so far (for the internal status and the tests)."""
@@ -55,6 +56,10 @@ class Journal:
         self._waiting.append((change, waiter))
         self._next_batch()
         return waiter
+
+    def after_each_batch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the callers of each transaction have been answered."""
+        self._after_batch.append(callback)
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -154,3 +159,5 @@ class Journal:
             self.batches += 1
             for (_, waiter), result in zip(batch, outcome, strict=True):
                 waiter.callback(result)
+        for callback in self._after_batch:
+            callback()
