@@ -69,10 +69,12 @@ class Caller(JsonLineClient):
 
     @inlineCallbacks
     def wait_archived(self, daq_id: str, timeout: float = 60) -> Any:
-        """Poll the internal status until the DAQ is in the archive."""
+        """Poll the internal status until the DAQ is archived and its folder filed away
+        (it moves to ``archive/`` off the reactor, after the final record's commit)."""
         for _ in range(int(timeout / 0.02)):
             internal = yield self.call("/daq/GetInternalDaqStatus", daq_id)
-            if internal["detail"]["archived"]:
+            detail = internal["detail"]
+            if detail["archived"] and Path(detail["workspace"]).parent.name == "archive":
                 return internal
             yield deferLater(reactor, 0.02, lambda: None)
         raise AssertionError(f"{daq_id} was not archived")
