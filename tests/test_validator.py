@@ -53,19 +53,30 @@ class Written(io.BytesIO):
 
 
 class ServeTests(SynchronousTestCase):
+    rules = Rules((), Path("/nonexistent/workspace"))
+
+    def texts(self, count: int) -> list[bytes]:
+        return [json.dumps(specification(f"S.{n}", f"/data/s{n}.fits")).encode()
+                for n in range(count)]  # fmt: skip
+
     def test_requests_that_arrive_together_are_answered_in_one_write(self) -> None:
-        rules = Rules((), Path("/nonexistent/workspace"))
-        texts = [json.dumps(specification(f"S.{n}", f"/data/s{n}.fits")).encode()
-                 for n in range(5)]  # fmt: skip
+        texts = self.texts(5)
         together = b"".join(request(text) for text in texts[:3])
         last = request(texts[3]) + request(texts[4])
         split = len(last) - 10  # the last request comes in two pieces
         written = Written()
-        serve(Arrivals([together, last[:split], last[split:]]), written, rules)
+        serve(Arrivals([together, last[:split], last[split:]]), written, self.rules, 60)
         lines = [write.splitlines() for write in written.writes]
         self.assertEqual([len(write) for write in lines], [3, 1, 1])
         answers = [json.loads(line) for write in lines for line in write]
-        self.assertEqual(answers, [vet(text, rules) for text in texts])
+        self.assertEqual(answers, [vet(text, self.rules) for text in texts])
+
+    def test_answers_are_not_kept_longer_than_write_every(self) -> None:
+        texts = self.texts(3)
+        written = Written()
+        serve(Arrivals([b"".join(request(text) for text in texts)]), written, self.rules, 0)
+        self.assertEqual([len(write.splitlines()) for write in written.writes], [1, 1, 1])
+
 
 class ValidatorTests(TestCase):
     timeout = 60

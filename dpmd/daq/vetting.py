@@ -8,13 +8,14 @@ committed, that is most of what the reactor's thread would spend on each, so
 ``dpmd.daq.validator``).  It reads requests from stdin, each a decimal byte
 count, a newline and that many bytes of specification, and answers each with
 one JSON line, in order, until stdin closes; the answers to the requests
-that arrived together are written together.
+that arrived together are written together (at least every millisecond).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -61,6 +62,10 @@ def vet(text: bytes, rules: ReceiverRules) -> dict[str, Any]:
     }  # fmt: skip
 
 
+WRITE_EVERY = 0.001
+"""The longest the child keeps answers it has made (seconds)."""
+
+
 class Chunks(Protocol):
     """A stream read by what has arrived (``sys.stdin.buffer``, ``io.BytesIO``)."""
 
@@ -72,20 +77,32 @@ def request(text: bytes) -> bytes:
     return b"%d\n%s" % (len(text), text)
 
 
-def serve(requests: Chunks, answers: BinaryIO, rules: ReceiverRules) -> None:
+def serve(requests: Chunks, answers: BinaryIO, rules: ReceiverRules,
+          write_every: float = WRITE_EVERY) -> None:  # fmt: skip
     """Answer every request on ``requests`` until it ends.
 
-    The requests that have arrived when the child looks are answered in one
-    write: the reactor reads them at once, instead of waking for each line.
+    The answers to the requests that arrive together are written together,
+    at least every ``write_every`` seconds: the reactor reads several at
+    once instead of waking for each, and stores the first of a burst while
+    the child checks the rest.
     """
     pending = bytearray()
     while chunk := requests.read1(1 << 16):
         pending += chunk
-        texts = _complete_requests(pending)
-        if texts:
-            answers.write(b"".join(json.dumps(vet(text, rules), separators=(",", ":")).encode()
-                                   + b"\n" for text in texts))  # fmt: skip
-            answers.flush()
+        done: list[bytes] = []
+        since = time.monotonic()
+        for text in _complete_requests(pending):
+            done.append(json.dumps(vet(text, rules), separators=(",", ":")).encode() + b"\n")
+            if time.monotonic() - since >= write_every:
+                _write(answers, done)
+                done, since = [], time.monotonic()
+        if done:
+            _write(answers, done)
+
+
+def _write(answers: BinaryIO, lines: list[bytes]) -> None:
+    answers.write(b"".join(lines))
+    answers.flush()
 
 
 def _complete_requests(pending: bytearray) -> list[bytes]:
