@@ -253,3 +253,15 @@ class TextFastPathTests(SynchronousTestCase):
                 decoded = decode(text)
                 self.assertEqual(text_problems(text, decoded), problems(decoded))
                 self.assertTrue(problems(decoded), value)
+
+    def test_decode_reads_what_json_loads_reads(self) -> None:
+        """One decoder for every call, with ``json.loads``'s handling of encodings."""
+        document = {"id": "D.\u00e9", "n": [1, 2.5, None, True]}
+        texts: list[str | bytes] = [json.dumps(document), json.dumps(document).encode()]
+        texts += [json.dumps(document).encode(codec) for codec in ("utf-16", "utf-32-le")]
+        texts.append(b"\xef\xbb\xbf" + json.dumps(document).encode())  # BOM: bytes accept it
+        for text in texts:
+            self.assertEqual(decode(text), json.loads(text))
+        for refused in ("\ufeff" + json.dumps(document), '{"v": NaN}', b"\xff{}"):
+            with self.assertRaises(DocumentError):
+                decode(refused)
