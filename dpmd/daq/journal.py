@@ -5,9 +5,9 @@ get a Deferred that fires once the change is on disk.  One writer thread
 commits: while it is busy, the changes that arrive wait, and the next
 transaction takes all of them at once, so twenty clients queueing at the same
 time cost one ``fsync``, not twenty.  That transaction starts as soon as the
-one before it is on disk, before the reactor answers the callers of that one,
-each in the order its change was made.  A failed transaction fails every caller in it
-with ``StoreError`` and leaves nothing of it in the store.
+one before it is on disk, while the reactor answers the callers of that one,
+each in the order its change was made.  A failed transaction fails every
+caller in it with ``StoreError`` and leaves nothing of it in the store.
 
 Look-ups of DAQs that are not in memory (archived ones, the specification
 of a DAQ about to start) go through a reader thread with a connection of
@@ -30,6 +30,9 @@ from dpmd.logs import get_logger
 
 log = get_logger(__name__)
 
+_Batch = list[tuple[Change, Deferred[Any]]]
+"""Changes for one transaction, each with the Deferred of its caller."""
+
 
 class Journal:
     def __init__(self, writer: Store, reader: Store, run_writer: RunBlocking,
@@ -38,11 +41,10 @@ class Journal:
         self._reader = reader
         self._run_writer = run_writer
         self._run_reader = run_reader
-        self._waiting: list[tuple[Change, Deferred[Any]]] = []
+        self._waiting: _Batch = []
         self._committing = False
-        self._done: deque[tuple[Sequence[Any] | Failure, list[tuple[Change, Deferred[Any]]]]] = (
-            deque()
-        )
+        self._done: deque[tuple[Sequence[Any] | Failure, _Batch]] = deque()
+        """Transactions over whose callers are still to be answered, oldest first."""
         self._answering = False
         self._holding = 0
         self._after_batch: list[Callable[[], None]] = []
@@ -119,8 +121,7 @@ class Journal:
         changes = [change for change, _ in batch]
         self._run_writer(self._writer.commit, changes).addBoth(self._committed, batch)
 
-    def _committed(self, outcome: Sequence[Any] | Failure,
-                   batch: list[tuple[Change, Deferred[Any]]]) -> None:  # fmt: skip
+    def _committed(self, outcome: Sequence[Any] | Failure, batch: _Batch) -> None:
         # The changes that waited go to the writer before this batch's callers are
         # answered: the disk works on them while the reactor answers.  What the
         # callers commit in reply waits for the transaction after.  Callers are
@@ -141,8 +142,7 @@ class Journal:
             stopped, self._stopped = self._stopped, None
             stopped.callback(None)
 
-    def _answer(self, outcome: Sequence[Any] | Failure,
-                batch: list[tuple[Change, Deferred[Any]]]) -> None:  # fmt: skip
+    def _answer(self, outcome: Sequence[Any] | Failure, batch: _Batch) -> None:
         if isinstance(outcome, Failure):
             reason = (
                 outcome.value
