@@ -8,7 +8,9 @@ vetting child checks them on the other core while the reactor goes on
 answering (``dpmd.daq.validator``); so do specifications too big to check
 on the reactor.  Arrivals are handed to the store in arrival order (the head
 waits for its check), and the store answers them in that order: the
-registry never needs sorting.
+registry never needs sorting.  The child's answers of one turn of the
+reactor go to the store together, as one transaction, and the DAQs one
+transaction queues get one log line (``QueuedLog``).
 
 The reply is sent only once the store has the DAQ.  A specification
 byte-identical to the one stored under its id is answered with success
