@@ -176,8 +176,17 @@ class ChildProcess(ProcessProtocol):
         self._heard()
 
     def write(self, data: bytes) -> None:
-        """Send ``data`` to the stdin of a child started with ``keep_stdin``."""
+        """Send ``data`` to the stdin of a child started with ``keep_stdin``, at once.
+
+        A process transport writes on the reactor's next turn, after every other
+        event of this one, and a child that waits for its input (the vetting
+        child) would wait for all of them.  What the pipe does not take now is
+        written on that turn, as usual.
+        """
         self._process.write(data)
+        stdin = getattr(self._process, "pipes", {}).get(0)  # twisted.internet.process.Process
+        if stdin is not None:
+            stdin.doWrite()
 
     def _heard(self) -> None:
         """The child said something: restart the silence timer, tell the listeners."""

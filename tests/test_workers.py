@@ -132,6 +132,20 @@ class OutputTests(RunnerTestCase):
         self.assertEqual([len(line) for line in lines], [MAX_LINE, len(b'{"after": 1}')])
 
 
+class InputTests(RunnerTestCase):
+    @inlineCallbacks
+    def test_what_is_written_reaches_the_child_before_the_reactor_turns(self) -> None:
+        child, _ = self.spawn([*PYTHON, "import sys; sys.exit(len(sys.stdin.buffer.read(5)))"],
+                              keep_stdin=True)  # fmt: skip
+        child.write(b"hello")
+        process = psutil.Process(child.pid)
+        deadline = time.monotonic() + 10
+        while process.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)  # the reactor does not run meanwhile
+        self.assertEqual(process.status(), psutil.STATUS_ZOMBIE, "the child read its input")
+        self.assertEqual((yield child.wait()), ExitStatus(5))
+
+
 class StderrTests(RunnerTestCase):
     @inlineCallbacks
     def test_stderr_is_appended_to_the_file_given(self) -> None:
