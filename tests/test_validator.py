@@ -125,6 +125,7 @@ class ValidatorTests(TestCase):
         [child] = self.runner.running
         first_pid = child.pid
         assert first_pid is not None
+        os.kill(first_pid, signal.SIGSTOP)  # it must not answer before it is killed
         pending = validator.vet(self.texts()[1])
         os.kill(first_pid, signal.SIGKILL)
         failure = yield self.assertFailure(pending, ValidatorGone)
