@@ -791,24 +791,39 @@ class QueueOrderTests(SynchronousTestCase):
 
         h = Harness(self)
         self.successResultOf(h.manager.queue_daq(specification("L.1", "/missing.fits")))
+        self.assertEqual(queued(), [], "the line waits for others to share it")
+        h.reactor.advance(QueuedLog.WITHIN)
         self.assertEqual(queued(), [("DAQ L.1 queued", "L.1")])
+        h.reactor.advance(QueuedLog.WITHIN)
+        self.assertEqual(queued(), [], "once only")
+
         commits = self.held_commits(h)
         ids = [f"L.{n}" for n in range(2, 2 + 1 + QueuedLog.PER_LINE + 2)]
         replies = [h.manager.queue_daq(specification(name, "/missing.fits")) for name in ids]
         h.run_writer = synchronous
         h.settle()  # L.2 was checked at once; the child answers the others in one read
+        h.reactor.advance(QueuedLog.WITHIN)
         self.assertEqual(queued(), [], "nothing is logged before it is stored")
         commits[0].callback(None)  # L.2 is stored, then the others in one transaction
         for reply in replies:
             self.successResultOf(reply)
-        together = ids[1:]
         self.assertEqual(queued(), [
-            ("DAQ L.2 queued", "L.2"),
-            (f"{QueuedLog.PER_LINE} DAQs queued: {', '.join(together[:QueuedLog.PER_LINE])}",
-             together[: QueuedLog.PER_LINE]),
-            (f"2 DAQs queued: {', '.join(together[QueuedLog.PER_LINE:])}",
-             together[QueuedLog.PER_LINE :]),
-        ])  # fmt: skip
+            (f"{QueuedLog.PER_LINE} DAQs queued: {', '.join(ids[:QueuedLog.PER_LINE])}",
+             ids[: QueuedLog.PER_LINE]),
+        ], "a full line at once")  # fmt: skip
+        h.reactor.advance(QueuedLog.WITHIN)
+        rest = ids[QueuedLog.PER_LINE :]
+        self.assertEqual(queued(), [(f"3 DAQs queued: {', '.join(rest)}", rest)])
+
+    def test_the_queued_daqs_that_wait_for_their_line_get_it_at_stop(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        h = Harness(self)
+        self.successResultOf(h.manager.queue_daq(specification("S.1", "/missing.fits")))
+        self.successResultOf(h.manager.stop())
+        self.assertIn("DAQ S.1 queued", [formatEvent(e) for e in events])
+        self.assertEqual(h.reactor.getDelayedCalls(), [], "no timer left behind")
 
     def test_the_child_refuses_what_the_reactor_would_refuse(self) -> None:
         h = Harness(self)

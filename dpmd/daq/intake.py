@@ -9,8 +9,8 @@ answering (``dpmd.daq.validator``); so do specifications too big to check
 on the reactor.  Arrivals are handed to the store in arrival order (the head
 waits for its check), and the store answers them in that order: the
 registry never needs sorting.  The child's answers of one turn of the
-reactor go to the store together, as one transaction, and the DAQs one
-transaction queues get one log line (``QueuedLog``).
+reactor go to the store together, as one transaction, and the DAQs queued
+within a tenth of a second share one log line (``QueuedLog``).
 
 The reply is sent only once the store has the DAQ.  A specification
 byte-identical to the one stored under its id is answered with success
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.config import Config
@@ -78,8 +78,8 @@ class Intake:
         self._next_seq = next_seq
         self._accepted = accepted
         self._arrivals: deque[_Arrival] = deque()
-        self._queued_log = QueuedLog()
-        journal.after_each_batch(self._queued_log.write)
+        self._queued_log = QueuedLog(clock)
+        journal.after_each_batch(self._queued_log.write_full_lines)
         self._store_due = False
 
     def queue(self, document: str | dict[str, Any]) -> Deferred[DaqReply]:
@@ -101,6 +101,10 @@ class Intake:
         else:
             self._vet_in_child(text).addBoth(self._checked_by_child, arrival)
         return arrival.reply
+
+    def log_waiting(self) -> None:
+        """Write the log lines of the queued DAQs that wait for theirs (at stop)."""
+        self._queued_log.flush()
 
     def _checked_by_child(self, outcome: dict[str, Any] | Failure, arrival: _Arrival) -> None:
         # The child's answers come several a read: handed to the store at the end of
@@ -211,31 +215,54 @@ def _claimed_id(document: Any) -> str:
 
 
 class QueuedLog:
-    """One log line for the DAQs queued by one transaction of the store.
+    """One log line for the DAQs queued within a tenth of a second of one another.
 
-    Twenty clients queueing together are answered from one commit; a line
-    each would cost the reactor more than the rest of their QueueDaqs
-    (Twisted formats and writes every event on its thread).  A DAQ queued
-    alone gets its own line, ``DAQ <id> queued`` with ``daq_id``; DAQs queued
-    together get ``<n> DAQs queued: <id>, <id>, ...`` with ``daq_ids``, at
-    most ``PER_LINE`` of them a line.
+    Twisted formats and writes every event on the reactor's thread, and a
+    line per DAQ cost a tenth to a fifth of the reactor's time at one client's pace,
+    more than the rest of a burst's QueueDaqs at twenty clients'.  A DAQ is
+    added once the store has it; a line is written once ``PER_LINE`` DAQs
+    wait (after the answers of the transaction that made them so many), or
+    ``WITHIN`` seconds after the first of them, or when the server stops.
+    A DAQ queued alone gets its own line, ``DAQ <id> queued`` with ``daq_id``;
+    DAQs queued together get ``<n> DAQs queued: <id>, <id>, ...`` with
+    ``daq_ids``.
     """
 
     PER_LINE = 20
+    WITHIN = 0.1
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
         self._ids: list[str] = []
+        self._due: IDelayedCall | None = None
 
     def add(self, daq_id: str) -> None:
         self._ids.append(daq_id)
+        if self._due is None:
+            self._due = self._clock.callLater(self.WITHIN, self.flush)
 
-    def write(self) -> None:
-        """Log the DAQs added since the last call."""
+    def write_full_lines(self) -> None:
+        """Log ``PER_LINE`` DAQs a line while that many wait (after each transaction)."""
+        while len(self._ids) >= self.PER_LINE:
+            self._line(self._ids[: self.PER_LINE])
+            del self._ids[: self.PER_LINE]
+        if not self._ids and self._due is not None:
+            self._due.cancel()
+            self._due = None
+
+    def flush(self) -> None:
+        """Log every DAQ that waits (when the first has waited ``WITHIN``, and at stop)."""
+        if self._due is not None and self._due.active():
+            self._due.cancel()
+        self._due = None
         ids, self._ids = self._ids, []
         for first in range(0, len(ids), self.PER_LINE):
-            line = ids[first : first + self.PER_LINE]
-            if len(line) == 1:
-                log.info("DAQ {daq_id} queued", daq_id=line[0])
-            else:
-                log.info("{count} DAQs queued: {names}", count=len(line),
-                         names=", ".join(line), daq_ids=line)  # fmt: skip
+            self._line(ids[first : first + self.PER_LINE])
+
+    @staticmethod
+    def _line(ids: list[str]) -> None:
+        if len(ids) == 1:
+            log.info("DAQ {daq_id} queued", daq_id=ids[0])
+        else:
+            log.info("{count} DAQs queued: {names}", count=len(ids), names=", ".join(ids),
+                     daq_ids=ids)  # fmt: skip

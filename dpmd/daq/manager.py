@@ -104,7 +104,8 @@ class DaqManager:
     def stop(self) -> Deferred[None]:
         """Stop every child (bounded by ``shutdown_timeout``), then let the store settle.
 
-        DAQs keep their committed state and resume on the next start.
+        DAQs keep their committed state and resume on the next start.  The
+        queued DAQs that wait for their log line get it.
         """
         self.scheduler.stop()
         self.pipeline.stop_all()
@@ -116,7 +117,8 @@ class DaqManager:
         ending.addErrback(lambda _: log.warn("children still running at shutdown"))
         drained = ending.addCallback(lambda _: self.journal.drain())
         drained.addTimeout(timeout, self._clock)
-        return drained.addErrback(lambda _: log.warn("the store did not settle at shutdown"))
+        drained.addErrback(lambda _: log.warn("the store did not settle at shutdown"))
+        return drained.addCallback(lambda _: self.intake.log_waiting())
 
     def close(self) -> Deferred[None]:
         """Close the store, each connection on its own thread once its calls are done."""
