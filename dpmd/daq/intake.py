@@ -217,15 +217,15 @@ def _claimed_id(document: Any) -> str:
 class QueuedLog:
     """One log line for the DAQs queued within a tenth of a second of one another.
 
-    Twisted formats and writes every event on the reactor's thread, and a
-    line per DAQ cost a tenth to a fifth of the reactor's time at one client's pace,
-    more than the rest of a burst's QueueDaqs at twenty clients'.  A DAQ is
-    added once the store has it; a line is written once ``PER_LINE`` DAQs
-    wait (after the answers of the transaction that made them so many), or
-    ``WITHIN`` seconds after the first of them, or when the server stops.
-    A DAQ queued alone gets its own line, ``DAQ <id> queued`` with ``daq_id``;
-    DAQs queued together get ``<n> DAQs queued: <id>, <id>, ...`` with
-    ``daq_ids``.
+    Twisted formats and writes every event on the reactor's thread: a line
+    per DAQ cost a tenth to a fifth of the reactor's time at one client's
+    pace, and more than the rest of a burst's QueueDaqs at twenty clients'.
+    A DAQ is added once the store has it; a line is written once
+    ``PER_LINE`` DAQs wait (after the answers of the transaction that made
+    them so many), or ``WITHIN`` seconds after the first of them, or when
+    the server stops.  A DAQ queued alone gets its own line, ``DAQ <id>
+    queued`` with ``daq_id``; DAQs queued together get ``<n> DAQs queued:
+    <id>, <id>, ...`` with ``daq_ids``.
     """
 
     PER_LINE = 20
@@ -243,26 +243,28 @@ class QueuedLog:
 
     def write_full_lines(self) -> None:
         """Log ``PER_LINE`` DAQs a line while that many wait (after each transaction)."""
-        while len(self._ids) >= self.PER_LINE:
-            self._line(self._ids[: self.PER_LINE])
-            del self._ids[: self.PER_LINE]
-        if not self._ids and self._due is not None:
-            self._due.cancel()
-            self._due = None
+        full = len(self._ids) - len(self._ids) % self.PER_LINE
+        self._write(self._ids[:full])
+        del self._ids[:full]
+        if not self._ids:
+            self._cancel()
 
     def flush(self) -> None:
         """Log every DAQ that waits (when the first has waited ``WITHIN``, and at stop)."""
+        self._cancel()
+        ids, self._ids = self._ids, []
+        self._write(ids)
+
+    def _cancel(self) -> None:
         if self._due is not None and self._due.active():
             self._due.cancel()
         self._due = None
-        ids, self._ids = self._ids, []
-        for first in range(0, len(ids), self.PER_LINE):
-            self._line(ids[first : first + self.PER_LINE])
 
-    @staticmethod
-    def _line(ids: list[str]) -> None:
-        if len(ids) == 1:
-            log.info("DAQ {daq_id} queued", daq_id=ids[0])
-        else:
-            log.info("{count} DAQs queued: {names}", count=len(ids), names=", ".join(ids),
-                     daq_ids=ids)  # fmt: skip
+    def _write(self, ids: list[str]) -> None:
+        for first in range(0, len(ids), self.PER_LINE):
+            line = ids[first : first + self.PER_LINE]
+            if len(line) == 1:
+                log.info("DAQ {daq_id} queued", daq_id=line[0])
+            else:
+                log.info("{count} DAQs queued: {names}", count=len(line),
+                         names=", ".join(line), daq_ids=line)  # fmt: skip
