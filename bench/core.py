@@ -154,11 +154,11 @@ def latency_against_a_new_server(port: int, work: Path, each: int) -> tuple[floa
     neighbours weigh on both alike (the ratio is the median of the rounds').
     The new server's first DAQ blocks in Collecting, as on the other.
     """
-    start = work / "new-server"
-    start.mkdir()
-    config = start / "dpmd.yaml"
+    folder = work / "new-server"
+    folder.mkdir()
+    config = folder / "dpmd.yaml"
     config.write_text((work / "dpmd.yaml").read_text())
-    process, new_port = start_server(start, config)
+    process, new_port = start_server(folder, config)
     try:
         queue_one_client(new_port, ["BLOCKER"])
         news, lates, ratios = [], [], []
