@@ -30,8 +30,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # What in JSON text could decode to a value ``problems`` refuses: a \u escape (a lone
 # surrogate), a raw surrogate (str, or bytes as json.loads decodes them with
 # surrogatepass), or a number that may overflow a double (a 3-digit exponent, 309 digits).
-_SUSPECT_TEXT = re.compile(r"\\u|[\ud800-\udfff]|[0-9][eE][-+]?[0-9]{3}|[0-9]{309}")
-_SUSPECT_BYTES = re.compile(rb"\\u|\xed[\xa0-\xbf]|[0-9][eE][-+]?[0-9]{3}|[0-9]{309}")
+# Each is searched for on its own: one pattern of the four alternatives tried all four
+# at every character, twice as slow as the four searches.
+_RAW_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+_BIG_EXPONENT = re.compile(r"[0-9][eE][-+]?[0-9]{3}")
+_BIG_EXPONENT_BYTES = re.compile(rb"[0-9][eE][-+]?[0-9]{3}")
+_MANY_DIGITS = re.compile(r"[0-9]{309}")
+_MANY_DIGITS_BYTES = re.compile(rb"[0-9]{309}")
 
 
 class DocumentError(ValueError):
@@ -95,10 +100,18 @@ def text_problems(text: str | bytes | bytearray, document: Any) -> list[str]:
     Most specifications hold no escape and no huge number, and are shallow: the
     text says so at C speed, and only the containers are walked for depth.
     """
-    suspect = _SUSPECT_TEXT if isinstance(text, str) else _SUSPECT_BYTES
-    if suspect.search(text) is None and (_few_containers(text) or _shallow(document)):  # type: ignore[arg-type]
+    if not _suspect(text) and (_few_containers(text) or _shallow(document)):
         return []
     return problems(document)
+
+
+def _suspect(text: str | bytes | bytearray) -> bool:
+    """Whether ``text`` holds anything that could decode to a value ``problems`` refuses."""
+    if isinstance(text, str):
+        return bool("\\u" in text or _SURROGATE.search(text) or _BIG_EXPONENT.search(text)
+                    or _MANY_DIGITS.search(text))  # fmt: skip
+    return bool(b"\\u" in text or _RAW_SURROGATE_BYTES.search(text)
+                or _BIG_EXPONENT_BYTES.search(text) or _MANY_DIGITS_BYTES.search(text))  # fmt: skip
 
 
 def _few_containers(text: str | bytes | bytearray) -> bool:
