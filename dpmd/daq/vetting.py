@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dpmd.daq.checks import ReceiverRules, server_problems
+from dpmd.rpc.encoding import encode
 from dpmd.spec import SpecificationError, parse_specification
 
 
@@ -92,7 +93,7 @@ def serve(requests: Chunks, answers: BinaryIO, rules: ReceiverRules,
         done: list[bytes] = []
         since = time.monotonic()
         for text in _complete_requests(pending):
-            done.append(json.dumps(vet(text, rules), separators=(",", ":")).encode() + b"\n")
+            done.append(encode(vet(text, rules)) + b"\n")
             if time.monotonic() - since >= write_every:
                 _write(answers, done)
                 done, since = [], time.monotonic()
