@@ -174,6 +174,39 @@ class RemoteTests(TestCase):
             self.assertEqual(hdus[0].header["HIERARCH ESO INS FILT1 ID"], "V")
 
     @inlineCallbacks
+    def test_a_remote_source_broken_when_collected_is_transferred_again_by_the_retry(
+        self,
+    ) -> None:
+        caller = yield self.start()
+        far = Path(write_fits(str(self.far / "dcs.fits"), [("INSTRUME", "X")],
+                              extensions=[image_hdu("SCI", (64, 64))]))  # fmt: skip
+        original = far.read_bytes()
+        times = far.stat()
+        at = original.index(b"XTENSION")  # broken at its host when it was collected:
+        far.write_bytes(original[:at] + b"BROKEN  " + original[at + 8:])  # the same size
+        os.utime(far, ns=(times.st_atime_ns, times.st_mtime_ns))
+        yield caller.call("/daq/QueueDaq", spec_with("REM.9", ("dcs", remote(far))))
+        for _ in range(1500):
+            status = yield caller.call("/daq/GetDaqStatus", "REM.9")
+            if status["error"]:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        [alert] = status["alerts"]
+        self.assertEqual((alert["category"], alert["terminal"]), ("MergeError", True))
+        # Put back, its size and time as the broken one's: only a whole new transfer, not
+        # rsync's quick check against the broken copy, brings the right bytes.
+        far.write_bytes(original)
+        os.utime(far, ns=(times.st_atime_ns, times.st_mtime_ns))
+        yield caller.call("/daq/RetryMergeDaq", "REM.9")
+        final = yield caller.wait_for("REM.9", "Completed")
+        with fits.open(final["result"], checksum=True) as hdus:
+            self.assertEqual(hdus[0].verify_checksum(), 1)
+            self.assertEqual([h.name for h in hdus[1:]], ["SCI"])
+        internal = yield caller.call("/daq/GetInternalDaqStatus", "REM.9")
+        [entry] = internal["detail"]["sources"]
+        self.assertEqual((entry["bytes"], entry["collections"]), (len(original), 2))
+
+    @inlineCallbacks
     def test_suspicious_timestamp_warning(self) -> None:
         caller = yield self.start()
         future = write_fits(str(self.far / "future.fits"), [("INSTRUME", "X")])

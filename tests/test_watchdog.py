@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -173,7 +173,7 @@ class RealChildTests(TestCase):
     @inlineCallbacks
     def test_a_source_rewritten_with_its_size_and_time_kept_is_refused(self) -> None:
         """Collected, merge stopped (stalled); the file's bytes change, its size and mtime
-        are put back; the retried merge finds it by the checksum: SourceChanged, terminal."""
+        are put back; the retried merge finds it by the checksum: SourceChanged."""
         service, caller, big, internal = yield self.stopped_merger("SUM.1", kill=2)
         [source] = internal["detail"]["sources"]
         with open(big, "rb") as handle:
@@ -192,7 +192,7 @@ class RealChildTests(TestCase):
         refused = yield self.poll(caller, "SUM.1", lambda i: any(
             a["category"] == "SourceChanged" for a in i["status"]["alerts"]))  # fmt: skip
         [alert] = refused["status"]["alerts"]
-        self.assertEqual((alert["key"], alert["terminal"]), ("src0", True))
+        self.assertEqual((alert["key"], alert["terminal"]), ("src0", False))
         self.assertIn("sha256 checksum is now", alert["description"])
         self.assertEqual(refused["detail"]["processes"], [], "no merger ran")
         del service
@@ -287,7 +287,7 @@ class SourceChangedTests(SynchronousTestCase):
         h.queue(specification("SC.1", str(source)))
         [alert] = h.internal("SC.1")["status"]["alerts"]
         self.assertEqual((alert["category"], alert["key"], alert["terminal"]),
-                         ("SourceChanged", "src0", True))  # fmt: skip
+                         ("SourceChanged", "src0", False))  # fmt: skip
         self.assertIn(f"{len(FITS_BLOCK)} bytes", alert["description"])
         self.assertIn(f"now {2 * len(FITS_BLOCK)} bytes", alert["description"])
         self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
@@ -309,7 +309,7 @@ class SourceChangedTests(SynchronousTestCase):
         h.queue(specification("SC.2", str(source)))
         [alert] = h.internal("SC.2")["status"]["alerts"]
         self.assertEqual((alert["category"], alert["key"], alert["terminal"]),
-                         ("SourceChanged", "src0", True))  # fmt: skip
+                         ("SourceChanged", "src0", False))  # fmt: skip
         self.assertIn("the same size and modification time, but its sha256 checksum is now",
                       alert["description"])  # fmt: skip
         self.assertEqual(h.reactor.running_processes(), [], "the merger never read it")
@@ -384,3 +384,45 @@ class SilentChildMemoryTests(TestCase):
         self.assertIsNone(child.peak_rss, "it has not spoken")
         clock.advance(10)
         self.assertGreaterEqual(child.peak_rss or 0, 64 << 20)
+
+
+class MergeSlotProgressTests(SynchronousTestCase):
+    """A DAQ's progress says what it waits for: a merge slot only while every one is taken."""
+
+    def test_a_merge_that_waits_for_a_slot_says_how_many_are_taken(self) -> None:
+        h = Harness(self, **{"limits.daq": 2, "limits.merge": 1})
+        h.queue(specification("MS.1", h.source("a.fits")))
+        h.queue(specification("MS.2", h.source("b.fits")))
+        self.assertEqual(h.internal("MS.2")["detail"]["progress"]["stage"],
+                         "waiting for a merge slot (1 of limits.merge = 1 in use)")  # fmt: skip
+        self.assertNotIn("waiting", h.internal("MS.1")["detail"]["progress"]["stage"])
+
+    def test_a_merge_with_a_free_slot_does_not_say_it_waits(self) -> None:
+        h = Harness(self)
+        held: list[Any] = []
+
+        def hold_the_check(function: Any, *args: Any) -> Any:
+            if getattr(function, "__name__", "") == "changed_sources":
+                held.append(function)
+                return Deferred()
+            return synchronous(function, *args)
+
+        h.run_blocking = hold_the_check
+        h.queue(specification("MS.3", h.source("a.fits")))
+        self.assertEqual(len(held), 1)
+        self.assertEqual(h.internal("MS.3")["detail"]["progress"]["stage"], "checking the sources")
+
+    def test_a_failed_merge_leaves_no_progress_behind(self) -> None:
+        h = Harness(self)
+        source = Path(h.source("a.fits"))
+
+        def rewrite_first(function: Any, *args: Any) -> Any:
+            if getattr(function, "__name__", "") == "changed_sources":
+                source.write_bytes(FITS_BLOCK * 2)
+            return synchronous(function, *args)
+
+        h.run_blocking = rewrite_first
+        h.queue(specification("MS.4", str(source)))
+        internal = h.internal("MS.4")
+        self.assertEqual([a["category"] for a in internal["status"]["alerts"]], ["SourceChanged"])
+        self.assertIsNone(internal["detail"]["progress"], "it waits for a retry, not a slot")

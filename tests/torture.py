@@ -48,6 +48,9 @@ POINTS = ("queue-reply", "receiver-publish", "commit-batch", "archive")
 """Named windows: after a QueueDaq is durable but before its reply; after a product
 appears at a receiver but before it is recorded; in the middle of a store transaction;
 while a finished DAQ's folder is being archived."""
+RECOLLECT_POINT = "recollect"
+"""A window of its own, for ``tests.test_recollect_server`` (the torture's DAQs never fail
+a merge): a retry's re-collection has hashed a source again, before it is recorded."""
 
 TEMPORARY_MARKS = (".dpmd-part", ".dpmd-tmp", ".tmp")
 
@@ -97,6 +100,16 @@ def arm(point: str, marker: Path) -> None:
             return result
 
         Store._apply = half_a_transaction  # type: ignore[method-assign]
+    elif point == RECOLLECT_POINT:
+        from dpmd.stages import collect
+
+        supersede = collect.superseding
+
+        def hashed_not_recorded(earlier: Any, record: Any) -> Any:
+            _die(marker)
+            return supersede(earlier, record)
+
+        collect.superseding = hashed_not_recorded
     elif point == "archive":
         from dpmd.workspace import Workspace
 
@@ -111,7 +124,8 @@ def arm(point: str, marker: Path) -> None:
 
         Workspace.file_away = half_filed  # type: ignore[method-assign]
     else:
-        raise SystemExit(f"unknown crash point {point!r}; known: {', '.join(POINTS)}")
+        known = ", ".join((*POINTS, RECOLLECT_POINT))
+        raise SystemExit(f"unknown crash point {point!r}; known: {known}")
 
 
 def serve(argv: list[str]) -> None:

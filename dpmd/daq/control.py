@@ -148,13 +148,11 @@ class Control:
                 "Merging or Releasing can be retried",
                 daq.id,
             )
-        category = STAGES[substate].error_category
-        if self._pipeline.is_running(daq) or not any(
-            alert.category == category for alert in daq.record.alerts
-        ):
+        spec = STAGES[substate]
+        if self._pipeline.is_running(daq) or not spec.failed(daq.record.alerts):
             raise IllegalRequest(
-                f"DAQ '{daq.id}' is {substate.value} without a {category} alert: "
-                "there is nothing to retry",
+                f"DAQ '{daq.id}' is {substate.value} without a {' or '.join(spec.errors)} "
+                "alert: there is nothing to retry",
                 daq.id,
             )
         return self._pipeline.retry(daq)
@@ -168,9 +166,7 @@ class Control:
 
         def going_on(_: object) -> Deferred[None] | None:
             substate = daq.substate
-            if substate in STAGE_SUBSTATES and any(
-                alert.category == STAGES[substate].error_category for alert in daq.record.alerts
-            ):
+            if substate in STAGE_SUBSTATES and STAGES[substate].failed(daq.record.alerts):
                 return self._pipeline.retry(daq)
             self._resume(daq)
             return None

@@ -39,6 +39,7 @@ class Event(enum.Enum):
     COLLECTED = "collected"
     MERGED = "merged"
     RELEASED = "released"
+    RECOLLECT = "recollect"
     ABORT = "abort"
     ABORTED = "aborted"
 
@@ -48,6 +49,7 @@ TRANSITIONS: dict[tuple[DaqSubState, Event], DaqSubState] = {
     (S.Collecting, Event.COLLECTED): S.Merging,
     (S.Merging, Event.MERGED): S.Releasing,
     (S.Releasing, Event.RELEASED): S.Completed,
+    (S.Merging, Event.RECOLLECT): S.Collecting,
     (S.Scheduled, Event.ABORT): S.Aborted,
     (S.Collecting, Event.ABORT): S.Aborting,
     (S.Merging, Event.ABORT): S.Aborting,
@@ -126,8 +128,12 @@ class Daq:
 
     # -- changes ------------------------------------------------------------------
 
-    def fire(self, event: Event, message: str, **fields: Any) -> Deferred[None]:
-        """Take the transition ``event`` names from the current substate and commit it."""
+    def fire(self, event: Event, message: str, history_note: dict[str, Any] | None = None,
+             **fields: Any) -> Deferred[None]:  # fmt: skip
+        """Take the transition ``event`` names from the current substate and commit it.
+
+        ``history_note``: what the transition's entry in the history keeps beside its
+        message (e.g. the checksums of re-collected sources, before and after)."""
         current = self._newest.substate
         target = TRANSITIONS.get((current, event))
         if target is None:
@@ -135,12 +141,12 @@ class Daq:
                 f"DAQ '{self.id}' cannot {event.value} while {current.value}", self.id
             )
         now = self._clock.seconds()
-        if target is S.Collecting:
+        if event is Event.START:
             fields["started_at"] = now
         if target.is_final:
             fields["finished_at"] = now
         entry = {"substate": target.value, "timestamp": now, "event": event.value,
-                 "message": message}  # fmt: skip
+                 "message": message, **(history_note or {})}  # fmt: skip
         self.progress = None
         self.source_progress = {}
         return self.change(message, substate=target, history=(*self._newest.history, entry),

@@ -27,7 +27,7 @@ from dpmd.daq.reserve import StorageReserve
 from dpmd.daq.stagespec import FIRST_STAGE, NEXT_STAGE, STAGES, StageSpec, begin, end
 from dpmd.daq.store import StoreError
 from dpmd.logs import get_logger
-from dpmd.model import AlertSeverity
+from dpmd.model import AlertSeverity, DaqSubState
 from dpmd.spec import parse_specification
 from dpmd.stages import Problem, StageError
 from dpmd.storage import StorageMonitor
@@ -35,6 +35,7 @@ from dpmd.workspace import Workspace
 
 log = get_logger(__name__)
 
+S = DaqSubState
 INTERNAL = "internal"
 WAITING = object()
 """What a stage run that never started ends with: the storage reserve holds it."""
@@ -122,8 +123,8 @@ class Pipeline:
         following = NEXT_STAGE.get(spec.substate)
         if following is not None:
             stages = begin(stages, following.name, now)
-        moved = daq.fire(spec.done, spec.done_message, stages=stages,
-                         **spec.result_fields(outcome))  # fmt: skip
+        moved = daq.fire(spec.done, spec.done_message, spec.history_note(outcome),
+                         stages=stages, **spec.result_fields(outcome))  # fmt: skip
         moved.addCallback(lambda _: self._tell(daq, spec, stages[spec.name], True))
         moved.addCallback(lambda _: self._after(daq))
         settle(moved, "DAQ {daq_id}: the end of {stage}", daq_id=daq.id, stage=spec.name)
@@ -145,8 +146,10 @@ class Pipeline:
     def _failed(self, failure: Failure, daq: Daq, spec: StageSpec, host: StageContext) -> None:
         if failure.check(CancelledError, StoreError):
             return  # stopped on purpose, or the DAQ shows the store's failure already
+        recollect: tuple[str, ...] = ()
         if failure.check(StageError):
             problems = failure.value.problems
+            recollect = failure.value.recollect
         else:
             incident = uuid.uuid4().hex[:12]
             log.failure("DAQ {daq_id}: {stage} failed (incident {incident})", failure,
@@ -157,9 +160,14 @@ class Pipeline:
         last = "; ".join(problem.description for problem in problems)
         stages = end(daq.newest.stages, spec.name, now, error=last, peak_rss=host.peak_rss)
         attempts = int(stages[spec.name].get("attempts", 1))
+        daq.progress = None  # it waits for a retry now, not for the stage
         for number, problem in enumerate(problems):
             log.warn("DAQ {daq_id}: {problem}", daq_id=daq.id, problem=problem.description)
-            fields = {"stages": stages} if number == 0 else {}
+            fields: dict[str, Any] = {}
+            if number == 0:
+                fields["stages"] = stages
+                if recollect:
+                    fields["recollect"] = recollect
             category = problem.category or spec.error_category
             raised = daq.raise_alert(category, problem.key, AlertSeverity.Error,
                                      problem.description, problem.terminal, attempts, **fields)
@@ -178,14 +186,29 @@ class Pipeline:
             child.terminate(self._means.config.shutdown_timeout)
 
     def retry(self, daq: Daq) -> Deferred[None]:
-        """Clear the stage's alerts and run it again (``RetryMergeDaq``)."""
+        """Clear the stage's alerts and run it again (``RetryMergeDaq``); a merge that
+        failed for a source's sake goes back to collect the sources it names."""
         spec = STAGES[daq.substate]
         now = self._means.clock.seconds()
+        if spec.substate is S.Merging and daq.newest.recollect:
+            return self._recollect(daq, spec, now)
         message = f"retrying {spec.name}"
         log.info("DAQ {daq_id}: {message}", daq_id=daq.id, message=message)
         cleared = daq.clear_alerts(spec.alerts, message,
                                    stages=begin(daq.newest.stages, spec.name, now))  # fmt: skip
         return cleared.addCallback(lambda _: self.later(daq))
+
+    def _recollect(self, daq: Daq, merging: StageSpec, now: float) -> Deferred[None]:
+        """Back to ``Collecting`` for the sources the failed merge named: the retry takes
+        them as they are now (their new checksums replace the old, which the history and
+        the source's entry keep)."""
+        names = daq.newest.recollect
+        message = f"retrying: collecting {', '.join(names)} again, then merging"
+        log.info("DAQ {daq_id}: {message}", daq_id=daq.id, message=message)
+        alerts = tuple(a for a in daq.newest.alerts if a.category not in merging.alerts)
+        moved = daq.fire(Event.RECOLLECT, message, alerts=alerts,
+                         stages=begin(daq.newest.stages, FIRST_STAGE.name, now))  # fmt: skip
+        return moved.addCallback(lambda _: self.later(daq))
 
     def rerun(self, daq: Daq) -> None:
         """After a restart: the interrupted stage runs again from its start."""

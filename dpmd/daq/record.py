@@ -64,6 +64,10 @@ class DaqRecord:
     """Per stage: ``{"attempts", "started_at", "ended_at", "last_error"}``, and
     ``"peak_rss_bytes"`` (the most memory one of the run's children held) once a run
     with children ended; records of earlier versions lack it: unknown."""
+    recollect: tuple[str, ...] = ()
+    """Sources a retry must collect again before the merge runs again: set when a merge
+    fails for a source's sake (it changed since collection, or the merger cannot read
+    it), cleared when they are collected."""
 
     def stage_bytes(self, stage: str) -> int:
         """What a stage moved: the sources collected, the product merged, the copies released."""
@@ -96,7 +100,7 @@ class DaqRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "format": FORMAT,
             "id": self.id,
             "file_id": self.file_id,
@@ -117,6 +121,9 @@ class DaqRecord:
             "deliveries": self.deliveries,
             "stages": self.stages,
         }
+        if self.recollect:
+            document["recollect"] = list(self.recollect)
+        return document
 
     def encode(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
@@ -153,6 +160,7 @@ class DaqRecord:
             product_digest=obj.get("product_digest"),
             deliveries=deliveries,
             stages=dict(obj.get("stages", _EMPTY)),
+            recollect=tuple(obj.get("recollect", ())),
         )
 
     @classmethod

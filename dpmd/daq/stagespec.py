@@ -2,7 +2,7 @@
 
 For each stage substate: the function that runs it, the event that ends it
 and the message that goes with it, the record field its result goes to, the
-Error alert it raises when it fails (which ``RetryMergeDaq`` clears), and all
+Error alerts it raises when it fails (which ``RetryMergeDaq`` answers), and all
 the alerts it owns (cleared when it runs again, as it raises them anew if
 they still hold).
 """
@@ -17,10 +17,10 @@ from twisted.internet.defer import Deferred
 
 from dpmd.daq.lifecycle import Event
 from dpmd.daq.watchdog import STAGE_STALLED
-from dpmd.model import DaqSubState
+from dpmd.model import DaqAlert, DaqSubState
 from dpmd.stages import StageHost
-from dpmd.stages.collect import SUSPICIOUS, collect
-from dpmd.stages.merge import MERGER_ALERTS, Merged, merge
+from dpmd.stages.collect import SUSPICIOUS, Collected, collect
+from dpmd.stages.merge import MERGER_ALERTS, SOURCE_CHANGED, Merged, merge
 from dpmd.stages.release import release
 
 S = DaqSubState
@@ -35,13 +35,29 @@ class StageSpec:
     done_message: str
     result_field: str
     error_category: str
+    """The Error alert of a failed run (a problem may name a category of its own)."""
     alerts: tuple[str, ...]
+    errors: tuple[str, ...]
+    """The Error alerts of a failed run, which ``RetryMergeDaq`` answers."""
 
     def result_fields(self, result: Any) -> dict[str, Any]:
         """What the stage's result changes in the record."""
         if isinstance(result, Merged):
             return {"product": result.path, "product_size": result.size}
-        return {self.result_field: tuple(result) if isinstance(result, list) else result}
+        if isinstance(result, Collected):
+            return {"sources": tuple(result.sources), "recollect": ()}
+        return {self.result_field: result}
+
+    def history_note(self, result: Any) -> dict[str, Any] | None:
+        """What the history keeps of a run's result beside its message: the checksums of
+        the sources collected again, before and after."""
+        if isinstance(result, Collected) and result.recollected:
+            return {"recollected": result.recollected}
+        return None
+
+    def failed(self, alerts: tuple[DaqAlert, ...]) -> bool:
+        """A run of this stage failed and waits for a retry."""
+        return any(alert.category in self.errors for alert in alerts)
 
 
 STAGES: dict[DaqSubState, StageSpec] = {
@@ -49,12 +65,15 @@ STAGES: dict[DaqSubState, StageSpec] = {
     for spec in (
         StageSpec(S.Collecting, "collecting", collect, Event.COLLECTED,
                   "sources collected; merging", "sources", "SourceFileCollectionError",
-                  ("SourceFileCollectionError", SUSPICIOUS, STAGE_STALLED)),
+                  ("SourceFileCollectionError", SUSPICIOUS, STAGE_STALLED),
+                  ("SourceFileCollectionError",)),
         StageSpec(S.Merging, "merging", merge, Event.MERGED, "product merged; releasing",
-                  "product", "MergeError", ("MergeError", *sorted(MERGER_ALERTS), STAGE_STALLED)),
+                  "product", "MergeError",
+                  ("MergeError", SOURCE_CHANGED, *sorted(MERGER_ALERTS), STAGE_STALLED),
+                  ("MergeError", SOURCE_CHANGED)),
         StageSpec(S.Releasing, "releasing", release, Event.RELEASED, "product released",
                   "result", "SourceFileReleasingError",
-                  ("SourceFileReleasingError", STAGE_STALLED)),
+                  ("SourceFileReleasingError", STAGE_STALLED), ("SourceFileReleasingError",)),
     )
 }  # fmt: skip
 

@@ -47,10 +47,16 @@ class Problem(NamedTuple):
 
 
 class StageError(Exception):
-    """Problems that block the stage: one ``Problem`` (or ``(key, description)``) each."""
+    """Problems that block the stage: one ``Problem`` (or ``(key, description)``) each.
 
-    def __init__(self, problems: Sequence[Problem | tuple[str, str]]) -> None:
+    ``recollect``: the sources (by name) that a retry must collect again before the
+    stage can run again, because the problem is in what was collected.
+    """
+
+    def __init__(self, problems: Sequence[Problem | tuple[str, str]],
+                 recollect: Sequence[str] = ()) -> None:  # fmt: skip
         self.problems = [Problem(*problem) for problem in problems]
+        self.recollect = tuple(recollect)
         super().__init__("; ".join(problem.description for problem in self.problems))
 
 

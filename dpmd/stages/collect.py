@@ -19,6 +19,15 @@ A file modified after the DAQ was queued may have been copied while still
 being written: it raises the *SuspiciousSourceFileTimestamp* warning.  Every
 problem is reported at once, one alert per source, so that a single retry
 can fix them all.
+
+A merge that failed for a source's sake (it changed since it was collected,
+or the merger could not read it) names the sources to collect again
+(``DaqRecord.recollect``); the retry brings the DAQ back here for those only.
+A local one is checked and hashed again; a remote one is transferred again
+from scratch (its old copy removed first, so that rsync's quick check cannot
+keep a copy that was changed in place).  The others keep their records.  A
+re-collected source's record counts its ``collections`` and keeps what the
+earlier ones found (``superseded``: size, time and checksum).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
@@ -46,6 +55,8 @@ from dpmd.stages.transfer import (
 )
 
 FITS_SIGNATURE = b"SIMPLE  ="
+COLLECTED = "collected"
+"""A source's ``state`` once collected (``pending`` before: the entry QueueDaq made)."""
 SUSPICIOUS = "SuspiciousSourceFileTimestamp"
 
 
@@ -80,7 +91,7 @@ def inspect_file(source: FitsFileSource, path: Path) -> dict[str, Any]:
         "name": name,
         "location": source.location,
         "local_path": str(path),
-        "state": "collected",
+        "state": COLLECTED,
         "bytes": info.st_size,
         "mtime": info.st_mtime,
     }
@@ -126,6 +137,31 @@ def finish_copy(final: Path) -> None:
     fsync_directory(final.parent)
 
 
+def forget_copy(final: Path) -> None:
+    """Remove an earlier copy, complete or partial, so the next transfer is whole."""
+    final.unlink(missing_ok=True)
+    final.with_name(part_name(final.name)).unlink(missing_ok=True)
+
+
+SUPERSEDED_FIELDS = ("bytes", "mtime", SOURCE_ALGORITHM, "hashed_at")
+
+
+def superseding(earlier: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The record of a source collected again: it counts the collections and keeps
+    what the earlier ones found."""
+    found = {name: earlier.get(name) for name in SUPERSEDED_FIELDS}
+    return {**record, "collections": int(earlier.get("collections", 1)) + 1,
+            "superseded": [*earlier.get("superseded", ()), found]}  # fmt: skip
+
+
+class Collected(NamedTuple):
+    """What a collection found: every file source's record, in the specification's order,
+    and, for the sources collected again, their checksums before and after."""
+
+    sources: list[dict[str, Any]]
+    recollected: dict[str, dict[str, Any]]
+
+
 class Collection:
     """One run of the stage for one DAQ."""
 
@@ -143,11 +179,12 @@ class Collection:
             self.host.set_source_progress(name, meter.done, meter.total)
 
     @inlineCallbacks
-    def fetch(self, source: FitsFileSource, remote: RemoteFile) -> Any:
-        """rsync one remote file into ``sources/``; fires with its local path."""
+    def fetch(self, source: FitsFileSource, remote: RemoteFile, again: bool) -> Any:
+        """rsync one remote file into ``sources/`` (whole when collected ``again``);
+        fires with its local path."""
         host = self.host
         final = host.directory / "sources" / f"{source.source_name}.fits"
-        yield host.run_blocking(prepare_copy, final)
+        yield host.run_blocking(forget_copy if again else prepare_copy, final)
         size = yield remote_size(host, remote)
         meter = self.meters[source.source_name] = Meter(0, size or 0, size is not None)
         argv = rsync_argv(
@@ -172,10 +209,10 @@ class Collection:
         return final
 
     @inlineCallbacks
-    def collect_one(self, source: FitsFileSource) -> Any:
+    def collect_one(self, source: FitsFileSource, again: bool = False) -> Any:
         where = split_location(source.location)
         if isinstance(where, RemoteFile):
-            path = yield self.fetch(source, where)
+            path = yield self.fetch(source, where, again)
         else:
             path = self.host.config.dataroot / where
         record = yield self.host.run_blocking(inspect_file, source, path)
@@ -188,17 +225,23 @@ class Collection:
 
 @inlineCallbacks
 def collect(host: StageHost, checksums: bool = True) -> Any:
-    """Collect every file source (the in-place target first); fires with their records."""
+    """Collect every file source (the in-place target first), or only those a failed
+    merge named; fires with ``Collected``."""
     collection = Collection(host, checksums)
-    sources = host.specification.file_sources()
+    again = set(host.record.recollect)
+    earlier = {entry["name"]: entry for entry in host.record.sources
+               if entry["state"] == COLLECTED}  # fmt: skip
+    every = host.specification.file_sources()
+    sources = [source for source in every if not again or source.source_name in again]
     outcomes = yield DeferredList(
-        [collection.collect_one(source) for source in sources], consumeErrors=True
+        [collection.collect_one(source, bool(again)) for source in sources], consumeErrors=True
     )
     records: list[dict[str, Any]] = []
     problems: list[Problem] = []
     for source, (succeeded, outcome) in zip(sources, outcomes, strict=True):
         if succeeded:
-            records.append(outcome)
+            before = earlier.get(source.source_name)
+            records.append(outcome if before is None else superseding(before, outcome))
         else:
             outcome.trap(Unusable)
             problems.append(Problem(source.source_name, str(outcome.value),
@@ -215,4 +258,10 @@ def collect(host: StageHost, checksums: bool = True) -> Any:
             )
     if problems:
         raise StageError(problems)
-    return records
+    fresh = {record["name"]: record for record in records}
+    recollected = {
+        name: {"before": earlier[name].get(SOURCE_ALGORITHM), "after": record.get(SOURCE_ALGORITHM)}
+        for name, record in fresh.items() if name in earlier
+    }  # fmt: skip
+    return Collected([fresh.get(source.source_name) or earlier[source.source_name]
+                      for source in every], recollected)  # fmt: skip

@@ -5,7 +5,9 @@ product (before the product appears under its name) what it knows of it:
 its size and BLAKE2b-512 checksum (as ``b2sum`` computes it), the FITS
 ``CHECKSUM`` and ``DATASUM`` of its primary HDU, each source's name,
 location, size, modification time and SHA-256 checksum as collected
-(``null`` for a DAQ collected by an earlier dpmd), the checksum of the
+(``null`` for a DAQ collected by an earlier dpmd) and how many times it was
+collected (``collections``, with what each earlier collection found in
+``superseded``: a retry collects a broken source again), the checksum of the
 specification as received, the dpmd version and the release time.
 ``dpmctl checksum FILE`` prints the same values for any FITS file.  A receiver
 with ``options.manifest: false`` gets none (some ingestions accept only FITS).
@@ -64,7 +66,11 @@ def build_manifest(record: DaqRecord, product: Path, name: str, specification: P
                     **primary_checksums(product)},
         "sources": [{"name": source["name"], "location": source["location"],
                      "size": source["bytes"], "mtime": source["mtime"],
-                     SOURCE_ALGORITHM: source.get(SOURCE_ALGORITHM)}
+                     SOURCE_ALGORITHM: source.get(SOURCE_ALGORITHM),
+                     "collections": int(source.get("collections", 1)),
+                     "superseded": [{"size": earlier["bytes"], "mtime": earlier["mtime"],
+                                     SOURCE_ALGORITHM: earlier.get(SOURCE_ALGORITHM)}
+                                    for earlier in source.get("superseded", ())]}
                     for source in record.sources],
         "specification": {"blake2b": hashlib.blake2b(specification.read_bytes()).hexdigest()},
         "dpmd_version": dpmd.__version__,

@@ -47,6 +47,9 @@ EXIT_MEANINGS = {
 TERMINAL_EXITS = {2, 3, 4, 126, 127}
 """Merger exits that a retry cannot mend: the specification, a source or the
 installation must change first."""
+SOURCE_EXIT = 4
+"""The merger cannot read a source: what was collected is bad, so a retry collects
+every source again (the merger does not say which one it could not read)."""
 
 MERGER_ALERTS = {"UnmergedData", "PrimaryHduResized"}
 
@@ -91,8 +94,9 @@ def changed_sources(sources: tuple[dict[str, Any], ...]) -> list[Problem]:
             continue
         problems.append(Problem(
             source["name"], f"source '{source['name']}': {path} changed since it was collected: "
-            f"{change}; abort the DAQ and queue it again to merge the new file",
-            terminal=True, category=SOURCE_CHANGED))  # fmt: skip
+            f"{change}; no product is made of it. Put the right file in place and call "
+            "RetryMergeDaq: the retry collects it again (or AbortDaq)",
+            terminal=False, category=SOURCE_CHANGED))  # fmt: skip
     return problems
 
 
@@ -210,13 +214,17 @@ def merge(host: StageHost) -> Any:
     resolve = {entry["name"]: entry["local_path"] for entry in host.record.sources}
     yield host.run_blocking(prepare_merge, directory, resolve, product)
     log_start = yield host.run_blocking(log_size, directory / MERGE_LOG)
-    host.set_progress("waiting for a merge slot", 0, 0, "bytes")
-    yield host.merge_slots.acquire()
+    slots = host.merge_slots
+    if not slots.tokens:
+        host.set_progress(f"waiting for a merge slot ({slots.limit} of limits.merge = "
+                          f"{slots.limit} in use)", 0, 0, "files")  # fmt: skip
+    yield slots.acquire()
     try:
         # Checked last thing before the merger reads them (after any wait for a slot).
+        host.set_progress("checking the sources", 0, len(host.record.sources), "files")
         changed = yield host.run_blocking(changed_sources, host.record.sources)
         if changed:
-            raise StageError(changed)
+            raise StageError(changed, recollect=[problem.key for problem in changed])
         output = MergerOutput(host)
         argv = python_command(
             host.config.python,
@@ -234,7 +242,7 @@ def merge(host: StageHost) -> Any:
         status = yield child.wait()
         child.note_peak(output.peak_rss)
     finally:
-        host.merge_slots.release()
+        slots.release()
     if output.unrecorded is not None:
         output.unrecorded.raiseException()
     if status.ok and output.product:
@@ -259,6 +267,11 @@ def merge(host: StageHost) -> Any:
         description = f"dpmd-merge failed unexpectedly (incident {incident})"
     elif lines:
         description += f" ({lines[-1]})"
+    description += "; see logs/merge.log"
+    recollect: list[str] = []
+    if status.code == SOURCE_EXIT:
+        recollect = [source["name"] for source in host.record.sources]
+        description += "; fix the source, then RetryMergeDaq collects the sources again"
     terminal = status.code in TERMINAL_EXITS
-    raise StageError([Problem(MERGE_KEY, description + "; see logs/merge.log", terminal)])
+    raise StageError([Problem(MERGE_KEY, description, terminal)], recollect)
 
