@@ -45,6 +45,13 @@ class AfterTheMergerCouldNotReadASourceTests(SynchronousTestCase):
         self.h.queue(specification("RC.1", str(self.source)))
         self.h.fail_merge(4, b"dpmd-merge: a.fits: truncated FITS file")
 
+    def restore_and_retry(self) -> None:
+        """The operator puts the right file back and retries; the merge succeeds."""
+        self.source.write_bytes(RESTORED)
+        self.successResultOf(self.h.manager.retry_merge_daq("RC.1"))
+        self.h.settle()
+        self.h.finish_merge()
+
     def test_the_alert_says_that_a_retry_collects_again(self) -> None:
         alert = errors(self.h, "RC.1")["MergeError"]
         self.assertTrue(alert["terminal"], "a retry without fixing the file cannot help")
@@ -76,10 +83,7 @@ class AfterTheMergerCouldNotReadASourceTests(SynchronousTestCase):
 
     def test_the_history_keeps_both_checksums(self) -> None:
         h = self.h
-        self.source.write_bytes(RESTORED)
-        self.successResultOf(h.manager.retry_merge_daq("RC.1"))
-        h.settle()
-        h.finish_merge()
+        self.restore_and_retry()
         history = h.internal("RC.1")["detail"]["history"]
         events = [entry["event"] for entry in history]
         self.assertEqual(events, ["queue", "start", "collected", "recollect", "collected", "merged",
@@ -92,10 +96,7 @@ class AfterTheMergerCouldNotReadASourceTests(SynchronousTestCase):
 
     def test_the_release_manifest_names_the_restored_source(self) -> None:
         h = self.h
-        self.source.write_bytes(RESTORED)
-        self.successResultOf(h.manager.retry_merge_daq("RC.1"))
-        h.settle()
-        h.finish_merge()
+        self.restore_and_retry()
         manifest = json.loads((h.config.release_dir / "RC.1.fits.json").read_bytes())
         [entry] = manifest["sources"]
         self.assertEqual((entry["sha256"], entry["size"], entry["collections"]),
@@ -242,20 +243,6 @@ class RemoteSourceTests(SynchronousTestCase):
         [entry] = h.internal("RR.1")["detail"]["sources"]
         self.assertEqual((entry["sha256"], entry["collections"]),
                          (hashlib.sha256(RESTORED).hexdigest(), 2))  # fmt: skip
-
-    def test_a_failed_transfer_is_retried_by_rpc_and_collects_the_file(self) -> None:
-        h = self.h
-        h.queue(specification("RR.2", "fcs:/d/a.fits"))
-        [first] = self.rsyncs()
-        first.write_stderr(b'rsync: [sender] link_stat "/d/a.fits" failed: No such file (2)\n')
-        first.exit(23)
-        h.settle()
-        self.assertIn("SourceFileCollectionError", errors(h, "RR.2"))
-        self.successResultOf(h.manager.retry_merge_daq("RR.2"))
-        h.settle()
-        self.land(FITS_BLOCK)
-        self.assertEqual(h.status("RR.2").substate, S.Merging)
-        self.assertEqual(h.internal("RR.2")["detail"]["stages"]["collecting"]["attempts"], 2)
 
 
 class RestartTests(SynchronousTestCase):

@@ -93,6 +93,17 @@ class RemoteTests(TestCase):
         return caller
 
     @inlineCallbacks
+    def blocked(self, caller: Any, daq_id: str, seconds: float = 30) -> Any:
+        """The DAQ's status once an Error alert blocks it."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = yield caller.call("/daq/GetDaqStatus", daq_id)
+            if status["error"]:
+                return status
+            yield deferLater(reactor, 0.02, lambda: None)
+        raise AssertionError(f"{daq_id} was never blocked: {status}")
+
+    @inlineCallbacks
     def test_collects_several_remote_files(self) -> None:
         caller = yield self.start(**{"limits.transfer": 2})
         tiny = write_fits(str(self.far / "tiny.fits"), [("HIERARCH ESO TEL AIRM START", 1.1)])
@@ -157,11 +168,7 @@ class RemoteTests(TestCase):
         late = self.far / "late.fits"
         yield caller.call("/daq/QueueDaq", spec_with("REM.2", ("fcs", remote(late))))
         blocked = yield caller.wait_for("REM.2", "Collecting")
-        for _ in range(500):
-            status = yield caller.call("/daq/GetDaqStatus", "REM.2")
-            if status["error"]:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        status = yield self.blocked(caller, "REM.2")
         [alert] = status["alerts"]
         self.assertEqual((alert["category"], alert["key"]), ("SourceFileCollectionError", "fcs"))
         self.assertIn("No such file", alert["description"])
@@ -186,11 +193,7 @@ class RemoteTests(TestCase):
         far.write_bytes(original[:at] + b"BROKEN  " + original[at + 8:])  # the same size
         os.utime(far, ns=(times.st_atime_ns, times.st_mtime_ns))
         yield caller.call("/daq/QueueDaq", spec_with("REM.9", ("dcs", remote(far))))
-        for _ in range(1500):
-            status = yield caller.call("/daq/GetDaqStatus", "REM.9")
-            if status["error"]:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        status = yield self.blocked(caller, "REM.9")
         [alert] = status["alerts"]
         self.assertEqual((alert["category"], alert["terminal"]), ("MergeError", True))
         # Put back, its size and time as the broken one's: only a whole new transfer, not
