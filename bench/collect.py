@@ -43,9 +43,9 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, 
 from twisted.internet.threads import deferToThread, deferToThreadPool
 
 from dpmd.config import build_config
-from dpmd.daq.record import DaqRecord
 from dpmd.digest import SOURCE_ALGORITHM, hash_file
 from dpmd.model import DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.spec import parse_specification
 from dpmd.stages.collect import collect
 from dpmd.stages.transfer import rsync_argv

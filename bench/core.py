@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import Rpc, durable_rename, small_spec, start_server  # noqa: E402
-from dpmd.daq.record import DaqRecord  # noqa: E402
 from dpmd.model import DaqSubState  # noqa: E402
+from dpmd.record import DaqRecord  # noqa: E402
 
 MIB = 1 << 20
 ROUNDS = 5
@@ -227,7 +227,7 @@ def stop(process: subprocess.Popen[bytes], port: int) -> None:
 
 def archived_history(workspace: Path, count: int) -> None:
     """A store holding ``count`` archived DAQs, written directly (as years of nights would)."""
-    from dpmd.daq.store import Store
+    from dpmd.daq.persist.store import Store
 
     workspace.mkdir(parents=True)
     with Store(workspace / "dpmd.sqlite3") as store:

@@ -41,9 +41,9 @@ from dpmd.access import AccessPolicy
 from dpmd.api import DaqControl, DpmControl, Subscriptions, method_table, translate_error
 from dpmd.blocking import SerialExecutor
 from dpmd.config import Config
-from dpmd.daq.chains import settle
+from dpmd.daq.lifecycle import settle
 from dpmd.daq.manager import DaqManager
-from dpmd.daq.store import StoreError
+from dpmd.daq.persist.store import StoreError
 from dpmd.lock import WorkspaceLock
 from dpmd.logs import get_logger
 from dpmd.metrics import MetricsService

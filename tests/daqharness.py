@@ -20,9 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
+from dpmd.daq.admission.validator import MODULE as VETTING
+from dpmd.daq.admission.vetting import Rules, serve
 from dpmd.daq.manager import STATUS_TOPIC, DaqManager
-from dpmd.daq.validator import MODULE as VETTING
-from dpmd.daq.vetting import Rules, serve
 from dpmd.digest import file_digest
 from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError, DaqReply, DaqStatus
@@ -116,7 +116,7 @@ class Harness:
 
         The checksum children a release starts (``dpmd.digest``) are answered
         as the real program would, by reading the file, and so is the vetting
-        child (``dpmd.daq.vetting``, which QueueDaqs go to while a commit is in
+        child (``dpmd.daq.admission.vetting``, which QueueDaqs go to while a commit is in
         flight); a remote source's size probe answers ``remote_size``.
         """
         for _ in range(20):

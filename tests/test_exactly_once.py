@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.daq.store import StoreError, Update
+from dpmd.daq.persist.store import StoreError, Update
 from dpmd.testing import synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 

@@ -14,14 +14,14 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.daq import intake
-from dpmd.daq.intake import QueuedLog
+from dpmd.daq.admission import intake
+from dpmd.daq.admission.intake import QueuedLog
+from dpmd.daq.admission.validator import MODULE as VETTING
 from dpmd.daq.lifecycle import TRANSITIONS, Daq, Event, IllegalRequest
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import Insert, StoreError
-from dpmd.daq.validator import MODULE as VETTING
+from dpmd.daq.persist.store import Insert, StoreError
 from dpmd.digest import file_digest
 from dpmd.model import DaqError, DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.testing import FakeProcess, synchronous
 from tests.daqharness import FITS_BLOCK, Harness, specification
 
@@ -785,7 +785,7 @@ class QueueOrderTests(SynchronousTestCase):
 
         def queued() -> list[tuple[str, Any]]:
             lines = [(formatEvent(e), e.get("daq_id", e.get("daq_ids"))) for e in events
-                     if e.get("log_namespace") == "dpmd.daq.intake"]  # fmt: skip
+                     if e.get("log_namespace") == "dpmd.daq.admission.intake"]  # fmt: skip
             events.clear()
             return lines
 

@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from dpmd.daq.events import StageEnded, StageObservers
 from dpmd.daq.manager import STATUS_TOPIC
+from dpmd.daq.running.observers import StageEnded, StageObservers
 from dpmd.encoding import PreEncoded
 from dpmd.metrics import MetricsService
 from dpmd.metrics.daqs import DaqTally

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
-from dpmd.daq.checks import server_problems
+from dpmd.daq.admission.rules import server_problems
 from dpmd.locations import (
     RemoteFile,
     host_problem,

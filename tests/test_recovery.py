@@ -10,9 +10,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.daq.archive import release_anchor
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import Store
+from dpmd.daq.persist.store import Store
 from dpmd.model import DaqSubState
+from dpmd.record import DaqRecord
 from tests.daqharness import Harness, make_fits, specification
 
 

@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.config import build_config
-from dpmd.daq.checks import server_problems
+from dpmd.daq.admission.rules import server_problems
 from dpmd.locations import RemoteFile, split_location
 from dpmd.spec import parse_specification
 from tests.fitsfactory import image_hdu, write_fits, write_raw_source

@@ -8,7 +8,7 @@ from typing import Any, cast
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.daq.scheduler import Scheduler
+from dpmd.daq.queue import Scheduler
 from dpmd.model import DaqSubState
 
 

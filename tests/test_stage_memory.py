@@ -6,8 +6,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.stagespec import begin, end
+from dpmd.daq.running.stage_table import begin, end
+from dpmd.record import DaqRecord
 from tests.daqharness import Harness, specification
 
 

@@ -13,8 +13,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.blocking import SerialExecutor
-from dpmd.daq.journal import Journal
-from dpmd.daq.store import (
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import (
     DIFFERENT,
     DIFFERENT_ARCHIVED,
     IDENTICAL,

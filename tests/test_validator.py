@@ -23,8 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dpmd.client import connect
 from dpmd.config import Config, build_config
-from dpmd.daq.validator import MODULE, Validator, ValidatorGone
-from dpmd.daq.vetting import Rules, request, serve, vet
+from dpmd.daq.admission.validator import MODULE, Validator, ValidatorGone
+from dpmd.daq.admission.vetting import Rules, request, serve, vet
 from dpmd.workers import ProcessRunner
 from tests.daqharness import specification
 from tests.test_client_support import LiveServerCase

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from dpmd.daq.watchdog import Watchdog
+from dpmd.daq.running.watchdog import Watchdog
 from dpmd.stages.merge import changed_sources
 from dpmd.testing import synchronous
 from dpmd.workers import ProcessRunner

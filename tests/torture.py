@@ -66,8 +66,8 @@ def _die(marker: Path) -> None:
 def arm(point: str, marker: Path) -> None:
     """Make the server kill itself, once, inside the named window."""
     if point == "queue-reply":
-        from dpmd.daq import intake
-        from dpmd.daq.store import INSERTED
+        from dpmd.daq.admission import intake
+        from dpmd.daq.persist.store import INSERTED
 
         stored = intake.Intake._stored
 
@@ -89,7 +89,7 @@ def arm(point: str, marker: Path) -> None:
 
         release.publish = published_not_recorded
     elif point == "commit-batch":
-        from dpmd.daq.store import Store
+        from dpmd.daq.persist.store import Store
 
         apply = Store._apply
 

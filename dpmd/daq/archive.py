@@ -23,12 +23,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from dpmd.daq.host import Means
-from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import FolderRemoved
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import FolderRemoved
+from dpmd.daq.running.host import Means
 from dpmd.logs import get_logger
+from dpmd.record import DaqRecord
 from dpmd.workspace import Workspace, remove
 
 log = get_logger(__name__)

@@ -25,13 +25,13 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlin
 from twisted.internet.error import TimeoutError as DeferredTimeout
 from twisted.python.failure import Failure
 
-from dpmd.daq.host import Means
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event, IllegalRequest
-from dpmd.daq.pipeline import Pipeline
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.stagespec import STAGES
+from dpmd.daq.running.host import Means
+from dpmd.daq.running.pipeline import Pipeline
+from dpmd.daq.running.stage_table import STAGES
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity, DaqError, DaqReply, DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.stages.merge import MERGER_TEMPORARY_GLOB
 from dpmd.stages.release import remove_partial_deliveries
 from dpmd.workspace import Workspace

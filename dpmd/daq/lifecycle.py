@@ -21,13 +21,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
-from dpmd.daq.record import DaqRecord
+from dpmd.daq.persist.store import StoreError
 from dpmd.encoding import PreEncoded
+from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity, DaqAlert, DaqError, DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.spec import Specification
+
+log = get_logger(__name__)
 
 S = DaqSubState
 
@@ -211,3 +216,15 @@ class Daq:
     def store_recovered(self) -> None:
         self.store_failure = None
         self._forget_wire()
+
+
+def settle(deferred: Deferred[Any], what: str, **fields: Any) -> None:
+    """End a chain nobody waits for: a store failure is already the DAQ's alert; the
+    rest is logged."""
+
+    def ended(failure: Failure) -> None:
+        if failure.check(StoreError, CancelledError):
+            return
+        log.failure("{what} failed", failure, what=what, **fields)
+
+    deferred.addErrback(ended)

@@ -25,27 +25,25 @@ from twisted.python.failure import Failure
 
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
+from dpmd.daq.admission.dry_run import DryRun
+from dpmd.daq.admission.intake import Intake
+from dpmd.daq.admission.validator import Validator
 from dpmd.daq.archive import Archive
-from dpmd.daq.audit import Problem as AuditProblem
-from dpmd.daq.audit import audit, busy_of
-from dpmd.daq.chains import settle
-from dpmd.daq.check import DryRun
 from dpmd.daq.control import Control
-from dpmd.daq.host import Means
-from dpmd.daq.intake import Intake
-from dpmd.daq.journal import Journal
-from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, IllegalRequest
-from dpmd.daq.pipeline import Pipeline
+from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, IllegalRequest, settle
+from dpmd.daq.persist.audit import Problem as AuditProblem
+from dpmd.daq.persist.audit import audit, busy_of
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.recovery import recover
+from dpmd.daq.persist.store import FILE_NAME, FolderRemoved, StoreError, Update
 from dpmd.daq.queries import Queries
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.recovery import recover
-from dpmd.daq.registry import Registry
-from dpmd.daq.scheduler import Scheduler
-from dpmd.daq.store import FILE_NAME, FolderRemoved, StoreError, Update
-from dpmd.daq.validator import Validator
+from dpmd.daq.queue import Registry, Scheduler
+from dpmd.daq.running.host import Means
+from dpmd.daq.running.pipeline import Pipeline
 from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub

@@ -14,13 +14,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.registry import Registry
-from dpmd.daq.store import StoredDaq
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import StoredDaq
+from dpmd.daq.queue import Registry
 from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError
+from dpmd.record import DaqRecord
 from dpmd.workspace import Workspace
 
 

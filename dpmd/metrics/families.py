@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
 
-from dpmd.daq.events import StageEnded
+from dpmd.daq.running.observers import StageEnded
 from dpmd.metrics.daqs import DaqTally
 from dpmd.model import StorageStatus
 

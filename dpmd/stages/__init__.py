@@ -11,7 +11,7 @@ stage's Deferred and stops its children.
 A stage sees its DAQ only through ``StageHost``: it reads the specification
 and the newest record, reports progress, notes changes to the record,
 raises alerts and runs children.  Which stage runs when, and what its
-result means for the record, is the DAQ core's (``dpmd.daq.stagespec``).
+result means for the record, is the DAQ core's (``dpmd.daq.running.stage_table``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
-from dpmd.daq.record import DaqRecord
 from dpmd.model import AlertSeverity
+from dpmd.record import DaqRecord
 from dpmd.spec import Specification
 from dpmd.workers import ChildProcess
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import dpmd
-from dpmd.daq.record import DaqRecord
 from dpmd.digest import SOURCE_ALGORITHM
 from dpmd.durable import write_durably
 from dpmd.logs import iso_time
+from dpmd.record import DaqRecord
 from dpmd.spec.cards import BLOCK
 
 RECORD = 80

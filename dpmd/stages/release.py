@@ -1,7 +1,7 @@
 """Releasing: deliver the product to each receiver as ``{fileId}.fits``, exactly once.
 
 Every delivery takes the same three steps, each recorded in the store
-(``deliveries[key]["state"]``, see ``dpmd.daq.record.Delivery``):
+(``deliveries[key]["state"]``, see ``dpmd.record.Delivery``):
 
 1. **planned** — before anything is written at a receiver, the record holds
    the product's size and checksum and, per receiver, where it goes;
@@ -35,10 +35,10 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from dpmd.copyfile import remove_stale_temporary
-from dpmd.daq.record import Delivery
 from dpmd.digest import ALGORITHM, Digest
 from dpmd.durable import fsync_directory, rename_no_replace
 from dpmd.locations import RemoteFile, is_local_host, resolved_confinement_problem
+from dpmd.record import Delivery
 from dpmd.spec import OlasReceiver
 from dpmd.stages import Problem, StageError, StageHost
 from dpmd.stages.manifest import build_manifest, manifest_name, remove_manifest, write_manifest

@@ -4,8 +4,8 @@ The checks (hostile input, the schema, the model, the server's own rules on
 names, locations and receivers) are pure Python and cost a few hundred
 microseconds of processor a DAQ.  When QueueDaqs arrive faster than they are
 committed, that is most of what the reactor's thread would spend on each, so
-``python -m dpmd.daq.vetting`` runs them in a child, on the other core (see
-``dpmd.daq.validator``).  It reads requests from stdin, each a decimal byte
+``python -m dpmd.daq.admission.vetting`` runs them in a child, on the other core (see
+``dpmd.daq.admission.validator``).  It reads requests from stdin, each a decimal byte
 count, a newline and that many bytes of specification, and answers each with
 one JSON line, in order, until stdin closes; the answers to the requests
 that arrived together are written together (at least every millisecond).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from dpmd.daq.checks import ReceiverRules, server_problems
+from dpmd.daq.admission.rules import ReceiverRules, server_problems
 from dpmd.encoding import encode
 from dpmd.spec import SpecificationError, parse_specification
 

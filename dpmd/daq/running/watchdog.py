@@ -24,7 +24,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from dpmd.daq.chains import settle
+from dpmd.daq.lifecycle import settle
 from dpmd.logs import get_logger
 from dpmd.workers import ChildProcess
 

@@ -25,7 +25,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 
 from dpmd.blocking import RunBlocking
-from dpmd.daq.store import Change, Store, StoredDaq, StoreError
+from dpmd.daq.persist.store import Change, Store, StoredDaq, StoreError
 from dpmd.logs import get_logger
 
 log = get_logger(__name__)

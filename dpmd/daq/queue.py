@@ -1,4 +1,10 @@
-"""Which DAQ starts next: a FIFO of ``Scheduled`` DAQs and a count of busy slots.
+"""The queue: every unfinished DAQ in queue order (``Registry``), and which starts next
+(``Scheduler``: a FIFO of ``Scheduled`` DAQs and a count of busy slots).
+
+The registry is a plain dict, which keeps insertion order; DAQs are inserted
+in the order they were queued (the intake hands them to the store in arrival
+order, and the store answers in that order), so the queue order is never
+re-sorted: adding, finding and removing a DAQ are O(1) whatever its length.
 
 At most ``limits.daq`` DAQs are past ``Scheduled`` (collecting, merging,
 releasing or aborting) at once.  A DAQ blocked by a failure keeps its slot:
@@ -10,7 +16,7 @@ Every event costs O(1): nothing scans the queue.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -18,7 +24,37 @@ from dpmd.daq.lifecycle import Daq
 from dpmd.model import DaqSubState
 
 
+class Registry:
+    """The unfinished DAQs by id, in queue order: who exists now, for every room."""
+
+    def __init__(self) -> None:
+        self._daqs: dict[str, Daq] = {}
+
+    def add(self, daq: Daq) -> None:
+        self._daqs[daq.id] = daq
+
+    def remove(self, daq: Daq) -> None:
+        self._daqs.pop(daq.id, None)
+
+    def get(self, daq_id: str) -> Daq | None:
+        return self._daqs.get(daq_id)
+
+    def __contains__(self, daq_id: object) -> bool:
+        return daq_id in self._daqs
+
+    def __iter__(self) -> Iterator[Daq]:
+        return iter(self._daqs.values())
+
+    def __len__(self) -> int:
+        return len(self._daqs)
+
+    def ids(self) -> set[str]:
+        return set(self._daqs)
+
+
 class Scheduler:
+    """Starts ``Scheduled`` DAQs in queue order while fewer than ``limits.daq`` hold a slot."""
+
     def __init__(self, limit: int, clock: IReactorTime, start: Callable[[Daq], None]) -> None:
         self._limit = limit
         self._clock = clock

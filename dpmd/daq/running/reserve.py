@@ -18,8 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from dpmd.daq.chains import settle
-from dpmd.daq.lifecycle import Daq
+from dpmd.daq.lifecycle import Daq, settle
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity, StorageStatus
 from dpmd.storage import StorageMonitor

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from dpmd.daq.lifecycle import Event
-from dpmd.daq.watchdog import STAGE_STALLED
+from dpmd.daq.running.watchdog import STAGE_STALLED
 from dpmd.model import DaqAlert, DaqSubState
 from dpmd.stages import StageHost
 from dpmd.stages.collect import SUSPICIOUS, Collected, collect

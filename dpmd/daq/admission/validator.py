@@ -1,6 +1,6 @@
 """The vetting child: QueueDaq's checks on the other core while the reactor answers.
 
-One child (``python -m dpmd.daq.vetting``, started at the first request that
+One child (``python -m dpmd.daq.admission.vetting``, started at the first request that
 needs it) checks specifications in the order they are sent and answers each
 with a line.  If it ends, every request it still held fails with
 ``ValidatorGone``, naming how it ended: the coordinator sends those again,
@@ -18,13 +18,13 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from dpmd.config import Config
-from dpmd.daq.vetting import Rules, request
+from dpmd.daq.admission.vetting import Rules, request
 from dpmd.logs import get_logger
 from dpmd.workers import ChildProcess, ExitStatus, ProcessRunner, python_command
 
 log = get_logger(__name__)
 
-MODULE = "dpmd.daq.vetting"
+MODULE = "dpmd.daq.admission.vetting"
 
 
 class ValidatorGone(Exception):
@@ -46,7 +46,7 @@ class Validator:
         self._stopping = True
 
     def vet(self, text: bytes) -> Deferred[dict[str, Any]]:
-        """Fires with ``dpmd.daq.vetting.vet`` of ``text`` as the child found it."""
+        """Fires with ``dpmd.daq.admission.vetting.vet`` of ``text`` as the child found it."""
         if self._stopping and self._child is None:
             return fail(ValidatorGone("the server is stopping"))
         child = self._child if self._child is not None else self._start()

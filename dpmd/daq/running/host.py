@@ -12,12 +12,12 @@ from twisted.internet.interfaces import IReactorTime
 
 from dpmd.blocking import RunBlocking
 from dpmd.config import Config
-from dpmd.daq.journal import Journal
 from dpmd.daq.lifecycle import Daq
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import Provenance
-from dpmd.daq.watchdog import STAGE_STALLED, Watchdog
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import Provenance
+from dpmd.daq.running.watchdog import STAGE_STALLED, Watchdog
 from dpmd.model import AlertSeverity
+from dpmd.record import DaqRecord
 from dpmd.spec import Specification
 from dpmd.workers import ChildProcess, ProcessRunner
 

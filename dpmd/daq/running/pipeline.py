@@ -18,14 +18,13 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
-from dpmd.daq.chains import settle
-from dpmd.daq.events import StageEnded, StageObservers
-from dpmd.daq.host import Means, StageContext
-from dpmd.daq.journal import Journal
-from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event
-from dpmd.daq.reserve import StorageReserve
-from dpmd.daq.stagespec import FIRST_STAGE, NEXT_STAGE, STAGES, StageSpec, begin, end
-from dpmd.daq.store import StoreError
+from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event, settle
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import StoreError
+from dpmd.daq.running.host import Means, StageContext
+from dpmd.daq.running.observers import StageEnded, StageObservers
+from dpmd.daq.running.reserve import StorageReserve
+from dpmd.daq.running.stage_table import FIRST_STAGE, NEXT_STAGE, STAGES, StageSpec, begin, end
 from dpmd.logs import get_logger
 from dpmd.model import AlertSeverity, DaqSubState
 from dpmd.spec import parse_specification

@@ -5,7 +5,7 @@ An arrival that finds nothing ahead of it (no other arrival, no commit in
 flight) is checked at once on the reactor: that is the quickest answer, and
 the coordinator's usual pace.  When arrivals come faster than commits, the
 vetting child checks them on the other core while the reactor goes on
-answering (``dpmd.daq.validator``); so do specifications too big to check
+answering (``dpmd.daq.admission.validator``); so do specifications too big to check
 on the reactor.  Arrivals are handed to the store in arrival order (the head
 waits for its check), and the store answers them in that order: the
 registry never needs sorting.  The child's answers of one turn of the
@@ -32,14 +32,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.config import Config
-from dpmd.daq.journal import Journal
+from dpmd.daq.admission.validator import ValidatorGone
+from dpmd.daq.admission.vetting import vet
 from dpmd.daq.lifecycle import Daq
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import DIFFERENT_ARCHIVED, IDENTICAL, INSERTED, Insert, StoreError
-from dpmd.daq.validator import ValidatorGone
-from dpmd.daq.vetting import vet
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import DIFFERENT_ARCHIVED, IDENTICAL, INSERTED, Insert, StoreError
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
+from dpmd.record import DaqRecord
 from dpmd.spec import SpecificationError
 
 log = get_logger(__name__)

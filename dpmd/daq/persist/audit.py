@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpmd.daq.record import DaqRecord, Delivery
-from dpmd.daq.store import FolderRemoved, Store
+from dpmd.daq.persist.store import FolderRemoved, Store
 from dpmd.digest import Digest, file_digest
+from dpmd.record import DaqRecord, Delivery
 from dpmd.workspace import Workspace, remove
 
 TEMPORARY_SUFFIXES = (".dpmd-part", ".dpmd-tmp", ".tmp")

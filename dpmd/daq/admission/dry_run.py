@@ -26,13 +26,13 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from dpmd.daq.checks import server_problems
-from dpmd.daq.host import Means
-from dpmd.daq.intake import specification_text
-from dpmd.daq.journal import Journal
-from dpmd.daq.record import DaqRecord
-from dpmd.daq.store import StoredDaq, StoreError
+from dpmd.daq.admission.intake import specification_text
+from dpmd.daq.admission.rules import server_problems
+from dpmd.daq.persist.journal import Journal
+from dpmd.daq.persist.store import StoredDaq, StoreError
+from dpmd.daq.running.host import Means
 from dpmd.locations import RemoteFile, split_location
+from dpmd.record import DaqRecord
 from dpmd.spec import FitsFileSource, Specification, SpecificationError, parse_specification
 from dpmd.stages.collect import FITS_SIGNATURE, Unusable, inspect_file
 from dpmd.stages.transfer import remote_script_argv
