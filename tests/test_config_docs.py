@@ -4,8 +4,11 @@ etc/dpmd.yaml are made from it, and these tests fail when one of them disagrees.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,6 +20,7 @@ from dpmd.config.model import section_types
 from dpmd.tap import Options
 
 ROOT = Path(__file__).parent.parent
+CONSOLE = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
 REMAKE = "made from dpmd/config/keys.py: run python -m dpmd.config.docs"
 
 
@@ -94,3 +98,25 @@ class CommandLineTests(SynchronousTestCase):
                   for name in ("listen",)]  # fmt: skip
         return found
 
+
+class ReadmeExampleTests(SynchronousTestCase):
+    """The configuration section's example of a typo runs as written, with that output."""
+
+    def test_the_unknown_keys_example(self) -> None:
+        text = (ROOT / "README.md").read_text()
+        section = text[text.index("\n## Configuration\n") : text.index(TABLE_END) + 2000]
+        (example,) = [block for block in CONSOLE.findall(section) if "typo.yaml" in block]
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / ".venv").symlink_to(sys.prefix)
+        environ = dict(os.environ, PYTHONPATH=str(ROOT), DATAROOT=str(directory))
+        commands: list[tuple[str, list[str]]] = []
+        for line in example.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            else:
+                commands[-1][1].append(line + "\n")
+        for command, shown in commands:
+            result = subprocess.run(command, shell=True, cwd=directory, env=environ,
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            self.assertEqual(result.stdout + result.stderr, "".join(shown), command)

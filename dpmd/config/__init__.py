@@ -8,6 +8,7 @@ and ``etc/dpmd.yaml`` cannot drift apart.  The rooms:
 * ``keys``: the table;
 * ``model``: ``Config`` and its sections, built from the table and written back;
 * ``load``: the layers and the checks (of one key, then of several);
+* ``unknown``: unknown keys, each named with the nearest known one;
 * ``errors``: ``ConfigError``, naming the key and the problem;
 * ``docs``: README.md's table and ``etc/dpmd.yaml``, made from the table.
 """
@@ -26,6 +27,7 @@ from .model import (
     WatchdogConfig,
     effective_document,
 )
+from .unknown import UnknownKeys
 
 __all__ = [
     "KEYS",
@@ -38,6 +40,7 @@ __all__ = [
     "Key",
     "Limits",
     "TransferConfig",
+    "UnknownKeys",
     "WatchdogConfig",
     "build_config",
     "effective_document",

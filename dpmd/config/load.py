@@ -2,7 +2,8 @@
 
 Every value is checked by its key's kind (``keys.KEYS``); the rules that
 involve more than one key follow.  A bad value stops start-up with one line
-naming the key and the problem (``ConfigError``), never with a traceback.
+naming the key and the problem (``ConfigError``), never with a traceback; the
+unknown keys of both layers are named together (``unknown``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .keys import KEYS, KEYS_BY_NAME, SECTION_NAMES
+from .keys import KEYS, SECTION_NAMES
 from .kinds import type_name
 from .model import Config, assemble
+from .unknown import refuse_unknown
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -70,15 +72,12 @@ def build_config(
         "in the configuration file": file_values or {},
         "on the command line": overrides or {},
     }
+    refuse_unknown(layers)
     values: dict[str, Any] = {key.name: key.default for key in KEYS}
     if environ.get("DATAROOT"):
         values["dataroot"] = environ["DATAROOT"]
     for layer in layers.values():
-        for name, value in layer.items():
-            if name not in KEYS_BY_NAME:
-                known = ", ".join(key.name for key in KEYS)
-                raise ConfigError(name, f"unknown key (known keys: {known})")
-            values[name] = value
+        values.update(layer)
     checked: dict[str, Any] = {}
     for key in KEYS:
         value = values[key.name]
