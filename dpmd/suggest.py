@@ -8,7 +8,6 @@ these only once they refuse a document, never on the path of a valid one.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 
 #: At most this many unknown names are spelt out; the rest are counted.  A
@@ -20,6 +19,8 @@ _MAX_SHOWN = 64
 
 def nearest(name: str, known: Iterable[str]) -> str | None:
     """The known name closest to ``name`` (ignoring case), if any is close enough."""
+    import difflib  # deferred: the merger and the vetting child need it only to refuse
+
     by_folded = {candidate.casefold(): candidate for candidate in known}
     close = difflib.get_close_matches(name.casefold(), by_folded, n=1, cutoff=0.7)
     return by_folded[close[0]] if close else None

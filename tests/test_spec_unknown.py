@@ -8,15 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.spec import SpecificationError, parse_specification
 from dpmd.spec.document import MAX_MESSAGE
 
-
-def minimal(**extra: object) -> dict:
-    spec = {"id": "TEST.1", "sources": [], "target": {"fileId": "TEST.2024-01-01T00:00:00.000"}}
-    spec.update(extra)
-    return spec
-
-
-def file_source(**extra: object) -> dict:
-    return {"type": "fitsFile", "sourceName": "f", "location": "/data/f.fits", **extra}
+from .test_spec_hostile import file_source, minimal
 
 
 def receiver(**extra: object) -> dict:
