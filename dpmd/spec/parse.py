@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from dpmd.suggest import not_allowed, sentences
+
 from .cards import CardError, KeywordKind, cards_from_records, is_structure, render_keyword
 from .document import DocumentError, decode, json_path, problems, shorten, text_problems
 from .model import (
@@ -151,7 +153,7 @@ def parse_specification(
     if unsafe:
         raise SpecificationError(unsafe)
     schema_errors = _schema_errors(document)
-    errors = [f"{json_path(e.absolute_path)}: {e.message}" for e in schema_errors]
+    errors = [f"{json_path(e.absolute_path)}: {_explain(e)}" for e in schema_errors]
     refused = [json_path(e.absolute_path) for e in schema_errors]
     builder = _Builder(tick)
     spec = builder.build(document)
@@ -159,6 +161,16 @@ def parse_specification(
     if errors or spec is None:
         raise SpecificationError([shorten(e) for e in errors] or ["$: invalid specification"])
     return spec
+
+
+def _explain(error: Any) -> str:
+    """jsonschema's message, except for names an object does not allow: each of those is
+    named with the nearest name its own level allows (the schema has no patternProperties)."""
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = list(error.schema.get("properties", ()))
+        unknown = [name for name in error.instance if name not in allowed]
+        return sentences(not_allowed(unknown, allowed))
+    return cast(str, error.message)
 
 
 def _overlaps(path: str, refused: list[str]) -> bool:
