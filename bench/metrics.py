@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Rpc, small_spec, start_server
-from dpmd.daq.manager import STATUS_TOPIC
+from dpmd.daq.persist.committer import STATUS_TOPIC
 from dpmd.encoding import PreEncoded
 from dpmd.metrics.daqs import DaqTally
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState

@@ -32,6 +32,8 @@ READ_METHODS = frozenset({"/dpm/QueryStorageStatus", "Subscribe", "Unsubscribe"}
 
 
 class Role(Enum):
+    """What a client identity may do; a listener that authenticates gives each one role."""
+
     CONTROL = "control"
     """Every method."""
     READ = "read"

@@ -30,6 +30,8 @@ _Call = tuple[Callable[..., Any], tuple[Any, ...], "Deferred[Any]"]
 
 
 class SerialExecutor:
+    """One thread of its own that runs blocking calls in order, each answered on the reactor."""
+
     def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
         self._reactor = reactor
         self._name = name

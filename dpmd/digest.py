@@ -33,6 +33,8 @@ anywhere.  Sources are read whole at every collection; a product once per releas
 
 @dataclass(frozen=True)
 class Digest:
+    """A file's size and BLAKE2b-512 checksum (as ``b2sum`` gives it)."""
+
     size: int
     blake2b: str
 

@@ -20,6 +20,8 @@ class WorkspaceLocked(Exception):
 
 
 class WorkspaceLock:
+    """An exclusive ``flock`` on the workspace: one server per workspace, the holder named."""
+
     def __init__(self, workspace: Path) -> None:
         self.path = workspace / "dpmd.lock"
         self._fd: int | None = None

@@ -75,6 +75,8 @@ _ACQUIRING = frozenset(
 
 
 class AlertSeverity(WireEnum):
+    """An alert's severity; only ``Error`` makes the DAQ's ``error`` flag true."""
+
     Error = "Error"
     Warning = "Warning"
     Info = "Info"
@@ -185,6 +187,8 @@ class DaqStatus:
 
 @dataclass(frozen=True)
 class DaqReply:
+    """The contract's ``DaqReply``: the DAQ's id, and whether the command partly failed."""
+
     id: str
     error: bool = False
 

@@ -41,6 +41,8 @@ _EMPTY: MappingProxyType[str, Any] = MappingProxyType({})
 
 @dataclass(frozen=True)
 class DaqRecord:
+    """Everything about one DAQ that survives a restart (one row of the store)."""
+
     id: str
     file_id: str
     seq: int

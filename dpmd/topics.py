@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 
 class Subscriber(Protocol):
+    """What a topic sends notifications to: a client session, or an in-process observer."""
+
     def send_notification(
         self, topic: str, params: Any, coalesce_key: str | None = None
     ) -> None: ...

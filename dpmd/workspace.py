@@ -42,6 +42,9 @@ def remove(path: Path) -> None:
 
 
 class Workspace:
+    """The workspace's folders, and the file work on a DAQ's folder (blocking: run off the
+    reactor)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.daqs = root / "daqs"

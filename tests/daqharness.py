@@ -22,7 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from dpmd.config import build_config
 from dpmd.daq.admission.validator import MODULE as VETTING
 from dpmd.daq.admission.vetting import Rules, serve
-from dpmd.daq.manager import STATUS_TOPIC, DaqManager
+from dpmd.daq.manager import DaqManager
+from dpmd.daq.persist.committer import STATUS_TOPIC
 from dpmd.digest import file_digest
 from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError, DaqReply, DaqStatus

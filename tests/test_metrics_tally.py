@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from dpmd.daq.manager import STATUS_TOPIC
-from dpmd.daq.running.observers import StageEnded, StageObservers
+from dpmd.daq.observers import Observers, StageEnded
+from dpmd.daq.persist.committer import STATUS_TOPIC
 from dpmd.encoding import PreEncoded
 from dpmd.metrics import MetricsService
 from dpmd.metrics.daqs import DaqTally
@@ -143,7 +143,7 @@ class Families(SynchronousTestCase):
         self.assertEqual(got[("dpmd_workspace_sample_timestamp_seconds", frozenset())], 7)
 
     def test_stage_runs(self) -> None:
-        observers = StageObservers()
+        observers: Observers[StageEnded] = Observers()
         observers.add(self.stages.stage_ended)
         observers.tell(StageEnded("A", "collecting", False, 0.2, 1, 0, terminal=False))
         observers.tell(StageEnded("A", "collecting", True, 3.0, 2, 1000))
@@ -178,7 +178,7 @@ class FakeManager:
     means: Any = None
 
     def __post_init__(self) -> None:
-        self.pipeline = type("Pipeline", (), {"observers": StageObservers()})()
+        self.pipeline = type("Pipeline", (), {"stage_ended": Observers()})()
         self.means = type("Means", (), {"runner": type("Runner", (), {"running": set()})()})()
 
 

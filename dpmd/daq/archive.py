@@ -39,6 +39,8 @@ RETENTION_BATCH = 100
 
 
 class Archive:
+    """Files finished DAQs' folders away (off the reactor) and runs the retention task."""
+
     def __init__(self, means: Means, workspace: Workspace, journal: Journal) -> None:
         self._means = means
         self._workspace = workspace

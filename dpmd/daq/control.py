@@ -10,14 +10,14 @@ which.  If a child cannot be stopped, the DAQ stays ``Aborting`` with a
 ``FailedOperation`` alert and the call fails, so it can be tried again.
 
 A retry clears the failed stage's alerts and runs it again from its start;
-a DAQ that shows ``WorkspaceError`` goes on from its last committed state.
+a DAQ that shows ``WorkspaceError`` goes on from its last committed state,
+as every DAQ does at start-up (``resume``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlin
 from twisted.internet.error import TimeoutError as DeferredTimeout
 from twisted.python.failure import Failure
 
-from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event, IllegalRequest
+from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event, IllegalRequest, settle
+from dpmd.daq.observers import Observers
+from dpmd.daq.queue import Scheduler
 from dpmd.daq.running.host import Means
 from dpmd.daq.running.pipeline import Pipeline
 from dpmd.daq.running.stage_table import STAGES
@@ -42,20 +44,39 @@ S = DaqSubState
 
 
 class Control:
-    def __init__(
-        self,
-        means: Means,
-        workspace: Workspace,
-        pipeline: Pipeline,
-        finished: Callable[[Daq], None],
-        resume: Callable[[Daq], None],
-    ) -> None:
+    """``AbortDaq``, ``RetryMergeDaq``, and going on from a DAQ's committed state.
+
+    Owns the aborts under way; may call the pipeline and the scheduler; announces a
+    DAQ that reached its final state to ``finished``.
+    """
+
+    def __init__(self, means: Means, workspace: Workspace, pipeline: Pipeline,
+                 scheduler: Scheduler, finished: Observers[Daq]) -> None:  # fmt: skip
         self._means = means
         self._workspace = workspace
         self._pipeline = pipeline
+        self._scheduler = scheduler
         self._finished = finished
-        self._resume = resume
         self._aborts: dict[str, _SharedOutcome] = {}
+
+    # -- going on --------------------------------------------------------------------
+
+    def resume(self, daq: Daq) -> None:
+        """Go on from the DAQ's committed state (at start-up, or after a store failure)."""
+        substate = daq.substate
+        if substate.is_final:
+            self._finished.tell(daq)
+        elif substate is S.Aborting:
+            self._scheduler.occupy(daq)
+            settle(self.abort_running(daq), "aborting DAQ {daq_id}", daq_id=daq.id)
+        elif substate in STAGE_SUBSTATES:
+            self._scheduler.occupy(daq)
+            if not daq.blocked:
+                self._pipeline.rerun(daq)
+        elif daq.holds_slot:
+            self._pipeline.start(daq)
+        else:
+            self._scheduler.enqueue(daq)
 
     # -- abort ------------------------------------------------------------------------
 
@@ -74,7 +95,7 @@ class Control:
     def _abort_now(self, daq: Daq) -> Deferred[DaqReply]:
         if daq.substate is S.Scheduled:
             outcome = daq.fire(Event.ABORT, "aborted before it started").addCallback(
-                lambda _: self._finished(daq)
+                lambda _: self._finished.tell(daq)
             )
         else:
             outcome = self.abort_running(daq)
@@ -120,7 +141,7 @@ class Control:
             message = f"aborted; receivers that already had the product keep it: {where}"
         yield daq.clear_errors(message)
         yield daq.fire(Event.ABORTED, message)
-        self._finished(daq)
+        self._finished.tell(daq)
 
     @inlineCallbacks
     def _stop_children(self, daq: Daq) -> Any:
@@ -168,7 +189,7 @@ class Control:
             substate = daq.substate
             if substate in STAGE_SUBSTATES and STAGES[substate].failed(daq.record.alerts):
                 return self._pipeline.retry(daq)
-            self._resume(daq)
+            self.resume(daq)
             return None
 
         def failed(reason: Failure) -> Failure:

@@ -1,14 +1,14 @@
-"""One DAQ: the transition table, its alerts, and commit-then-publish.
+"""One DAQ: the transition table, its alerts, its changes.
 
 The substate moves only through ``TRANSITIONS``; any other request is an
 ``IllegalRequest`` (the client's ``DaqException``).  A failed stage does not
 move the substate: it raises an Error alert, which is data beside the state
 and makes ``error`` true until a retry clears it.
 
-Every change builds a new record from the newest one, hands it to the
-``commit`` callable (the store), and only when the store has it does it
-become the DAQ's record and get published: clients never see a state that a
-crash could take back.  When the store cannot commit, the DAQ shows a
+Every change builds a new record from the newest one and hands it to its
+``commit`` callable (``persist.committer.Committer.commit``); only when the
+store has it does it become the DAQ's record and get published: clients
+never see a state that a crash could take back.  When the store cannot commit, the DAQ shows a
 ``WorkspaceError`` alert that lives in memory only — an alert saying the
 store failed cannot wait for the store — and goes on from its last committed
 record once ``RetryMergeDaq`` finds the store working again.
@@ -40,6 +40,8 @@ WORKSPACE_ERROR = "WorkspaceError"
 
 
 class Event(enum.Enum):
+    """What moves a DAQ from one substate to another (the keys of ``TRANSITIONS``)."""
+
     START = "start"
     COLLECTED = "collected"
     MERGED = "merged"
@@ -71,13 +73,20 @@ class IllegalRequest(DaqError):
 
 
 Commit = Callable[["Daq", DaqRecord], "Deferred[None]"]
-"""Make a DAQ's new record durable; then (and only then) it calls ``Daq.committed``."""
+"""Make a DAQ's new record durable; then (and only then) it calls ``Daq.committed``
+(``Committer.commit``)."""
 
 
 class Daq:
-    """A DAQ in memory: its committed record and what is running for it now."""
+    """A DAQ in memory: its committed record and what is running for it now.
+
+    Owns its record and its in-memory state (progress, children, the store's failure);
+    may call only its ``commit`` callable, which the committer gives it.
+    """
 
     def __init__(self, record: DaqRecord, clock: IReactorTime, commit: Commit) -> None:
+        self.id = record.id
+        """Its id (a plain attribute: the registry and the scheduler read it at every step)."""
         self.record = record
         """The newest record that is in the store: what clients see."""
         self._newest = record
@@ -98,10 +107,6 @@ class Daq:
         """An ``AbortDaq`` is under way: nothing new may start for it."""
         self._wire: dict[str, Any] | None = None
         self._encoded: PreEncoded | None = None
-
-    @property
-    def id(self) -> str:
-        return self.record.id
 
     @property
     def substate(self) -> DaqSubState:

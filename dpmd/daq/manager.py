@@ -1,16 +1,20 @@
-"""The DAQ core behind the ``/daq`` interface: a façade over its rooms.
+"""The DAQ core behind the ``/daq`` interface: the façade that composes its rooms.
 
-``start`` recovers from the store; then each command goes to the room that
-does its job: ``Intake`` (QueueDaq), ``Queries`` (the status commands),
-``Control`` (abort and retry), ``Pipeline`` (the stages), ``Scheduler``
-(which DAQ starts next), ``Archive`` (finished DAQs, retention).  What they
-share is here: the registry of unfinished DAQs and ``_commit``, the one
-place where a DAQ's change goes to the store and, once committed, to the
-``/daq/status`` topic.
+``start`` opens the store (``persist/``) and builds the rooms; then each command
+goes to the one that does its job: ``admission/`` takes a QueueDaq in (the
+intake, the vetting child, the dry run), ``queue.py`` holds the unfinished DAQs
+and starts them in turn, ``running/`` runs their stages, ``control.py`` aborts,
+retries and resumes, ``queries.py`` answers the status commands, ``archive.py``
+files finished DAQs away.  Every DAQ commits through ``persist/committer.py``.
+
+Control flows down: the rooms announce to observers that this façade
+registers, and a DAQ's life enters this module twice — ``queue_daq`` (the
+intake's ``queue`` itself, bound at start) and ``_finished``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import (
@@ -30,19 +34,21 @@ from dpmd.daq.admission.intake import Intake
 from dpmd.daq.admission.validator import Validator
 from dpmd.daq.archive import Archive
 from dpmd.daq.control import Control
-from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, IllegalRequest, settle
+from dpmd.daq.lifecycle import Daq, IllegalRequest, settle
+from dpmd.daq.observers import Observers
 from dpmd.daq.persist.audit import Problem as AuditProblem
 from dpmd.daq.persist.audit import audit, busy_of
+from dpmd.daq.persist.committer import STATUS_TOPIC, Committer
 from dpmd.daq.persist.journal import Journal
 from dpmd.daq.persist.recovery import recover
-from dpmd.daq.persist.store import FILE_NAME, FolderRemoved, StoreError, Update
+from dpmd.daq.persist.store import FILE_NAME, FolderRemoved, StoreError
 from dpmd.daq.queries import Queries
 from dpmd.daq.queue import Registry, Scheduler
 from dpmd.daq.running.host import Means
 from dpmd.daq.running.pipeline import Pipeline
 from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
-from dpmd.model import DaqError, DaqReply, DaqSubState
+from dpmd.model import DaqError, DaqReply
 from dpmd.record import DaqRecord
 from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
@@ -52,11 +58,18 @@ from dpmd.workspace import Workspace
 
 log = get_logger(__name__)
 
-STATUS_TOPIC = "/daq/status"
-S = DaqSubState
-
 
 class DaqManager:
+    """The façade of the DAQ core: builds its rooms at ``start``, hands each command to
+    the room that does it, and files away each DAQ the rooms announce finished.
+
+    Owns the registry of unfinished DAQs and the means the stages share; registers
+    the ``/daq/status`` topic at once, so that clients may subscribe before ``start``.
+    """
+
+    queue_daq: Callable[[str | dict[str, Any]], Deferred[DaqReply]]
+    """``QueueDaq``: the intake's own ``queue`` (bound at ``start``; no hop through here)."""
+
     def __init__(self, config: Config, workspace: Workspace, hub: TopicHub,
                  clock: IReactorTime, runner: ProcessRunner, run_writer: RunBlocking,
                  run_reader: RunBlocking, run_blocking: RunBlocking,
@@ -77,25 +90,32 @@ class DaqManager:
     # -- start and stop -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover from the store (blocking: the reactor does not run yet) and resume."""
+        """Recover from the store (blocking: the reactor does not run yet), build the
+        rooms, and let every recovered DAQ go on from its committed state."""
         recovered = recover(self._workspace)
         self.journal = Journal(recovered.writer, recovered.reader, self._run_writer,
                                self._run_reader)  # fmt: skip
-        self.scheduler = Scheduler(self._config.limits.daq, self._clock, self._start)
-        self.pipeline = Pipeline(self.means, self._workspace, self.journal, self._finished,
+        self.committer = Committer(self.journal, self._hub, self._clock)
+        finished: Observers[Daq] = Observers()
+        finished.add(self._finished)
+        self.pipeline = Pipeline(self.means, self._workspace, self.journal, finished,
                                  self._storage)  # fmt: skip
-        self.control = Control(self.means, self._workspace, self.pipeline, self._finished,
-                               self._resume)  # fmt: skip
+        self.committer.refused.add(self.pipeline.halt)
+        self.scheduler = Scheduler(self._config.limits.daq, self._clock, self.pipeline.start)
+        self.control = Control(self.means, self._workspace, self.pipeline, self.scheduler,
+                               finished)  # fmt: skip
         self.validator = Validator(self.means.runner, self._config)
         self.intake = Intake(self._config, self.journal, self._clock, self.validator.vet,
-                             recovered.next_seq, self._accepted)  # fmt: skip
+                             recovered.next_seq, self.committer, self.registry,
+                             self.scheduler)  # fmt: skip
+        self.queue_daq = self.intake.queue
         self.archive = Archive(self.means, self._workspace, self.journal)
         self.dry_run = DryRun(self.means, self.means.runner, self._storage, self.journal)
         self.queries = Queries(self.registry, self.journal, self._workspace, self.archive.folder)
         for record in recovered.records:
-            daq = self._daq(record)
+            daq = self.committer.daq(record)
             self.registry.add(daq)
-            self._resume(daq)
+            self.control.resume(daq)
         log.info("store recovered: {count} DAQ(s) not yet archived", count=len(self.registry))
         settle(self._tidy_leftovers(), "tidying the workspace")
 
@@ -124,16 +144,16 @@ class DaqManager:
 
     # -- the interface ---------------------------------------------------------------------
 
-    def queue_daq(self, specification: str | dict[str, Any]) -> Deferred[DaqReply]:
-        return self.intake.queue(specification)
-
     def get_daq_status(self, daq_id: str) -> Any:
+        """``GetDaqStatus``: from memory for an unfinished DAQ, else from the store."""
         return self.queries.status(daq_id)
 
     def get_active_daqs(self) -> PreEncoded:
+        """``GetActiveDaqs``: every unfinished DAQ's status, oldest first."""
         return self.queries.active()
 
     def get_internal_daq_status(self, daq_id: str) -> Any:
+        """``GetInternalDaqStatus``, archived DAQs included."""
         return self.queries.internal(daq_id)
 
     def audit_workspace(self, repair: bool) -> Deferred[dict[str, Any]]:
@@ -154,19 +174,24 @@ class DaqManager:
         ).addCallback(done)
 
     def check_daq(self, specification: str | dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """``CheckDaq``: the dry run of a whole DAQ; nothing is queued or written."""
         return self.dry_run.check(specification)
 
     def get_timeline(self, since: float | None, until: float | None,
                      limit: int) -> Deferred[dict[str, Any]]:  # fmt: skip
+        """``GetTimeline``: the DAQs of a time window and their stage runs."""
         return self.queries.timeline(since, until, limit)
 
     def get_daq_provenance(self, daq_id: str) -> Deferred[PreEncoded]:
+        """``GetDaqProvenance``: where each card of the product's header came from."""
         return self.queries.provenance(daq_id)
 
     def abort_daq(self, daq_id: str) -> Deferred[DaqReply]:
+        """``AbortDaq``: answered once the DAQ is ``Aborted``."""
         return self._on_active(daq_id, self.control.abort, "abort")
 
     def retry_merge_daq(self, daq_id: str) -> Deferred[None]:
+        """``RetryMergeDaq``: answered as soon as the blocked DAQ is unblocked."""
         return self._on_active(daq_id, self.control.retry, "retry")
 
     def _on_active(self, daq_id: str, command: Any, verb: str) -> Deferred[Any]:
@@ -182,63 +207,7 @@ class DaqManager:
 
         return self.queries.stored(daq_id).addCallback(finished)
 
-    # -- what the rooms share ----------------------------------------------------------------
-
-    def _daq(self, record: DaqRecord) -> Daq:
-        return Daq(record, self._clock, self._commit)
-
-    def _accepted(self, record: DaqRecord) -> Daq:
-        daq = self._daq(record)
-        self.registry.add(daq)
-        self._publish(daq)
-        self.scheduler.enqueue(daq)
-        return daq
-
-    def _commit(self, daq: Daq, record: DaqRecord) -> Deferred[None]:
-        """Commit, then publish — always.  A refusal of the store is the DAQ's alert."""
-        change = Update(daq.id, record.encode(), record.substate.value, record.finished_at,
-                        archived=record.substate.is_final)  # fmt: skip
-
-        def committed(_: Any) -> None:
-            daq.committed(record)
-            self._publish(daq)
-
-        def refused(failure: Failure) -> Failure:
-            failure.trap(StoreError)
-            log.error("DAQ {daq_id}: the store refused a change: {reason}", daq_id=daq.id,
-                      reason=str(failure.value))  # fmt: skip
-            daq.not_committed(str(failure.value))
-            self.pipeline.halt(daq)
-            self._publish(daq)
-            return failure
-
-        return self.journal.commit(change).addCallbacks(committed, refused)
-
-    def _publish(self, daq: Daq) -> None:
-        # With nobody subscribed nothing is encoded: a status call encodes the
-        # status when it asks (once per change, either way).
-        if self._hub.subscriber_count(STATUS_TOPIC):
-            self._hub.publish(STATUS_TOPIC, daq.encoded_status(), daq.id)
-
-    def _start(self, daq: Daq) -> None:
-        self.pipeline.start(daq)
-
-    def _resume(self, daq: Daq) -> None:
-        """Go on from the DAQ's committed state (at start-up, or after a store failure)."""
-        substate = daq.substate
-        if substate.is_final:
-            self._finished(daq)
-        elif substate is S.Aborting:
-            self.scheduler.occupy(daq)
-            settle(self.control.abort_running(daq), "aborting DAQ {daq_id}", daq_id=daq.id)
-        elif substate in STAGE_SUBSTATES:
-            self.scheduler.occupy(daq)
-            if not daq.blocked:
-                self.pipeline.rerun(daq)
-        elif daq.holds_slot:
-            self.pipeline.start(daq)
-        else:
-            self.scheduler.enqueue(daq)
+    # -- what the rooms announce ------------------------------------------------------------
 
     def _finished(self, daq: Daq) -> None:
         """Its final record is committed (and archived): file its folder away."""
@@ -246,6 +215,8 @@ class DaqManager:
         self.scheduler.release(daq)
         self.pipeline.reserve.forget(daq)
         self.archive.file_away(daq)
+
+    # -- at start-up -------------------------------------------------------------------------
 
     def _tidy_leftovers(self) -> Deferred[None]:
         """Folders in ``daqs/`` of no unfinished DAQ: archive them, or remove them."""

@@ -25,6 +25,9 @@ from dpmd.workspace import Workspace
 
 
 class Queries:
+    """The status commands, for DAQs in memory (the registry) and in the store (the journal's
+    reader); owns nothing, changes nothing."""
+
     def __init__(self, registry: Registry, journal: Journal, workspace: Workspace,
                  archived_folder: Callable[[str], Path]) -> None:  # fmt: skip
         self._registry = registry

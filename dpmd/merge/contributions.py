@@ -27,6 +27,8 @@ _LISTED_NAMES = 20
 
 @dataclass(frozen=True)
 class Alert:
+    """An alert the merger reports to its caller (``UnmergedData``, ``PrimaryHduResized``)."""
+
     category: str
     key: str
     severity: str

@@ -26,6 +26,8 @@ __all__ = ["Alert", "HduEntry", "Mode", "Piece", "Plan", "build_plan", "resolve_
 
 
 class Mode(enum.Enum):
+    """How the product is made: a new file, or the in-place target's header and extensions."""
+
     NEW_FILE = "new-file"
     IN_PLACE = "in-place"  # header overwritten in the target, extensions appended
     IN_PLACE_REWRITE = "in-place-rewrite"  # header grew: target rewritten and replaced
@@ -57,6 +59,9 @@ class HduEntry:
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything the merge will write, decided before a byte is: the header, the pieces
+    to copy, the HDUs and the alerts (what ``--dry-run`` prints)."""
+
     spec: Specification
     mode: Mode
     output: str

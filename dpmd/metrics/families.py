@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
 
-from dpmd.daq.running.observers import StageEnded
+from dpmd.daq.observers import StageEnded
 from dpmd.metrics.daqs import DaqTally
 from dpmd.model import StorageStatus
 
@@ -42,7 +42,7 @@ the series (not with the DAQs): few buckets, where the answers are."""
 
 
 class StageMetrics:
-    """Stage runs as ``DaqManager.pipeline.observers`` tells them."""
+    """Stage runs as ``DaqManager.pipeline.stage_ended`` tells them."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.duration = Histogram(

@@ -27,7 +27,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTi
 from twisted.python.failure import Failure
 
 import dpmd
-from dpmd.daq.manager import STATUS_TOPIC, DaqManager
+from dpmd.daq.manager import DaqManager
+from dpmd.daq.persist.committer import STATUS_TOPIC
 from dpmd.logs import get_logger
 from dpmd.metrics.daqs import DaqTally
 from dpmd.metrics.families import RpcMetrics, StageMetrics, StateCollector
@@ -86,7 +87,7 @@ class MetricsService(MultiService):
         manager = self._manager
         self.tally.seed((daq.wire_status(), daq.record.queued_at) for daq in manager.registry)
         self._hub.subscribe(STATUS_TOPIC, self.tally)
-        manager.pipeline.observers.add(self.stages.stage_ended)
+        manager.pipeline.stage_ended.add(self.stages.stage_ended)
         self.refresh_storage()
         super().startService()
 

@@ -44,6 +44,11 @@ PROBE = "test -r {0} || exit 3; wc -c < {0}; head -c 9 {0}; echo"
 
 
 class DryRun:
+    """``CheckDaq``: every check ``QueueDaq`` and the stages would make, writing nothing.
+
+    May call the vetting, the journal (for the id's stored state), the storage monitor
+    and child processes (the merger's ``--dry-run``, the remote probes)."""
+
     def __init__(self, means: Means, runner: ProcessRunner, storage: StorageMonitor,
                  journal: Journal) -> None:  # fmt: skip
         self._means = means

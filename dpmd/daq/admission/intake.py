@@ -34,9 +34,10 @@ from twisted.python.failure import Failure
 from dpmd.config import Config
 from dpmd.daq.admission.validator import ValidatorGone
 from dpmd.daq.admission.vetting import vet
-from dpmd.daq.lifecycle import Daq
+from dpmd.daq.persist.committer import Committer
 from dpmd.daq.persist.journal import Journal
 from dpmd.daq.persist.store import DIFFERENT_ARCHIVED, IDENTICAL, INSERTED, Insert, StoreError
+from dpmd.daq.queue import Registry, Scheduler
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
 from dpmd.record import DaqRecord
@@ -62,21 +63,25 @@ class _Arrival:
 
 
 class Intake:
-    def __init__(
-        self,
-        config: Config,
-        journal: Journal,
-        clock: IReactorTime,
-        vet_in_child: Callable[[bytes], Deferred[dict[str, Any]]],
-        next_seq: int,
-        accepted: Callable[[DaqRecord], Daq],
-    ) -> None:
+    """``QueueDaq``: checks each arrival, commits it, puts it in the queue, answers.
+
+    Owns the arrivals not yet answered and the queued log line; may call the
+    vetting (here or in its child), the journal, the committer (which makes the new
+    ``Daq`` and publishes it), the registry and the scheduler.
+    """
+
+    def __init__(self, config: Config, journal: Journal, clock: IReactorTime,
+                 vet_in_child: Callable[[bytes], Deferred[dict[str, Any]]], next_seq: int,
+                 committer: Committer, registry: Registry,
+                 scheduler: Scheduler) -> None:  # fmt: skip
         self._config = config
         self._journal = journal
         self._clock = clock
         self._vet_in_child = vet_in_child
         self._next_seq = next_seq
-        self._accepted = accepted
+        self._committer = committer
+        self._registry = registry
+        self._scheduler = scheduler
         self._arrivals: deque[_Arrival] = deque()
         self._queued_log = QueuedLog(clock)
         journal.after_each_batch(self._queued_log.write_full_lines)
@@ -145,7 +150,10 @@ class Intake:
     def _stored(self, result: str, record: DaqRecord) -> DaqReply:
         daq_id = record.id
         if result == INSERTED:
-            self._accepted(record)
+            daq = self._committer.daq(record)
+            self._registry.add(daq)
+            self._committer.publish(daq)
+            self._scheduler.enqueue(daq)
             self._queued_log.add(daq_id)
         elif result == IDENTICAL:
             log.info("DAQ {daq_id} was queued again with the same specification", daq_id=daq_id)

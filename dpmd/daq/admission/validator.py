@@ -32,6 +32,9 @@ class ValidatorGone(Exception):
 
 
 class Validator:
+    """The parent of the vetting child: starts it when first needed (and again if it ends),
+    writes it requests and matches its answers to them, in order."""
+
     def __init__(self, runner: ProcessRunner, config: Config) -> None:
         self._runner = runner
         rules = Rules(config.release_allowed, config.workspace)

@@ -39,6 +39,8 @@ TEMPORARY_SUFFIXES = (".dpmd-part", ".dpmd-tmp", ".tmp")
 
 @dataclass
 class Problem:
+    """One thing the audit found: its kind, where, what, and whether it was repaired."""
+
     kind: str
     path: str
     detail: str

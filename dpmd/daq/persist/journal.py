@@ -35,6 +35,9 @@ _Batch = list[tuple[Change, Deferred[Any]]]
 
 
 class Journal:
+    """The store as the reactor sees it: group commit on the writer thread, look-ups on
+    the reader thread, every caller answered in the order its change was made."""
+
     def __init__(self, writer: Store, reader: Store, run_writer: RunBlocking,
                  run_reader: RunBlocking) -> None:  # fmt: skip
         self._writer = writer

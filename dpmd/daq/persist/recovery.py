@@ -38,6 +38,9 @@ INCOMING = "incoming"
 
 @dataclass
 class Recovered:
+    """What start-up found: the store's two connections, the next queue number and the
+    records of the unfinished DAQs."""
+
     writer: Store
     reader: Store
     next_seq: int
@@ -79,6 +82,8 @@ def _import(store: Store, workspace: Workspace) -> None:
 
 @dataclass
 class LegacyWorkspace:
+    """The DAQs of a file-per-DAQ workspace, read for the import, and the folders set aside."""
+
     daqs: list[ImportedDaq] = field(default_factory=list)
     set_aside: list[tuple[str, Path, str]] = field(default_factory=list)
     """``(name, moved to, reason)`` of each folder that could not be read."""

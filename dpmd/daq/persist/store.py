@@ -101,6 +101,8 @@ DIFFERENT_ARCHIVED = "different-archived"
 
 @dataclass(frozen=True)
 class StoredDaq:
+    """A DAQ's row, as a look-up finds it (archived DAQs included)."""
+
     daq_id: str
     seq: int
     record: str

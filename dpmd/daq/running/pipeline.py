@@ -12,17 +12,16 @@ where it is; one that fails because the store could not commit is halted
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
 from dpmd.daq.lifecycle import STAGE_SUBSTATES, Daq, Event, settle
+from dpmd.daq.observers import Observers, StageEnded
 from dpmd.daq.persist.journal import Journal
 from dpmd.daq.persist.store import StoreError
 from dpmd.daq.running.host import Means, StageContext
-from dpmd.daq.running.observers import StageEnded, StageObservers
 from dpmd.daq.running.reserve import StorageReserve
 from dpmd.daq.running.stage_table import FIRST_STAGE, NEXT_STAGE, STAGES, StageSpec, begin, end
 from dpmd.logs import get_logger
@@ -41,14 +40,21 @@ WAITING = object()
 
 
 class Pipeline:
+    """Runs the stages of the DAQs past ``Scheduled``: one run at a time per DAQ.
+
+    Owns the runs in flight and the storage reserve; reads specifications through
+    the journal; announces each stage run's end (``stage_ended``) and each DAQ that
+    reached its final state (``finished``, an observer hub it is given).
+    """
+
     def __init__(self, means: Means, workspace: Workspace, journal: Journal,
-                 finished: Callable[[Daq], None], storage: StorageMonitor) -> None:  # fmt: skip
+                 finished: Observers[Daq], storage: StorageMonitor) -> None:  # fmt: skip
         self._means = means
         self._workspace = workspace
         self._journal = journal
         self._finished = finished
         self.reserve = StorageReserve(storage, means.clock, self.later)
-        self.observers = StageObservers()
+        self.stage_ended: Observers[StageEnded] = Observers()
         self._running: dict[str, Deferred[Any]] = {}
         self.stopping = False
 
@@ -132,13 +138,13 @@ class Pipeline:
               terminal: bool = False) -> None:  # fmt: skip
         started, ended = run.get("started_at"), run.get("ended_at")
         seconds = float(ended - started) if started is not None and ended is not None else 0.0
-        self.observers.tell(StageEnded(daq.id, spec.name, succeeded, seconds,
+        self.stage_ended.tell(StageEnded(daq.id, spec.name, succeeded, seconds,
                                        int(run.get("attempts", 1)),
                                        daq.newest.stage_bytes(spec.name), terminal))  # fmt: skip
 
     def _after(self, daq: Daq) -> None:
         if daq.substate.is_final:
-            self._finished(daq)
+            self._finished.tell(daq)
         else:
             self.later(daq)
 

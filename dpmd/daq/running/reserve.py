@@ -31,6 +31,9 @@ RECHECK = 2.0
 
 
 class StorageReserve:
+    """Holds back stage runs while the workspace's free space is below ``storage.reserve``,
+    with a ``StorageLow`` alert on each DAQ it holds, and lets them go when space returns."""
+
     def __init__(self, monitor: StorageMonitor, clock: IReactorTime,
                  resume: Callable[[Daq], None]) -> None:  # fmt: skip
         self._monitor = monitor

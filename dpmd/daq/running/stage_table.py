@@ -28,6 +28,9 @@ S = DaqSubState
 
 @dataclass(frozen=True)
 class StageSpec:
+    """Every fact about one stage: what runs it, what ends it, where its result goes and
+    which alerts it raises and owns."""
+
     substate: DaqSubState
     name: str
     run: Callable[[StageHost], Deferred[Any]]

@@ -36,6 +36,9 @@ LEEWAY = 0.001
 
 
 class Watchdog:
+    """Watches one child of a stage: ``StageStalled`` after ``stall`` seconds of silence,
+    stopped (TERM, then KILL after ``grace``) after ``kill``."""
+
     def __init__(
         self,
         child: ChildProcess,
