@@ -448,6 +448,43 @@ class AuditTests(TestCase):
         self.assertTrue(internal["detail"]["workspace_removed"])
         del service
 
+    @inlineCallbacks
+    def test_an_unfinished_daqs_missing_folder_is_found_then_made_again(self) -> None:
+        root = Path(self.mktemp()).absolute()
+        root.mkdir()
+        service, caller = yield start_server(self, root)
+        spec = product_spec("FSCK.3", root)
+        late = root / "late.fits"
+        spec["sources"].append({"type": "fitsFile", "sourceName": "late", "location": str(late)})
+        yield caller.call("/daq/QueueDaq", json.dumps(spec))
+        for _ in range(500):  # it waits in Collecting: its last source is still to come
+            status = yield caller.call("/daq/GetDaqStatus", "FSCK.3")
+            if status["error"]:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(status["substate"], "Collecting")
+        folder = root / "dpm" / "daqs" / "FSCK.3"
+        shutil.rmtree(folder)
+        found = yield caller.call("/dpm/AuditWorkspace", False)
+        [problem] = found["problems"]
+        self.assertEqual((problem["kind"], problem["path"], problem["repaired"]),
+                         ("record-without-folder", str(folder), False))  # fmt: skip
+        self.assertIn("DAQ FSCK.3 is Collecting, not finished, and its folder is gone",
+                      problem["detail"])  # fmt: skip
+        self.assertIn("repair makes it again", problem["detail"])
+        self.assertFalse(folder.exists(), "without repair nothing is changed")
+        repaired = yield caller.call("/dpm/AuditWorkspace", True)
+        self.assertEqual([p["repaired"] for p in repaired["problems"]], [True])
+        self.assertEqual((folder / "specification.json").read_bytes(), json.dumps(spec).encode())
+        again = yield caller.call("/dpm/AuditWorkspace")
+        self.assertEqual(again["problems"], [])
+        write_fits(str(late), [("HIERARCH ESO TEL AIRM START", 1.2)])
+        yield caller.call("/daq/RetryMergeDaq", "FSCK.3")
+        final = yield caller.wait_for("FSCK.3", "Completed")
+        with fits.open(final["result"], checksum=True) as hdus:
+            self.assertEqual(hdus[0].verify_checksum(), 1)
+        del service
+
 
 class ManifestTests(TestCase):
     """The manifest beside each product, checked against an independent computation."""

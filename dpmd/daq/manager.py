@@ -158,7 +158,10 @@ class DaqManager:
 
     def audit_workspace(self, repair: bool) -> Deferred[dict[str, Any]]:
         """Check the store and the files against each other (``/dpm/AuditWorkspace``)."""
-        busy = busy_of([daq.newest for daq in self.registry], part_name)
+        daqs = list(self.registry)
+        waiting = frozenset(daq.id for daq in daqs
+                            if daq.blocked and not self.pipeline.is_running(daq))  # fmt: skip
+        busy = busy_of([daq.newest for daq in daqs], part_name, waiting)
         config = self._config
         roots = [config.release_dir, *config.release_allowed]
 

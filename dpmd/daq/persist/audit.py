@@ -5,8 +5,13 @@ What is looked for (``kind`` of each problem):
 * ``folder-without-record`` — a folder in ``daqs/`` or ``archive/`` that no
   DAQ of the store owns (a left-over): *repair* removes it;
 * ``record-without-folder`` — an archived DAQ whose folder is gone although
-  retention did not remove it: *repair* records it as removed; a DAQ that
-  has started and is not finished whose folder is gone is reported only;
+  retention did not remove it: *repair* records it as removed.  A DAQ that has
+  started and is not finished whose folder is gone is reported too; when it
+  waits for a retry in ``Collecting`` or ``Merging``, *repair* makes its folder
+  again, with its specification from the store, so that ``RetryMergeDaq`` runs
+  the stage again (what the folder held — copies of remote sources, logs — is
+  made again by the retry); a DAQ whose stage is running, or one in
+  ``Releasing`` (its product went with the folder), is reported only;
 * ``temporary`` — a temporary file of dpmd's (``.*.dpmd-part`` at a
   receiver or in a DAQ folder, ``.*.dpmd-tmp``, ``.*.tmp``) that no running
   DAQ is writing: *repair* removes it if it is a regular file of dpmd's user;
@@ -31,6 +36,7 @@ from typing import Any
 
 from dpmd.daq.persist.store import FolderRemoved, Store
 from dpmd.digest import Digest, file_digest
+from dpmd.model import DaqSubState
 from dpmd.record import DaqRecord, Delivery
 from dpmd.workspace import Workspace, remove
 
@@ -61,9 +67,19 @@ class Busy:
     receivers: frozenset[str]
     products: tuple[tuple[str, str, dict[str, Any]], ...]
     """``(daq id, product path, recorded digest)`` of products awaiting release."""
+    started: tuple[tuple[str, str], ...] = ()
+    """``(daq id, substate)`` of the DAQs past ``Scheduled``: each has a folder."""
+    waiting: frozenset[str] = frozenset()
+    """The started DAQs that wait for a retry (blocked, with no stage running)."""
 
 
-def busy_of(records: list[DaqRecord], staging_name: Any) -> Busy:
+REMADE_IN = frozenset({DaqSubState.Collecting.value, DaqSubState.Merging.value})
+"""Where a DAQ whose folder is gone can go on once it is made again (a retry runs the
+stage from its start); in ``Releasing`` its product went with the folder."""
+
+
+def busy_of(records: list[DaqRecord], staging_name: Any,
+            waiting: frozenset[str] = frozenset()) -> Busy:  # fmt: skip
     staging, receivers, products = set(), set(), []
     for record in records:
         for delivery in record.deliveries.values():
@@ -73,8 +89,10 @@ def busy_of(records: list[DaqRecord], staging_name: Any) -> Busy:
                 staging.add(str(final.with_name(staging_name(final.name))))
         if record.product and record.product_digest:
             products.append((record.id, record.product, record.product_digest))
+    started = tuple((record.id, record.substate.value) for record in records
+                    if record.started_at is not None)  # fmt: skip
     return Busy(frozenset(record.id for record in records), frozenset(staging),
-                frozenset(receivers), tuple(products))  # fmt: skip
+                frozenset(receivers), tuple(products), started, waiting)  # fmt: skip
 
 
 def audit(store_path: Path, workspace: Workspace, receiver_roots: list[Path], busy: Busy,
@@ -102,6 +120,7 @@ def audit(store_path: Path, workspace: Workspace, receiver_roots: list[Path], bu
                 changes.append(FolderRemoved(daq_id))
                 problem.repaired = True
             problems.append(problem)
+    problems += _started_without_folder(store_path, workspace, busy, repair)
     for daq_id in sorted(busy.ids):
         folder = workspace.daq_dir(daq_id)
         if not folder.exists():
@@ -121,6 +140,33 @@ def audit(store_path: Path, workspace: Workspace, receiver_roots: list[Path], bu
                                               "no receiver's symbolic link points into it"),
                                       repair, lambda a=anchor: remove(a)))  # fmt: skip
     return problems, changes
+
+
+def _started_without_folder(store_path: Path, workspace: Workspace, busy: Busy,
+                            repair: bool) -> list[Problem]:  # fmt: skip
+    """Unfinished DAQs past ``Scheduled`` whose folder is gone; made again where that
+    lets a retry go on."""
+    found = []
+    for daq_id, substate in sorted(busy.started):
+        folder = workspace.daq_dir(daq_id)
+        if folder.exists():
+            continue
+        problem = Problem("record-without-folder", str(folder),
+                          f"DAQ {daq_id} is {substate}, not finished, and its folder is gone")
+        if substate not in REMADE_IN:
+            problem.detail += "; its product went with it: abort the DAQ"
+        elif daq_id not in busy.waiting:
+            problem.detail += "; its stage is running: audit again once it has failed"
+        elif repair:
+            with Store(store_path) as store:
+                workspace.prepare_daq(daq_id, store.specification(daq_id))
+            problem.detail += ("; made again with its specification: RetryMergeDaq runs "
+                               "the stage again")  # fmt: skip
+            problem.repaired = True
+        else:
+            problem.detail += "; repair makes it again, so that RetryMergeDaq can go on"
+        found.append(problem)
+    return found
 
 
 def _entries(folder: Path) -> list[str]:
