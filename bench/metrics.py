@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Rpc, small_spec, start_server
 from dpmd.daq.manager import STATUS_TOPIC
+from dpmd.encoding import PreEncoded
 from dpmd.metrics.daqs import DaqTally
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
-from dpmd.rpc.encoding import PreEncoded
 
 
 def free_port() -> int:

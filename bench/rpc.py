@@ -71,8 +71,8 @@ def wire_server(port_file: str, canned_file: str, encoded: bool) -> None:
     from twisted.internet import reactor
 
     from dpmd.api import translate_error
+    from dpmd.encoding import PreEncoded
     from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
-    from dpmd.rpc.encoding import PreEncoded
     from dpmd.rpc.protocol import JsonRpcFactory
     from dpmd.topics import TopicHub
 

@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
 from dpmd.model import StorageStatus
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.topics import Subscriber, TopicHub
 
 log = get_logger(__name__)

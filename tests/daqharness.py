@@ -24,9 +24,9 @@ from dpmd.daq.manager import STATUS_TOPIC, DaqManager
 from dpmd.daq.validator import MODULE as VETTING
 from dpmd.daq.vetting import Rules, serve
 from dpmd.digest import file_digest
+from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError, DaqReply, DaqStatus
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.storage import StorageMonitor
 from dpmd.testing import (
     FakeProcess,

@@ -10,9 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.access import Role
 from dpmd.api import translate_error
+from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError
 from dpmd.rpc.dispatch import Dispatcher, Method, Param, _error_line, string_param
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.rpc.errors import RpcError
 
 

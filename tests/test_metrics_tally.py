@@ -16,12 +16,12 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from dpmd.daq.events import StageEnded, StageObservers
 from dpmd.daq.manager import STATUS_TOPIC
+from dpmd.encoding import PreEncoded
 from dpmd.metrics import MetricsService
 from dpmd.metrics.daqs import DaqTally
 from dpmd.metrics.families import StageMetrics, StateCollector
 from dpmd.metrics.web import MetricsSite
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
 

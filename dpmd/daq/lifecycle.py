@@ -25,8 +25,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from dpmd.daq.record import DaqRecord
+from dpmd.encoding import PreEncoded
 from dpmd.model import AlertSeverity, DaqAlert, DaqError, DaqSubState
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.spec import Specification
 
 S = DaqSubState

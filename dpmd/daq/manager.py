@@ -43,9 +43,9 @@ from dpmd.daq.registry import Registry
 from dpmd.daq.scheduler import Scheduler
 from dpmd.daq.store import FILE_NAME, FolderRemoved, StoreError, Update
 from dpmd.daq.validator import Validator
+from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply, DaqSubState
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub

@@ -19,8 +19,8 @@ from dpmd.daq.lifecycle import Daq
 from dpmd.daq.record import DaqRecord
 from dpmd.daq.registry import Registry
 from dpmd.daq.store import StoredDaq
+from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError
-from dpmd.rpc.encoding import PreEncoded
 from dpmd.workspace import Workspace
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from dpmd.daq.checks import ReceiverRules, server_problems
-from dpmd.rpc.encoding import encode
+from dpmd.encoding import encode
 from dpmd.spec import SpecificationError, parse_specification
 
 

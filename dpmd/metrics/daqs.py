@@ -20,9 +20,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
 from dpmd.model import DaqSubState
-from dpmd.rpc.encoding import PreEncoded
 
 log = get_logger(__name__)
 

@@ -36,8 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.access import Role, may_call
-from dpmd.logs import get_logger
-from dpmd.rpc.encoding import (
+from dpmd.encoding import (
     ParseError,
     PreEncoded,
     decode,
@@ -46,6 +45,7 @@ from dpmd.rpc.encoding import (
     scrub,
     unrepresentable,
 )
+from dpmd.logs import get_logger
 from dpmd.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,

@@ -38,11 +38,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dpmd.access import AccessPolicy, IClientIdentities, Role
+from dpmd.encoding import PreEncoded, encode, scrub
 from dpmd.lines import LineBuffer, LineTooLong
 from dpmd.logs import get_logger
 from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.encoding import PreEncoded, encode, scrub
 from dpmd.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from dpmd.topics import TopicHub
 

@@ -1,4 +1,9 @@
-"""JSON on the wire: one reusable decoder and encoder, and what they cannot carry.
+"""Compact JSON: one reusable decoder and encoder, and what they cannot carry.
+
+The wire (``dpmd.rpc``) decodes requests and encodes replies with it; the
+core encodes with it what it hands out many times (a DAQ's status, a storage
+sample, as ``PreEncoded``) and what the vetting child answers.  It knows
+neither side: no transport, no DAQ, only JSON text and its limits.
 
 Python's ``json`` accepts more than can be sent back: ``1e400`` decodes to
 ``inf`` (which ``allow_nan=False`` refuses to encode), ``"\\udcff"`` decodes
