@@ -9,7 +9,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.methods import Method, Param, string_param
 from dpmd.rpc.protocol import JsonRpcProtocol
 from dpmd.testing import connect_session, written_messages
 from dpmd.topics import TopicHub
