@@ -116,6 +116,7 @@ def find_final(final: Path, product: Path) -> str:
 
 @inlineCallbacks
 def deliver_local(run: ReleaseRun, destination: Destination) -> Any:
+    """Take one local receiver's delivery from where its record says it is to ``delivered``."""
     host, key = run.host, destination.key
     config = host.config
     # QueueDaq checked the path as written; a link on the way may lead elsewhere.

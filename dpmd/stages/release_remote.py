@@ -36,6 +36,7 @@ from dpmd.stages.transfer import (
 
 @inlineCallbacks
 def deliver_remote(run: ReleaseRun, destination: Destination) -> Any:
+    """Take one remote receiver's delivery from where its record says it is to ``delivered``."""
     host, key = run.host, destination.key
     final = str(destination.directory / run.name)
     staging = str(destination.directory / part_name(run.name))
