@@ -198,7 +198,8 @@ def observer_phase() -> None:
     from twisted.internet import reactor
 
     from dpmd.metrics.families import RpcMetrics
-    from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+    from dpmd.rpc.dispatch import Dispatcher
+    from dpmd.rpc.methods import Method, Param, string_param
 
     status = PreEncoded.of(DaqStatus("BENCH.1", "BENCH.1", DaqSubState.Scheduled).to_json())
     table = {"/daq/GetDaqStatus": Method("/daq/GetDaqStatus", lambda id: status,

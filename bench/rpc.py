@@ -72,8 +72,9 @@ def wire_server(port_file: str, canned_file: str, encoded: bool) -> None:
 
     from dpmd.api import translate_error
     from dpmd.encoding import PreEncoded
-    from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
-    from dpmd.rpc.protocol import JsonRpcFactory
+    from dpmd.rpc.dispatch import Dispatcher
+    from dpmd.rpc.listener import JsonRpcFactory
+    from dpmd.rpc.methods import Method, Param, string_param
     from dpmd.topics import TopicHub
 
     canned = json.loads(Path(canned_file).read_text())

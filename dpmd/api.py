@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred
 from dpmd.daq.manager import DaqManager
 from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Method, Param, json_type_name, string_param
 from dpmd.rpc.errors import DAQ_EXCEPTION, INVALID_PARAMS, RpcError
+from dpmd.rpc.methods import Method, Param, json_type_name, string_param
 from dpmd.storage import StorageMonitor
 from dpmd.topics import Subscriber, TopicHub, UnknownTopic
 

@@ -49,7 +49,7 @@ from dpmd.logs import get_logger
 from dpmd.metrics import MetricsService
 from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.protocol import JsonRpcFactory
+from dpmd.rpc.listener import JsonRpcFactory
 from dpmd.sdnotify import SystemdNotifier
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub

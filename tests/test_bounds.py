@@ -11,8 +11,10 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.rpc.bounds import FREE_INPUT_BYTES, ServerBounds
-from dpmd.rpc.dispatch import Dispatcher, Method
-from dpmd.rpc.protocol import JsonRpcFactory, JsonRpcProtocol
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.listener import JsonRpcFactory
+from dpmd.rpc.methods import Method
+from dpmd.rpc.protocol import JsonRpcProtocol
 from dpmd.testing import written_messages
 from dpmd.topics import TopicHub
 

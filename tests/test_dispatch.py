@@ -12,8 +12,9 @@ from dpmd.access import Role
 from dpmd.api import translate_error
 from dpmd.encoding import PreEncoded
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, _error_line, string_param
-from dpmd.rpc.errors import RpcError
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.errors import RpcError, error_line
+from dpmd.rpc.methods import Method, Param, string_param
 
 
 def number(value: Any) -> float:
@@ -349,7 +350,7 @@ class PlainAnswerTests(SynchronousTestCase):
             b'{"jsonrpc":"2.0","method":"refuse","params":["x"],"id":1}'
         )
         self.assertIn("unknown DAQ id 'x'", json.loads(error_reply)["error"]["message"])  # type: ignore[arg-type]
-        line = _error_line(1, RpcError(-32000, "unknown DAQ id '\udcff'", {"id": "\udcff"}))
+        line = error_line(1, RpcError(-32000, "unknown DAQ id '\udcff'", {"id": "\udcff"}))
         self.assertEqual(json.loads(line)["error"]["message"], "unknown DAQ id '\\udcff'")
 
 

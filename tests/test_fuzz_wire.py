@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.api import translate_error
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.methods import Method, Param, string_param
 from dpmd.testing import connect_session, written_messages
 from dpmd.topics import TopicHub
 

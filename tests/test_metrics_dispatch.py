@@ -15,8 +15,9 @@ from dpmd.access import Role
 from dpmd.api import translate_error
 from dpmd.metrics.families import RpcMetrics
 from dpmd.model import DaqError
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+from dpmd.rpc.dispatch import Dispatcher
 from dpmd.rpc.errors import INVALID_PARAMS, RpcError
+from dpmd.rpc.methods import Method, Param, string_param
 
 
 @dataclass

@@ -26,8 +26,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from dpmd.access import AccessPolicy, private_unix_socket
 from dpmd.mtls import MutualTLSParser, mutual_tls_options
 from dpmd.rpc.bounds import ServerBounds
-from dpmd.rpc.dispatch import Dispatcher, Method
-from dpmd.rpc.protocol import JsonRpcFactory
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.listener import JsonRpcFactory
+from dpmd.rpc.methods import Method
 from dpmd.testing import JsonLineClient
 from dpmd.topics import TopicHub
 from tests.certificates import Issued, issue, make_ca

@@ -9,7 +9,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from dpmd.rpc.dispatch import Dispatcher, Method, Param, string_param
+from dpmd.rpc.dispatch import Dispatcher
+from dpmd.rpc.methods import Method, Param, string_param
 from dpmd.rpc.protocol import JsonRpcProtocol
 from dpmd.testing import connect_session, written_messages
 from dpmd.topics import TopicHub
@@ -253,9 +254,9 @@ class RobustnessTests(SynchronousTestCase):
         self.session.pauseProducing()
         for n in range(10_000):
             self.hub.publish("/t", {"id": "A", "n": n, "pad": "x" * 1000}, "A")
-        held = sum(len(item.line or b"") for item in self.session._queue)
+        held = sum(len(item.line or b"") for item in self.session._outbox.items)
         self.assertLess(held, 2 * 1100)
-        self.assertLess(len(self.session._queue), 200)
+        self.assertLess(len(self.session._outbox.items), 200)
         self.session.resumeProducing()
         [last] = written_messages(self.transport)
         self.assertEqual(last["params"]["n"], 9999)

@@ -78,16 +78,16 @@ def arm(point: str, marker: Path) -> None:
 
         intake.Intake._stored = reply_never_sent  # type: ignore[method-assign]
     elif point == "receiver-publish":
-        from dpmd.stages import release
+        from dpmd.stages import release_local
 
-        publish = release.publish
+        publish = release_local.publish
 
         def published_not_recorded(staging: Path, final: Path) -> bool:
             done = publish(staging, final)
             _die(marker)
             return done
 
-        release.publish = published_not_recorded
+        release_local.publish = published_not_recorded
     elif point == "commit-batch":
         from dpmd.daq.persist.store import Store
 

@@ -24,6 +24,8 @@ FREE_INPUT_BYTES = 64 * 1024
 
 
 class BudgetWaiter(Protocol):
+    """A connection that stopped reading until the shared input budget has room again."""
+
     def input_budget_available(self) -> None: ...
 
 

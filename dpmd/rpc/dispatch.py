@@ -1,10 +1,11 @@
 """JSON-RPC 2.0 without I/O: one line of bytes in, the reply line out.
 
 The dispatcher knows the JSON-RPC 2.0 rules (request shape, ids, batches,
-notifications, the standard error codes) and nothing of transports or of
-the DPM.  Handlers come from a table of ``Method`` entries; each declares
-its parameters so that binding by name or by position, and the ``-32602``
-errors that name the offending parameter, are done here once.
+notifications, the reply lines) and nothing of transports or of the DPM.
+Handlers come from a table of ``Method`` entries, whose params are bound by
+``dpmd.rpc.methods``; what a handler's exception is answered with is
+``dpmd.rpc.errors``'s to say.  It calls those two, the encoder and
+``dpmd.access``, and is called by the framing (``dpmd.rpc.protocol``).
 
 A handler may return a plain value, return a ``Deferred``, or raise.  A
 plain value is answered at once, without a Deferred anywhere on the way
@@ -26,9 +27,8 @@ are called as they are and nothing else is done.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -36,15 +36,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.access import Role, may_call
-from dpmd.encoding import (
-    ParseError,
-    PreEncoded,
-    decode,
-    encode,
-    quote,
-    scrub,
-    unrepresentable,
-)
+from dpmd.encoding import ParseError, PreEncoded, decode, encode, quote, unrepresentable
 from dpmd.logs import get_logger
 from dpmd.rpc.errors import (
     INTERNAL_ERROR,
@@ -53,8 +45,12 @@ from dpmd.rpc.errors import (
     METHOD_NOT_FOUND,
     NOT_AUTHORISED,
     PARSE_ERROR,
+    ErrorMapping,
     RpcError,
+    error_line,
+    new_incident,
 )
+from dpmd.rpc.methods import Method, bind_params, json_type_name
 
 log = get_logger(__name__)
 
@@ -74,59 +70,6 @@ It must be quick and must not raise."""
 OK = "ok"
 
 
-REQUIRED: Any = object()
-"""The default of a parameter that must be given."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """A declared parameter: ``check`` returns the value to pass or raises ``ValueError``;
-    one with a ``default`` may be left out."""
-
-    name: str
-    check: Callable[[Any], Any]
-    default: Any = REQUIRED
-
-
-@dataclass(frozen=True)
-class Method:
-    """One callable method; the handler gets the session first when ``takes_session``."""
-
-    name: str
-    handler: Callable[..., Any]
-    params: tuple[Param, ...] = ()
-    takes_session: bool = False
-
-
-def json_type_name(value: Any) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def string_param(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {json_type_name(value)}")
-    return value
-
-
-def _error_line(request_id: Any, error: RpcError) -> bytes:
-    message = {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
-    try:
-        return encode(message)
-    except (ValueError, TypeError):  # text from the client in the message or data
-        return encode(scrub(message))
-
-
 def _id_problem(request_id: Any, surrogates: bool) -> str | None:
     """Why an ``id`` cannot be echoed, or None; JSON-RPC ids are strings, numbers or null."""
     kind = type(request_id)
@@ -141,8 +84,8 @@ class Dispatcher:
     """Turns request lines into reply lines using a method table.
 
     ``translate_error`` lets the API layer map its own exceptions (the DPM's
-    ``DaqException``) to ``RpcError``; anything left over is an internal
-    error with an opaque incident id, its traceback logged under that id.
+    ``DaqException``) to ``RpcError`` (see ``ErrorMapping``); anything left
+    over is an internal error with an opaque incident id.
 
     ``observe`` (with the ``clock`` that times the handlers) hears of every
     request; a request refused before any handler ran counts 0 seconds.
@@ -155,7 +98,7 @@ class Dispatcher:
         observe: Observe | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
-        self._translate_error = translate_error
+        self._errors = ErrorMapping(translate_error)
         self._observe = observe
         if observe is not None:
             if clock is None:
@@ -166,19 +109,19 @@ class Dispatcher:
 
     def _timed(self, method: Method, observe: Observe, clock: IReactorTime) -> Method:
         """The method with a handler that tells ``observe`` its outcome and duration."""
-        handler, name = method.handler, method.name
+        handler, name, outcome_of = method.handler, method.name, self._errors.outcome
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = clock.seconds()
             try:
                 result = handler(*args, **kwargs)
             except Exception as error:
-                observe(name, self._outcome(error), clock.seconds() - started)
+                observe(name, outcome_of(error), clock.seconds() - started)
                 raise
             if isinstance(result, Deferred):
 
                 def fired(outcome: Any) -> Any:
-                    code = self._outcome(outcome.value) if isinstance(outcome, Failure) else OK
+                    code = outcome_of(outcome.value) if isinstance(outcome, Failure) else OK
                     observe(name, code, clock.seconds() - started)
                     return outcome
 
@@ -187,10 +130,6 @@ class Dispatcher:
             return result
 
         return replace(method, handler=timed)
-
-    def _outcome(self, error: BaseException) -> str:
-        known = self._known_error(error)
-        return str(known.code if known is not None else INTERNAL_ERROR)
 
     def _refused(self, method: Any, code: int) -> None:
         """Tell the observer of a request answered with an error before any handler ran."""
@@ -212,7 +151,7 @@ class Dispatcher:
             message, surrogates = decode(line)
         except ParseError as error:
             self._refused(None, PARSE_ERROR)
-            return _error_line(None, RpcError(PARSE_ERROR, f"parse error: {error}"))
+            return error_line(None, RpcError(PARSE_ERROR, f"parse error: {error}"))
         if type(message) is list:
             return self._answer_batch(message, session, surrogates)
         return self._answer_one(message, session, surrogates)
@@ -222,11 +161,11 @@ class Dispatcher:
     ) -> Reply | Deferred[Reply]:
         if not batch:
             self._refused(None, INVALID_REQUEST)
-            return _error_line(None, RpcError(INVALID_REQUEST, "empty batch"))
+            return error_line(None, RpcError(INVALID_REQUEST, "empty batch"))
         if len(batch) > MAX_BATCH:
             self._refused(None, INVALID_REQUEST)
             error = RpcError(INVALID_REQUEST, f"batch of {len(batch)} requests exceeds {MAX_BATCH}")
-            return _error_line(None, error)
+            return error_line(None, error)
         replies = [self._answer_one(request, session, surrogates) for request in batch]
 
         def join(lines: Sequence[Reply]) -> Reply:
@@ -245,13 +184,13 @@ class Dispatcher:
             error = RpcError(
                 INVALID_REQUEST, f"a request must be an object, not {json_type_name(request)}"
             )
-            return _error_line(None, error)
+            return error_line(None, error)
         is_notification = "id" not in request
         request_id = request.get("id")
         problem = _id_problem(request_id, surrogates)
         if problem is not None:
             self._refused(request.get("method"), INVALID_REQUEST)
-            return _error_line(None, RpcError(INVALID_REQUEST, problem))
+            return error_line(None, RpcError(INVALID_REQUEST, problem))
         try:
             method, arguments = self._bind(request, session, surrogates)
         except RpcError as error:
@@ -260,7 +199,7 @@ class Dispatcher:
                 if error.code == NOT_AUTHORISED:
                     log.warn("notification refused: {message}", message=error.message)
                 return None
-            return _error_line(request_id, error)
+            return error_line(request_id, error)
         if is_notification:
             self._notify(method, arguments, session)
             return None
@@ -270,7 +209,7 @@ class Dispatcher:
             else:
                 result = method.handler(**arguments)
         except Exception as error:
-            return _error_line(request_id, self._exception_error(error, method.name))
+            return error_line(request_id, self._errors.of_exception(error, method.name))
         if isinstance(result, Deferred):
             return result.addCallbacks(
                 self._result_line,
@@ -311,7 +250,7 @@ class Dispatcher:
             problem = unrepresentable(params, "params", surrogates)
             if problem:
                 raise RpcError(INVALID_PARAMS, f"{name}: {problem}")
-        return method, _bind_params(method, params)
+        return method, bind_params(method, params)
 
     def _call(self, method: Method, arguments: dict[str, Any], session: Any) -> Any:
         if method.takes_session:
@@ -322,12 +261,13 @@ class Dispatcher:
         try:
             result = self._call(method, arguments, session)
         except Exception as error:
-            self._log_notification_failure(self._exception_error(error, method.name), method.name)
+            refusal = self._errors.of_exception(error, method.name)
+            self._log_notification_failure(refusal, method.name)
             return
         if isinstance(result, Deferred):
             result.addErrback(
                 lambda failure: self._log_notification_failure(
-                    self._to_rpc_error(failure, method.name), method.name
+                    self._errors.of_failure(failure, method.name), method.name
                 )
             )
 
@@ -343,7 +283,7 @@ class Dispatcher:
             return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
         except (ValueError, TypeError, RecursionError) as error:
             reason = unrepresentable(result, "the result") or str(error)
-            incident = self._incident()
+            incident = new_incident()
             log.error(
                 "the result of {method} cannot be sent (incident {incident}): {reason}",
                 method=method_name,
@@ -352,39 +292,10 @@ class Dispatcher:
             )
             message = f"internal error: {quote(reason)} (incident {incident})"
             refusal = RpcError(INTERNAL_ERROR, message, {"incident": incident})
-            return _error_line(request_id, refusal)
+            return error_line(request_id, refusal)
 
     def _failure_line(self, failure: Failure, request_id: Any, method_name: str) -> bytes:
-        return _error_line(request_id, self._to_rpc_error(failure, method_name))
-
-    def _exception_error(self, error: Exception, method_name: str) -> RpcError:
-        """The RpcError for an exception a handler raised; call only inside ``except``."""
-        known = self._known_error(error)
-        return known if known is not None else self._internal_error(Failure(), method_name)
-
-    def _known_error(self, error: BaseException) -> RpcError | None:
-        if isinstance(error, RpcError):
-            return error
-        return self._translate_error(error)
-
-    def _to_rpc_error(self, failure: Failure, method_name: str) -> RpcError:
-        known = self._known_error(failure.value)
-        return known if known is not None else self._internal_error(failure, method_name)
-
-    def _incident(self) -> str:
-        return uuid.uuid4().hex[:12]
-
-    def _internal_error(self, failure: Failure, method_name: str) -> RpcError:
-        incident = self._incident()
-        log.failure(
-            "internal error in {method} (incident {incident})",
-            failure,
-            method=method_name,
-            incident=incident,
-        )
-        return RpcError(
-            INTERNAL_ERROR, f"internal error (incident {incident})", {"incident": incident}
-        )
+        return error_line(request_id, self._errors.of_failure(failure, method_name))
 
     def _log_notification_failure(self, error: RpcError, method_name: str) -> None:
         log.info(
@@ -402,46 +313,3 @@ def _plain_values(params: list[Any] | dict[str, Any], surrogates: bool) -> bool:
         if kind is not str and kind is not int:
             return False
     return True
-
-
-def _bind_params(method: Method, params: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    declared = method.params
-    if type(params) is list and len(params) == len(declared):
-        arguments: dict[str, Any] = {}
-        try:
-            for index, param in enumerate(declared):
-                arguments[param.name] = param.check(params[index])
-        except ValueError:
-            pass  # the slow path below names the parameter
-        else:
-            return arguments
-    names = ", ".join(param.name for param in declared) or "none"
-    if isinstance(params, list):
-        if len(params) > len(declared):
-            raise RpcError(
-                INVALID_PARAMS,
-                f"{method.name} takes {len(declared)} parameter(s) ({names}), {len(params)} given",
-            )
-        given = dict(zip((param.name for param in declared), params, strict=False))
-    else:
-        unknown = sorted(set(params) - {param.name for param in declared})
-        if unknown:
-            raise RpcError(
-                INVALID_PARAMS,
-                f"{method.name} has no parameter {quote(unknown[0])!r} (parameters: {names})",
-            )
-        given = dict(params)
-    arguments = {}
-    for param in declared:
-        if param.name not in given:
-            if param.default is not REQUIRED:
-                arguments[param.name] = param.default
-                continue
-            raise RpcError(INVALID_PARAMS, f"{method.name}: missing parameter {param.name!r}")
-        try:
-            arguments[param.name] = param.check(given[param.name])
-        except ValueError as error:
-            raise RpcError(
-                INVALID_PARAMS, f"{method.name}: parameter {param.name!r} {error}"
-            ) from None
-    return arguments

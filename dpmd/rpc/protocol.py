@@ -11,29 +11,31 @@ and it enforces the connection's bounds:
   steady stream of slow requests costs one pause and one resume per
   ``max_in_flight / 2`` requests, not two system calls per request);
 * when the transport's write buffer is full (a slow reader), replies are held
-  here, reading stops, and queued status notifications with the same
-  coalescing key are replaced by the newest one (the older ones give up
-  their bytes at once), so memory stays bounded;
+  in the connection's ``Outbox`` (``dpmd.rpc.outbox``, which coalesces status
+  notifications) and reading stops, so memory stays bounded;
 * the input held in all connections together is bounded by the
-  ``ServerBounds`` shared by every listener, as is their number.
+  ``ServerBounds`` shared by every listener (``dpmd.rpc.bounds``).
 
 Lines are taken from the buffer in one loop that never re-enters itself:
 an answer that comes while the loop runs (a handler that returned a plain
 value, or a Deferred that had already fired) only lets the loop go on.
+
+It calls the dispatcher, the topic hub (only to drop a lost session's
+subscriptions) and ``dpmd.access``; which connections are accepted, and
+closing them all, is the listener's (``dpmd.rpc.listener``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IPushProducer,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -43,22 +45,13 @@ from dpmd.lines import LineBuffer, LineTooLong
 from dpmd.logs import get_logger
 from dpmd.rpc.bounds import ServerBounds
 from dpmd.rpc.dispatch import Dispatcher
-from dpmd.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+from dpmd.rpc.errors import INTERNAL_ERROR, INVALID_REQUEST, RpcError, error_line
+from dpmd.rpc.outbox import Outbox
 from dpmd.topics import TopicHub
 
 log = get_logger(__name__)
 
 MAX_IN_FLIGHT = 64
-
-
-class _Outgoing:
-    """A queued line; a superseded notification drops its bytes (``line`` None)."""
-
-    __slots__ = ("key", "line")
-
-    def __init__(self, line: bytes, key: tuple[str, str] | None = None) -> None:
-        self.line: bytes | None = line
-        self.key = key
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol, IHandshakeListener)
@@ -108,9 +101,8 @@ class JsonRpcProtocol(Protocol):
         self._closing = False
         self._close_requested = False
         self._connected = False
-        self._queue: deque[_Outgoing] = deque()
-        self._latest: dict[tuple[str, str], _Outgoing] = {}
-        self._superseded = 0
+        self._outbox = Outbox()
+        self._held = self._outbox.items  # tested on every reply: a deque's truth, no call
         self._lost: list[Deferred[None]] = []
         self.connected_peer = ""
         self.role: Role | None = Role.CONTROL
@@ -154,8 +146,7 @@ class JsonRpcProtocol(Protocol):
         self._connected = False
         self._registry.discard(self)
         self._hub.unsubscribe_all(self)
-        self._queue.clear()
-        self._latest.clear()
+        self._outbox.clear()
         self._lines.clear()
         if self._bounds is not None:
             self._bounds.forget(self)
@@ -229,21 +220,11 @@ class JsonRpcProtocol(Protocol):
             except (ValueError, TypeError, RecursionError):
                 log.error("notification on {topic} held values JSON cannot carry", topic=topic)
                 line = encode(scrub(message))
-        if not (self._output_blocked or self._queue):
+        if not (self._output_blocked or self._held):
             self.transport.write(line + b"\n")
             return
         key = None if coalesce_key is None else (topic, coalesce_key)
-        item = _Outgoing(line, key)
-        if key is not None:
-            older = self._latest.get(key)
-            if older is not None:
-                older.line = None
-                self._superseded += 1
-            self._latest[key] = item
-        self._queue.append(item)
-        if self._superseded > 64 and 2 * self._superseded > len(self._queue):
-            self._queue = deque(item for item in self._queue if item.line is not None)
-            self._superseded = 0
+        self._outbox.hold_notification(line, key)
 
     def close_gracefully(self) -> Deferred[None]:
         """Stop reading, answer what was already read, write it all, then close.
@@ -284,7 +265,7 @@ class JsonRpcProtocol(Protocol):
                     break
                 reply = answer(line, self)
                 if type(reply) is bytes:
-                    if self._queue or self._output_blocked or not self._connected:
+                    if self._held or self._output_blocked or not self._connected:
                         self._send(reply)
                     else:
                         self.transport.write(reply + b"\n")
@@ -311,8 +292,7 @@ class JsonRpcProtocol(Protocol):
     def _dispatcher_failed(self, failure: Failure) -> None:
         """The dispatcher's Deferreds never fail; if one does, the client still hears of it."""
         log.failure("the dispatcher failed", failure)
-        error = RpcError(INTERNAL_ERROR, "internal error")
-        self._reply(encode({"jsonrpc": "2.0", "id": None, "error": error.to_json()}))
+        self._reply(error_line(None, RpcError(INTERNAL_ERROR, "internal error")))
 
     def _close_if_done(self) -> None:
         if not self._connected or self._in_flight:
@@ -350,35 +330,30 @@ class JsonRpcProtocol(Protocol):
         self._lines.clear()
         if self._bounds is not None:
             self._account_input(grew=False)
-        self._send(encode({"jsonrpc": "2.0", "id": None, "error": error.to_json()}))
+        self._send(error_line(None, error))
         self.close_gracefully()
 
     def _send(self, line: bytes) -> None:
         if not self._connected:
             return
-        if self._output_blocked or self._queue:
-            self._queue.append(_Outgoing(line))
+        if self._output_blocked or self._held:
+            self._outbox.hold(line)
         else:
             self.transport.write(line + b"\n")
 
     def _flush_queue(self) -> None:
-        while self._queue and not self._output_blocked:
-            self._write_item(self._queue.popleft())
-        if not self._queue:
-            self._superseded = 0
+        """Write what is held while the transport takes it (a write may pause us)."""
+        next_line = self._outbox.next_line
+        while not self._output_blocked:
+            line = next_line()
+            if line is None:
+                break
+            self.transport.write(line + b"\n")
 
     def _write_all_queued(self) -> None:
-        while self._queue:
-            self._write_item(self._queue.popleft())
-        self._superseded = 0
-
-    def _write_item(self, item: _Outgoing) -> None:
-        if item.line is None:
-            self._superseded -= 1
-            return
-        if item.key is not None and self._latest.get(item.key) is item:
-            del self._latest[item.key]
-        self.transport.write(item.line + b"\n")
+        next_line = self._outbox.next_line
+        while (line := next_line()) is not None:
+            self.transport.write(line + b"\n")
 
     def _update_reading(self) -> None:
         if not self._connected or self._input_ended or self._close_requested:
@@ -394,72 +369,3 @@ class JsonRpcProtocol(Protocol):
         elif not pause and self._reading_paused:
             self._reading_paused = False
             self.transport.resumeProducing()
-
-
-class _Refused(Protocol):
-    """A connection the server will not serve: closed as soon as it is accepted."""
-
-    def connectionMade(self) -> None:
-        self.transport.abortConnection()  # type: ignore[union-attr]
-
-
-class JsonRpcFactory(Factory):
-    """Builds sessions for one listener and knows them, so ``Exit`` can close them all.
-
-    ``bounds`` is shared by the factories of every listener of a server (the
-    connection count and the input budget are the server's, not one
-    listener's); ``access`` gives roles to clients of authenticating
-    listeners (``mtls:``).
-    """
-
-    noisy = False
-
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        hub: TopicHub,
-        max_line_bytes: int,
-        *,
-        bounds: ServerBounds | None = None,
-        access: AccessPolicy | None = None,
-        max_in_flight: int = MAX_IN_FLIGHT,
-    ) -> None:
-        self._dispatcher = dispatcher
-        self._hub = hub
-        self._max_line_bytes = max_line_bytes
-        self._bounds = ServerBounds() if bounds is None else bounds
-        self._access = access or AccessPolicy()
-        self._max_in_flight = max_in_flight
-        self._accepting = True
-        self.sessions: set[JsonRpcProtocol] = set()
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        if not self._accepting:
-            log.info("refusing a connection from {peer}: dpmd is stopping", peer=str(addr))
-            return _Refused()
-        if not self._bounds.admit():
-            log.warn(
-                "refusing a connection from {peer}: {count} connections open (max_connections)",
-                peer=str(addr),
-                count=self._bounds.connections,
-            )
-            return _Refused()
-        return JsonRpcProtocol(
-            self._dispatcher,
-            self._hub,
-            self._max_line_bytes,
-            self._max_in_flight,
-            registry=self.sessions,
-            bounds=self._bounds,
-            access=self._access,
-        )
-
-    def stop_accepting(self) -> None:
-        """Close every connection accepted from now on, at once (the server is stopping)."""
-        self._accepting = False
-
-    def close_sessions(self) -> Deferred[None]:
-        """Stop accepting, then close every session once it has answered what it read."""
-        self.stop_accepting()
-        closing = [session.close_gracefully() for session in list(self.sessions)]
-        return gatherResults(closing).addCallback(lambda _: None)

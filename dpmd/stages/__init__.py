@@ -12,6 +12,19 @@ A stage sees its DAQ only through ``StageHost``: it reads the specification
 and the newest record, reports progress, notes changes to the record,
 raises alerts and runs children.  Which stage runs when, and what its
 result means for the record, is the DAQ core's (``dpmd.daq.running.stage_table``).
+
+The rooms:
+
+* ``collect``: every source available locally (read where it is, or fetched
+  by rsync), checked and hashed;
+* ``merge``: the merger (``dpmd-merge``) as a child process builds the product;
+* ``release``: the release stage, exactly once per receiver; it delivers
+  through ``release_local`` (link, symbolic link or copy, then a rename) and
+  ``release_remote`` (rsync, then a remote ``mv``), which share a
+  ``release_run`` (the receivers, the product's digest and manifest, the
+  record of each delivery's steps);
+* ``transfer``: rsync and short commands over ssh, with retries (collect
+  and release use it); ``manifest``: the manifest beside a released product.
 """
 
 from __future__ import annotations
