@@ -33,7 +33,8 @@ PACKAGE = str(Path(dpmd.__file__).parent) + "/"
 
 TOOLS = (
     "spec/", "config/", "model.py", "record.py", "encoding.py", "locations.py", "lines.py",
-    "logs.py", "suggest.py", "access.py", "daq/admission/rules.py",
+    "logs.py", "suggest.py", "access.py", "daq/admission/rules.py", "rpc/methods.py",
+    "rpc/errors.py",
 )  # fmt: skip
 """Modules of data and pure functions (folders end in ``/``): using one is not a step."""
 FAKES = ("testing.py",)
