@@ -175,11 +175,11 @@ def latency_against_a_new_server(port: int, work: Path, each: int) -> tuple[floa
     return statistics.median(news), statistics.median(lates), statistics.median(ratios)
 
 
-def fill(port: int, count: int) -> None:
+def fill(port: int, count: int, prefix: str = "FILL") -> None:
     """``count`` DAQs queued, pipelined in batches of 500 on one connection."""
     rpc = Rpc(port)
     for first in range(0, count, 500):
-        ids = [rpc.send("/daq/QueueDaq", small_spec(f"FILL.{n}").decode())
+        ids = [rpc.send("/daq/QueueDaq", small_spec(f"{prefix}.{n}").decode())
                for n in range(first, min(count, first + 500))]  # fmt: skip
         for request_id in ids:
             rpc.reply(request_id)
