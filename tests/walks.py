@@ -17,7 +17,9 @@ caller without reaching any other room — is a *use*, not part of the walk
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -221,6 +223,13 @@ def life_walk(test: SynchronousTestCase) -> tuple[Walk, str]:
 
 
 def main() -> None:
+    """Print both walks; the harness's files go to a temporary folder, not the checkout."""
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        walk_both()
+
+
+def walk_both() -> None:
     case = SynchronousTestCase()
     try:
         walk, _ = queue_daq_walk(case)
