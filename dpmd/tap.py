@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 import dpmd
+from dpmd.collector import FreezeAfterStart
 from dpmd.config import (
     LOG_LEVELS,
     Config,
@@ -215,4 +216,5 @@ def makeService(options: Options) -> IService:
     daemon = twistd_options is not None and not twistd_options.get("nodaemon", True)
     root = StartupGuard(daemon)
     service.setServiceParent(root)
+    FreezeAfterStart().setServiceParent(root)  # last: once the store is recovered
     return root

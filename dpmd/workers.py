@@ -270,6 +270,9 @@ class ChildProcess(ProcessProtocol):
         if self._partial.strip() and self._on_line is not None:
             self._on_line(self._partial)
         self._partial = b""
+        # It says nothing more: let go of whoever listened (they may hold it in turn).
+        self._on_line = None
+        self.listeners = []
         value = reason.value
         if isinstance(value, ProcessDone):
             self.result = ExitStatus(0)

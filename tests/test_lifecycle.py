@@ -177,22 +177,28 @@ class HappyPathTests(SynchronousTestCase):
         )
 
     def test_with_nobody_subscribed_a_change_encodes_no_status(self) -> None:
-        """Publishing costs nothing when nobody listens; a status call still answers."""
+        """Publishing costs nothing when nobody listens; a status call still answers.
+
+        A DAQ's status is encoded once when it is accepted (it may wait long in the
+        queue, and GetActiveDaqs then only joins bytes); its changes, with nobody
+        subscribed, are encoded only when a status call asks."""
         h = self.h
         h.hub.unsubscribe_all(h.session)
         encoded: list[str] = []
-        real = Daq.encoded_status
+        real = Daq.wire_status
 
         def counted(daq: Daq) -> Any:
             encoded.append(daq.id)
             return real(daq)
 
-        self.patch(Daq, "encoded_status", counted)
+        self.patch(Daq, "wire_status", counted)
         h.queue(specification("N.1", h.source("a.fits")))
         h.queue(specification("N.2", h.source("a.fits")))
-        self.assertEqual(encoded, [])
+        self.assertEqual(encoded, ["N.1", "N.2"], "once each, when accepted")
         self.assertEqual([s["id"] for s in h.active()], ["N.1", "N.2"])
-        self.assertEqual(sorted(encoded), ["N.1", "N.2"])
+        self.assertEqual(encoded, ["N.1", "N.2", "N.1"], "N.1 changed (it started); N.2 waits")
+        h.active()
+        self.assertEqual(len(encoded), 3, "once per change")
         h.hub.subscribe("/daq/status", h.session)
         h.queue(specification("N.3", h.source("a.fits")))
         self.assertEqual(h.notifications()[-1]["id"], "N.3")

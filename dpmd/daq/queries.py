@@ -43,8 +43,7 @@ class Queries:
 
     def active(self) -> PreEncoded:
         """Every unfinished DAQ's status, oldest first: the encoded statuses joined."""
-        return PreEncoded(b"[" + b",".join(daq.encoded_status().json for daq in self._registry)
-                          + b"]")  # fmt: skip
+        return PreEncoded(b"[" + b",".join(daq.status_json() for daq in self._registry) + b"]")
 
     def internal(self, daq_id: str) -> dict[str, Any] | Deferred[dict[str, Any]]:
         daq = self._registry.get(daq_id)
@@ -68,7 +67,7 @@ class Queries:
         def answer(records: list[str]) -> dict[str, Any]:
             finished = [DaqRecord.decode(text) for text in records]
             running = [daq.record for daq in self._registry
-                       if daq.record.started_at is not None and daq.record.started_at <= high]
+                       if daq.started_at is not None and daq.started_at <= high]
             daqs = (finished + running)[:limit]  # fmt: skip
             return {"daqs": [_timeline_entry(record) for record in daqs],
                     "truncated": len(finished) + len(running) > limit}  # fmt: skip

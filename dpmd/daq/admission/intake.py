@@ -141,18 +141,21 @@ class Intake:
             arrival.reply.errback(Failure(DaqError(outcome["refused"], claimed)))
             return
         record = _first_record(outcome, arrival.seq, arrival.at)
-        change = Insert(record.id, arrival.seq, arrival.text, record.encode(), S.Scheduled.value)
+        encoded = record.encode()
+        change = Insert(record.id, arrival.seq, arrival.text, encoded, S.Scheduled.value)
         stored: Deferred[DaqReply] = self._journal.commit(change).addCallbacks(
-            self._stored, self._not_stored, callbackArgs=(record,), errbackArgs=(record.id,),
+            self._stored, self._not_stored, callbackArgs=(record, encoded),
+            errbackArgs=(record.id,),
         )  # fmt: skip
         stored.chainDeferred(arrival.reply)
 
-    def _stored(self, result: str, record: DaqRecord) -> DaqReply:
+    def _stored(self, result: str, record: DaqRecord, encoded: str) -> DaqReply:
         daq_id = record.id
         if result == INSERTED:
             daq = self._committer.daq(record)
             self._registry.add(daq)
             self._committer.publish(daq)
+            daq.keep_encoded(encoded)  # it may wait long: as one string, not a record's objects
             self._scheduler.enqueue(daq)
             self._queued_log.add(daq_id)
         elif result == IDENTICAL:

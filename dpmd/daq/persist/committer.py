@@ -42,12 +42,14 @@ class Committer:
         self._journal = journal
         self._hub = hub
         self._clock = clock
+        self._commit = self.commit
+        """One bound method that every DAQ shares (not an object of each)."""
         self.refused: Observers[Daq] = Observers()
         """Told of a DAQ whose change the store refused (before its alert is published)."""
 
     def daq(self, record: DaqRecord) -> Daq:
         """The DAQ of a committed record, committing through here from now on."""
-        return Daq(record, self._clock, self.commit)
+        return Daq(record, self._clock, self._commit)
 
     def commit(self, daq: Daq, record: DaqRecord) -> Deferred[None]:
         """Commit, then publish — always.  A refusal of the store is the DAQ's alert."""

@@ -84,9 +84,13 @@ class StageContext:
     def spawn(self, kind: str, argv: Sequence[str], **options: Any) -> ChildProcess:
         """Start a child of the DAQ, under the stall watchdog."""
         child = self._means.runner.spawn(kind, argv, **options)
-        children = self._daq.children
-        children.append(child)
-        child.wait().addCallback(lambda _: children.remove(child))
+        daq = self._daq
+        daq.children = (*daq.children, child)
+
+        def ended(_: Any) -> None:
+            daq.children = tuple(other for other in daq.children if other is not child)
+
+        child.wait().addCallback(ended)
         self._spawned.append(child)
         config = self._means.config
         input_bytes = sum(int(source.get("bytes") or 0) for source in self.record.sources)
