@@ -89,6 +89,7 @@ class _Manager(Service):
             self.manager.start()
         except StoreError as error:
             raise StartupError(str(error)) from None
+        self.manager.prepare_admission()
         super().startService()
 
     def stopService(self) -> Deferred[None]:

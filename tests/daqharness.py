@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
 from dpmd.daq.admission.validator import MODULE as VETTING
-from dpmd.daq.admission.vetting import Rules, serve
+from dpmd.daq.admission.vetting import READY, Rules, serve
 from dpmd.daq.manager import DaqManager
 from dpmd.daq.persist.committer import STATUS_TOPIC
 from dpmd.digest import file_digest
@@ -83,6 +83,8 @@ class Harness:
         """How the store's writer runs a commit: a test may hold or fail commits."""
         self.run_blocking: Any = synchronous
         """How blocking work runs (validation, file checks): a test may hold it."""
+        self.vetting_ready: set[int] = set()
+        """The vetting children (``id``) that have said they are ready."""
         self.remote_size = 2 << 20
         """What a remote source's size probe (``ssh host wc -c``) answers."""
         self.free_bytes = 1 << 40
@@ -141,6 +143,9 @@ class Harness:
         """Run the vetting child's own loop over what the server wrote to its stdin."""
         requests, answers = io.BytesIO(bytes(process.stdin)), io.BytesIO()
         process.stdin.clear()
+        if id(process) not in self.vetting_ready:  # its first line, as the real one's
+            self.vetting_ready.add(id(process))
+            process.protocol.childDataReceived(1, READY + b"\n")
         serve(requests, answers, Rules.from_json(process.argv[-1]))
         if answers.getvalue():
             process.protocol.childDataReceived(1, answers.getvalue())

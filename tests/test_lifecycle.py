@@ -746,13 +746,19 @@ class QueueOrderTests(SynchronousTestCase):
     def vetting(self, h: Harness) -> list[FakeProcess]:
         return [p for p in h.reactor.running_processes() if VETTING in p.argv]
 
+    def admitting(self, h: Harness) -> Harness:
+        """The harness with its vetting child started and ready, as the server starts it."""
+        h.manager.prepare_admission()
+        h.settle()
+        return h
+
     def test_arrivals_during_a_commit_are_checked_by_the_child_and_queued_in_order(self) -> None:
-        h = Harness(self)
+        h = self.admitting(Harness(self))
         commits = self.held_commits(h)
         first = h.manager.queue_daq(specification("Q.1", "/missing.fits"))
-        self.assertEqual(self.vetting(h), [], "nothing ahead: checked on the reactor")
-        later = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (2, 3)]
         [child] = self.vetting(h)
+        self.assertEqual(child.stdin, b"", "nothing ahead: checked on the reactor")
+        later = [h.manager.queue_daq(specification(f"Q.{n}", "/missing.fits")) for n in (2, 3)]
         self.assertEqual(child.stdin.count(b'"id": "Q.'), 2, "both sent to the child")
         h.run_writer = synchronous
         h.settle()  # the child answers; Q.2 and Q.3 wait for the commit of Q.1
@@ -843,10 +849,30 @@ class QueueOrderTests(SynchronousTestCase):
         self.assertIn("fileId", error.message)
         self.assertEqual(error.daq_id, "Q.5")
 
+    def test_until_the_child_is_ready_arrivals_during_a_commit_are_checked_here(self) -> None:
+        h = Harness(self)
+        h.manager.prepare_admission()  # started, not yet ready: it has not said so
+        [child] = self.vetting(h)
+        commits = self.held_commits(h)
+        replies = [h.manager.queue_daq(specification(f"R.{n}", "/missing.fits"))
+                   for n in range(3)]  # fmt: skip
+        self.assertEqual(child.stdin, b"", "none waits for the child to start")
+        h.run_writer = synchronous
+        commits[0].callback(None)
+        h.settle()
+        self.assertEqual([self.successResultOf(reply).id for reply in replies],
+                         ["R.0", "R.1", "R.2"])  # fmt: skip
+        big = specification("R.3", "/missing.fits")
+        big["sources"][0]["location"] = "/missing/" + "x" * 70_000 + ".fits"
+        commits = self.held_commits(h)
+        h.manager.queue_daq(specification("R.4", "/missing.fits"))
+        h.manager.queue_daq(big)
+        self.assertIn(b'"id": "R.3"', child.stdin, "too big for the reactor: it waits")
+
     def test_when_the_child_dies_its_requests_fail_and_the_next_one_starts_a_new_child(
         self,
     ) -> None:
-        h = Harness(self)
+        h = self.admitting(Harness(self))
         commits = self.held_commits(h)
         h.manager.queue_daq(specification("Q.6", "/missing.fits"))
         lost = h.manager.queue_daq(specification("Q.7", "/missing.fits"))

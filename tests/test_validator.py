@@ -12,12 +12,14 @@ import io
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -162,6 +164,16 @@ class ValidatorTests(TestCase):
 
 class ServerTests(LiveServerCase):
     timeout = 120
+
+    @inlineCallbacks
+    def test_the_server_starts_its_child_before_the_first_request(self) -> Any:
+        validator = self.service.manager.validator
+        deadline = time.monotonic() + 30
+        while not validator.ready:  # it says so once its checks are compiled
+            self.assertLess(time.monotonic(), deadline, "the vetting child never got ready")
+            yield deferLater(reactor, 0.01, lambda: None)
+        children = [" ".join(child.cmdline()) for child in psutil.Process().children()]
+        self.assertTrue([line for line in children if MODULE in line], children)
 
     @inlineCallbacks
     def test_twenty_clients_at_once_are_all_queued_with_the_childs_help(self) -> Any:

@@ -50,6 +50,7 @@ from dpmd.encoding import PreEncoded
 from dpmd.logs import get_logger
 from dpmd.model import DaqError, DaqReply
 from dpmd.record import DaqRecord
+from dpmd.spec import prepare_checks
 from dpmd.stages.transfer import part_name
 from dpmd.storage import StorageMonitor
 from dpmd.topics import TopicHub
@@ -105,7 +106,7 @@ class DaqManager:
         self.control = Control(self.means, self._workspace, self.pipeline, self.scheduler,
                                finished)  # fmt: skip
         self.validator = Validator(self.means.runner, self._config)
-        self.intake = Intake(self._config, self.journal, self._clock, self.validator.vet,
+        self.intake = Intake(self._config, self.journal, self._clock, self.validator,
                              recovered.next_seq, self.committer, self.registry,
                              self.scheduler)  # fmt: skip
         self.queue_daq = self.intake.queue
@@ -118,6 +119,12 @@ class DaqManager:
             self.control.resume(daq)
         log.info("store recovered: {count} DAQ(s) not yet archived", count=len(self.registry))
         settle(self._tidy_leftovers(), "tidying the workspace")
+
+    def prepare_admission(self) -> None:
+        """Compile QueueDaq's checks and start the vetting child now, not at the first
+        request: the burst that often follows a start finds both ready."""
+        prepare_checks()
+        self.validator.start()
 
     def stop(self) -> Deferred[None]:
         """Stop every child (bounded by ``shutdown_timeout``), then let the store settle.

@@ -17,7 +17,13 @@ from .model import (
     is_remote_location,
 )
 from .names import KeywordKind
-from .parse import SCHEMA_PATH, SpecificationError, load_schema, parse_specification
+from .parse import (
+    SCHEMA_PATH,
+    SpecificationError,
+    load_schema,
+    parse_specification,
+    prepare_checks,
+)
 from .rules import FilterRule, KeywordRule, SelectionPattern, TransformRule
 
 __all__ = [
@@ -40,4 +46,5 @@ __all__ = [
     "is_remote_location",
     "load_schema",
     "parse_specification",
+    "prepare_checks",
 ]

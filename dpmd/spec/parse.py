@@ -118,6 +118,12 @@ def _const_as_enum(schema: Any) -> Any:
     return rewritten
 
 
+def prepare_checks() -> None:
+    """Compile the schema now (a few tens of milliseconds), not at the first request:
+    the first QueueDaqs after a start, often a burst, find it ready."""
+    _fast_check()
+
+
 def _schema_errors(document: Any) -> list[Any]:
     import fastjsonschema
 

@@ -1,16 +1,18 @@
 """``QueueDaq``: validate, store, then answer — in order of arrival, idempotently.
 
-A DAQ's place in the queue and its queue time are those of its arrival.
-An arrival that finds nothing ahead of it (no other arrival, no commit in
-flight) is checked at once on the reactor: that is the quickest answer, and
-the coordinator's usual pace.  When arrivals come faster than commits, the
-vetting child checks them on the other core while the reactor goes on
-answering (``dpmd.daq.admission.validator``); so do specifications too big to check
-on the reactor.  Arrivals are handed to the store in arrival order (the head
-waits for its check), and the store answers them in that order: the
-registry never needs sorting.  The child's answers of one turn of the
-reactor go to the store together, as one transaction, and the DAQs queued
-within a tenth of a second share one log line (``QueuedLog``).
+A DAQ's place in the queue and its queue time are those of its arrival. An
+arrival that finds nothing ahead of it (no other arrival, no commit in flight)
+is checked at once on the reactor: that is the quickest answer, and the
+coordinator's usual pace. When arrivals come faster than commits, the vetting
+child checks them on the other core while the reactor goes on answering
+(``dpmd.daq.admission.validator``); so do specifications too big to check on
+the reactor. While the child is not ready (just after a start), the reactor
+checks those it would have sent it, but the big ones. Arrivals are handed to
+the store in arrival order (the head waits for its check), and the store
+answers them in that order: the registry never needs sorting. The child's
+answers of one turn of the reactor go to the store together, as one
+transaction, and the DAQs queued within a tenth of a second share one log line
+(``QueuedLog``).
 
 The reply is sent only once the store has the DAQ.  A specification
 byte-identical to the one stored under its id is answered with success
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -32,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from dpmd.config import Config
-from dpmd.daq.admission.validator import ValidatorGone
+from dpmd.daq.admission.validator import Validator, ValidatorGone
 from dpmd.daq.admission.vetting import vet
 from dpmd.daq.persist.committer import Committer
 from dpmd.daq.persist.journal import Journal
@@ -71,13 +72,12 @@ class Intake:
     """
 
     def __init__(self, config: Config, journal: Journal, clock: IReactorTime,
-                 vet_in_child: Callable[[bytes], Deferred[dict[str, Any]]], next_seq: int,
-                 committer: Committer, registry: Registry,
-                 scheduler: Scheduler) -> None:  # fmt: skip
+                 validator: Validator, next_seq: int, committer: Committer,
+                 registry: Registry, scheduler: Scheduler) -> None:  # fmt: skip
         self._config = config
         self._journal = journal
         self._clock = clock
-        self._vet_in_child = vet_in_child
+        self._validator = validator
         self._next_seq = next_seq
         self._committer = committer
         self._registry = registry
@@ -96,7 +96,9 @@ class Intake:
         self._next_seq += 1
         ahead = bool(self._arrivals) or not self._journal.idle
         self._arrivals.append(arrival)
-        if len(text) <= INLINE_VALIDATION and not ahead:
+        if len(text) <= INLINE_VALIDATION and not (ahead and self._validator.ready):
+            if ahead:
+                self._validator.start()  # for the rest of the burst (if it is not running)
             try:
                 outcome: dict[str, Any] | Failure = vet(text, self._config)
             except Exception:
@@ -104,7 +106,7 @@ class Intake:
             arrival.outcome = outcome
             self._store_ready()
         else:
-            self._vet_in_child(text).addBoth(self._checked_by_child, arrival)
+            self._validator.vet(text).addBoth(self._checked_by_child, arrival)
         return arrival.reply
 
     def log_waiting(self) -> None:

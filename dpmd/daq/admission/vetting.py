@@ -9,6 +9,8 @@ committed, that is most of what the reactor's thread would spend on each, so
 count, a newline and that many bytes of specification, and answers each with
 one JSON line, in order, until stdin closes; the answers to the requests
 that arrived together are written together (at least every millisecond).
+Its first line, before any answer, is ``READY``: its checks are loaded and
+compiled, and the server may send it the work of a burst.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, BinaryIO, Protocol
 
 from dpmd.daq.admission.rules import ReceiverRules, server_problems
 from dpmd.encoding import encode
-from dpmd.spec import SpecificationError, parse_specification
+from dpmd.spec import SpecificationError, parse_specification, prepare_checks
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ def vet(text: bytes, rules: ReceiverRules) -> dict[str, Any]:
                     for source in specification.file_sources()],
     }  # fmt: skip
 
+
+READY = b'{"ready":true}'
+"""The child's first line: it can check specifications at full speed from now on."""
 
 WRITE_EVERY = 0.001
 """The longest the child keeps answers it has made (seconds)."""
@@ -121,6 +126,9 @@ def _complete_requests(pending: bytearray) -> list[bytes]:
 
 
 def main() -> None:
+    prepare_checks()
+    sys.stdout.buffer.write(READY + b"\n")
+    sys.stdout.buffer.flush()
     with open(sys.stdin.fileno(), "rb", closefd=False) as requests:
         serve(requests, sys.stdout.buffer, Rules.from_json(sys.argv[1]))
 
