@@ -78,9 +78,9 @@ class StorageMonitor:
     def encoded(self) -> PreEncoded | Deferred[PreEncoded]:
         """``status()`` as its JSON text, encoded once per sample, for ``QueryStorageStatus``."""
         status = self.status()
-        if isinstance(status, Deferred):
-            return status.addCallback(lambda _: self._encoded_latest())
-        return self._encoded_latest()
+        if isinstance(status, StorageStatus):  # not ``Deferred``: an ABC, slow to test
+            return self._encoded_latest()
+        return status.addCallback(lambda _: self._encoded_latest())
 
     def _encoded_latest(self) -> PreEncoded:
         if self._encoded is None:

@@ -210,7 +210,8 @@ class Dispatcher:
                 result = method.handler(**arguments)
         except Exception as error:
             return error_line(request_id, self._errors.of_exception(error, method.name))
-        if isinstance(result, Deferred):
+        if type(result) is not PreEncoded and isinstance(result, Deferred):
+            # (``Deferred`` is an ABC, slow to test: a status call's answer is not one.)
             return result.addCallbacks(
                 self._result_line,
                 self._failure_line,
