@@ -118,7 +118,7 @@ class Dispatcher:
             except Exception as error:
                 observe(name, outcome_of(error), clock.seconds() - started)
                 raise
-            if isinstance(result, Deferred):
+            if type(result) is not PreEncoded and isinstance(result, Deferred):
 
                 def fired(outcome: Any) -> Any:
                     code = outcome_of(outcome.value) if isinstance(outcome, Failure) else OK
