@@ -5,6 +5,16 @@ dpmd owns the level.  dpmd's loggers publish through one filtering observer
 whose level ``--log-level`` sets, so the level applies to dpmd's events
 without touching how twistd writes them.
 
+Under ``twistd dpmd`` the events that pass go to the log's observers on a
+thread of their own (``LogWriter``): formatting a line and writing it cost
+the reactor more than most requests, and now cost it a queue's ``put``.
+dpmd's lines keep their order; the writer drains its queue when the server
+stops, so no line is lost on a clean stop.  Twisted's own events (a
+listening port, a connection lost) are written by the reactor's thread at
+once, so one of them may appear a line or two away from where the thread
+would have put it.  Tests and programs that embed dpmd get every event at
+once, in the calling thread, as Twisted's loggers do.
+
 ``json_file_observer`` is a factory for twistd's ``--logger`` option.  It
 writes one plain JSON object per event and line, for log shippers and
 ``jq``: ``time`` (ISO 8601, UTC), ``level`` (one of ``LEVELS``), ``logger``
@@ -16,11 +26,16 @@ levels and unrendered format strings no ordinary JSON tool reads.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import os
+import queue
+import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
+from twisted.application.service import Service
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -35,8 +50,22 @@ from zope.interface import implementer
 LEVELS = ("debug", "info", "warn", "error", "critical")
 """dpmd's level names, lowest first: the configuration's ``log_level`` and the JSON log's."""
 
+
+@implementer(ILogObserver)
+class _Route:
+    """Where dpmd's events go once their level lets them: the log's observers at once,
+    or the queue of a running ``LogWriter``."""
+
+    def __init__(self) -> None:
+        self.to: Callable[[dict[str, Any]], None] = globalLogPublisher
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.to(event)
+
+
 _level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_dpmd_observer = FilteringLogObserver(globalLogPublisher, [_level])
+_route = _Route()
+_dpmd_observer = FilteringLogObserver(_route, [_level])
 
 
 def get_logger(namespace: str) -> Logger:
@@ -165,3 +194,43 @@ def reopen_json_logs() -> None:
     """Reopen the files of every ``json_file_observer`` (on SIGUSR1, after logrotate)."""
     for observer in _json_logs:
         observer.reopen()
+
+
+class LogWriter(Service):
+    """While it runs, dpmd's events reach the log's observers (``publish``) on a thread
+    of their own, in order; stopping it writes every event still queued first.
+
+    ``twistd dpmd`` starts it before the other services and stops it after them,
+    so that their last lines are written too.
+    """
+
+    def __init__(self, publish: Callable[[dict[str, Any]], None] = globalLogPublisher) -> None:
+        self._publish = publish
+        self._events: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._before = _route.to
+
+    def startService(self) -> None:
+        super().startService()
+        self._thread = threading.Thread(target=self._write, name="dpmd-log-writer",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        self._before, _route.to = _route.to, self._events.put
+        atexit.register(self._drain)  # a start-up failure exits without stopping services
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._drain()
+        atexit.unregister(self._drain)
+
+    def _drain(self) -> None:
+        """Write what is queued and end the thread; events go where they went before."""
+        _route.to = self._before
+        if self._thread is not None:
+            self._events.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _write(self) -> None:
+        while (event := self._events.get()) is not None:
+            self._publish(event)  # a publisher: it reports, never raises, an observer's error

@@ -30,7 +30,7 @@ from dpmd.config import (
     read_config_file,
 )
 from dpmd.lock import WorkspaceLock, WorkspaceLocked
-from dpmd.logs import get_logger, reopen_logs, set_log_level, twistd_log_files
+from dpmd.logs import LogWriter, get_logger, reopen_logs, set_log_level, twistd_log_files
 from dpmd.server import DpmService, StartupError, report_startup_error
 
 log = get_logger(__name__)
@@ -215,6 +215,7 @@ def makeService(options: Options) -> IService:
     twistd_options = getattr(options, "parent", None)
     daemon = twistd_options is not None and not twistd_options.get("nodaemon", True)
     root = StartupGuard(daemon)
+    LogWriter().setServiceParent(root)  # first: started first, stopped last
     service.setServiceParent(root)
     FreezeAfterStart().setServiceParent(root)  # last: once the store is recovered
     return root

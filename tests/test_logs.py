@@ -8,10 +8,11 @@ import os
 import re
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -91,6 +92,35 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(json.loads(path.read_text())["message"], "three")
         stream = io.StringIO()
         logs.JsonLineObserver(stream).reopen()  # no path: nothing to reopen
+
+
+class LogWriterTests(SynchronousTestCase):
+    """dpmd's events reach the log on a thread of their own, in order, none lost at stop."""
+
+    def test_events_are_written_off_the_callers_thread_in_order_and_all_at_stop(self) -> None:
+        written: list[tuple[int, int]] = []
+        writer = logs.LogWriter(lambda event: written.append(
+            (event["n"], threading.get_ident())))  # fmt: skip
+        writer.startService()
+        self.addCleanup(lambda: writer.running and writer.stopService())
+        log = logs.get_logger("dpmd.example")
+        for n in range(2000):
+            log.info("event {n}", n=n)
+        writer.stopService()
+        self.assertEqual([n for n, _ in written], list(range(2000)), "all, in order")
+        self.assertNotIn(threading.get_ident(), {thread for _, thread in written})
+
+    def test_once_stopped_events_are_written_at_once(self) -> None:
+        written: list[dict[str, Any]] = []
+        writer = logs.LogWriter(written.append)
+        writer.startService()
+        writer.stopService()
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        logs.get_logger("dpmd.example").info("after the stop")
+        self.assertEqual([e["log_format"] for e in events], ["after the stop"])
+        self.assertEqual(written, [])
 
 
 class TwistdJsonLogTests(TestCase):
