@@ -109,7 +109,13 @@ _EXITS = {
 
 
 class RemoteHeadersError(Exception):
-    """The headers could not be read; the text says why, naming the remote file."""
+    """The headers could not be read; the text says why, naming the remote file.
+
+    ``timed_out``: the time given was up before they were all read."""
+
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -340,7 +346,8 @@ def read_remote_headers(runner: ProcessRunner, clock: IReactorTime, config: Tran
         yield dialogue.finish()
     except _Ended:
         status = yield child.wait()
-        raise RemoteHeadersError(_failure(child, status, dialogue, remote, timeout)) from None
+        reason = _failure(child, status, dialogue, remote)
+        raise RemoteHeadersError(reason, timed_out=dialogue.expired) from None
     except (FitsFormatError, RemoteHeadersError) as error:
         yield child.terminate(KILL_GRACE)
         if isinstance(error, RemoteHeadersError):
@@ -352,13 +359,13 @@ def read_remote_headers(runner: ProcessRunner, clock: IReactorTime, config: Tran
     return RemoteHeaders(walk.size, walk.blocks, dialogue.received)
 
 
-def _failure(child: ChildProcess, status: ExitStatus, dialogue: _Dialogue, remote: RemoteFile,
-             timeout: float) -> str:  # fmt: skip
+def _failure(child: ChildProcess, status: ExitStatus, dialogue: _Dialogue,
+             remote: RemoteFile) -> str:  # fmt: skip
     """Why the child ended before the headers were read, in words."""
     where = remote.rsync_argument
     if dialogue.expired:
-        return (f"no complete answer from {remote.host} within {timeout:g} s while reading "
-                f"the headers of {where}; stopped")  # fmt: skip
+        return (f"no complete answer from {remote.host} in time while reading the headers "
+                f"of {where}; stopped")  # fmt: skip
     if dialogue.flooded:
         return f"{remote.host} sent more than was asked while reading {where}; stopped"
     cannot_run = child.start_failure()

@@ -163,7 +163,9 @@ class DryRun:
                 self._runner, self._means.clock, transfer, remote, left
             )
         except RemoteHeadersError as error:
-            return Look(problem=f"{name}: {error}")
+            bound = (f" (the dry run gives remote sources {transfer.timeout:g} s: "
+                     "transfer.timeout)") if error.timed_out else ""  # fmt: skip
+            return Look(problem=f"{name}: {error}{bound}")
         yield self._means.run_blocking(headers.write_skeleton, skeleton)
         return Look(headers.size, skeleton=skeleton)
 
