@@ -143,7 +143,8 @@ def read_header(fd: int, offset: int, file_size: int) -> tuple[list[str], int]:
         position += len(raw) - len(raw) % BLOCK
 
 
-def _data_size(records: list[str], primary: bool) -> int:
+def data_size(records: list[str], primary: bool) -> int:
+    """Bytes of the data unit a header announces, block padding excluded."""
     bitpix = _int(records, "BITPIX")
     if bitpix not in (8, 16, 32, 64, -32, -64):
         raise FitsFormatError(f"invalid BITPIX {bitpix}")
@@ -173,7 +174,7 @@ def scan(path: str, tick: Callable[[], None] | None = None) -> FitsLayout:
             or (keyword_value(records, "SIMPLE") != "T")
         ):
             raise FitsFormatError("does not start with SIMPLE = T")
-        hdus = [Hdu(0, 0, header_size, _data_size(records, True), naxis=_int(records, "NAXIS"))]
+        hdus = [Hdu(0, 0, header_size, data_size(records, True), naxis=_int(records, "NAXIS"))]
         primary = tuple(records)
         while hdus[-1].end < size:
             if tick is not None:
@@ -188,7 +189,7 @@ def scan(path: str, tick: Callable[[], None] | None = None) -> FitsLayout:
                     len(hdus),
                     offset,
                     offset + header_size,
-                    _data_size(ext, False),
+                    data_size(ext, False),
                     keyword_value(ext, "XTENSION"),
                     keyword_value(ext, "EXTNAME"),
                 )

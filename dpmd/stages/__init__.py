@@ -24,7 +24,9 @@ The rooms:
   ``release_run`` (the receivers, the product's digest and manifest, the
   record of each delivery's steps);
 * ``transfer``: rsync and short commands over ssh, with retries (collect
-  and release use it); ``manifest``: the manifest beside a released product.
+  and release use it); ``manifest``: the manifest beside a released product;
+  ``remote_headers``: a remote file's headers over ssh, its data skipped (for
+  ``CheckDaq``'s plan).
 """
 
 from __future__ import annotations
