@@ -115,7 +115,8 @@ class NewSpecificationTests(SynchronousTestCase):
              "to 63 letters, digits and _ - . : +, beginning with a letter, a digit or _"),
             (["--id", "", "dcs.fits"], "--id '' cannot name a DAQ and its product"),
             (["--id", "x" * 64, "dcs.fits"], "cannot name a DAQ and its product"),
-            (["--receiver", "nowhere", "dcs.fits"], "--receiver nowhere: not an existing directory"),
+            (["--receiver", "nowhere", "dcs.fits"], "--receiver nowhere: not an existing "
+             "directory"),
         ]:  # fmt: skip
             status, out, err = self.spec_new(*argv)
             self.assertEqual((status, out), (2, ""), argv)
