@@ -201,4 +201,3 @@ class ProcessTests(TestCase):
         out, err, status = yield dpmctl("spec", "schema")
         self.assertEqual((status, err), (0, b""))
         self.assertEqual(out, SCHEMA_PATH.read_bytes())
-
