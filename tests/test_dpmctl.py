@@ -484,6 +484,7 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(complete("st"), ["status", "storage"])
         self.assertIn("--color", complete("watch", "--c"))
         self.assertEqual(complete("completion", ""), ["bash", "zsh"])
+        self.assertEqual(complete("spec", ""), ["new", "schema"])
         self.assertEqual(complete("--color", ""), ["always", "auto", "never"])
 
     def test_zsh_completion(self) -> None:

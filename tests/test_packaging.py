@@ -61,7 +61,8 @@ class WheelTests(SynchronousTestCase):
                 archive.read(f"dpmd/etc/{name}"), (SOURCE_ROOT / "etc" / name).read_bytes()
             )
         names = archive.namelist()
-        self.assertIn("dpmd/spec/schema/dpspec.schema.json", names)
+        schema = SOURCE_ROOT / "dpmd" / "spec" / "schema" / "dpspec.schema.json"
+        self.assertEqual(archive.read("dpmd/spec/schema/dpspec.schema.json"), schema.read_bytes())
         self.assertIn("twisted/plugins/dpmd_plugin.py", names)
         [metadata_name] = [name for name in names if name.endswith(".dist-info/METADATA")]
         metadata = Parser().parsestr(archive.read(metadata_name).decode())

@@ -27,7 +27,7 @@ from twisted.internet.defer import (
 )
 from twisted.internet.task import react
 
-from dpmd.client import demo, examine
+from dpmd.client import demo, examine, specification
 from dpmd.client._twisted import connect
 from dpmd.client.api import DpmClient
 from dpmd.client.console import (
@@ -285,6 +285,7 @@ def _completion(options: argparse.Namespace, console: Console) -> int:
 OFFLINE: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "completion": _completion,
     "checksum": examine.checksum_command,
+    "spec": specification.spec_command,
 }
 """Commands that need no server: they run before (and without) the reactor."""
 

@@ -52,10 +52,10 @@ SHOWN_KEYWORDS = (
 """Keywords of the product's primary header that the summary shows, when present."""
 
 
-def daq_id_for(now: float) -> str:
-    """``DEMO.<UTC time to the millisecond>``: unique per run, in the ids' character set."""
+def daq_id_for(now: float, prefix: str = "DEMO") -> str:
+    """``PREFIX.<UTC time to the millisecond>``: unique per run, in the ids' character set."""
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    return "DEMO." + moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return f"{prefix}." + moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
 def _star_field(rng: random.Random, width: int, height: int, stars: int) -> list[float]:

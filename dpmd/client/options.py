@@ -89,6 +89,27 @@ def _add_inspection_commands(command: Any) -> None:
     checksum.add_argument("files", metavar="FILE", nargs="+").complete = shtab.FILE
 
 
+def _add_spec_commands(command: Any, common: argparse.ArgumentParser) -> None:
+    """``spec new`` and ``spec schema`` (``dpmd.client.specification``; no server)."""
+    spec = command("spec", "a specification to start from, or its JSON Schema (no server)")
+    kinds = spec.add_subparsers(dest="spec_command", required=True, metavar="SUBCOMMAND")
+    text = "print a specification that merges these FITS files, to edit and check"
+    new = kinds.add_parser("new", help=text, description=text, parents=[common])
+    new.add_argument("files", metavar="FILE.fits", nargs="+").complete = shtab.FILE
+    new.add_argument(
+        "--id", metavar="ID", help="the DAQ id, also the product's fileId (default: DAQ.<UTC time>)"
+    )
+    new.add_argument(
+        "--receiver",
+        metavar="DIR",
+        action="append",
+        help="a directory the product is released to (repeatable); default: the server's "
+        "release_dir",
+    ).complete = shtab.DIRECTORY
+    text = "print the JSON Schema of a specification (for editors)"
+    kinds.add_parser("schema", help=text, description=text, parents=[common])
+
+
 def build_parser(environ: Mapping[str, str]) -> Parser:
     parser = Parser(
         prog="dpmctl",
@@ -142,6 +163,7 @@ def build_parser(environ: Mapping[str, str]) -> Parser:
         "--keep", action="store_true", help="keep the temporary folder of the sources"
     )
     _add_inspection_commands(command)
+    _add_spec_commands(command, common)
     completion = command("completion", "print a shell completion script (bash or zsh)")
     completion.add_argument("shell", choices=SHELLS)
     return parser
