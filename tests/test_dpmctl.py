@@ -456,13 +456,15 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual((status, out), (2, ""))
         self.assertIn("dpmctl: the following arguments are required: ID", err)
 
-    def test_help_says_where_the_configuration_and_the_unit_are(self) -> None:
+    def test_help_says_where_the_shipped_files_are(self) -> None:
         status, out, _ = main_output(self, "--help")
         self.assertEqual(status, 0)
         etc = Path(dpmd.__file__).parent / "etc"
         self.assertIn(f"\n  {etc}\n", out)
-        self.assertTrue((etc / "dpmd.yaml").is_file())
-        self.assertTrue((etc / "dpmd.service").is_file())
+        for name in ("dpmd.yaml", "dpmd.service", "grafana-dpmd.json"):
+            self.assertIn(name, out)
+            self.assertTrue((etc / name).is_file(), name)
+        self.assertIn("143 stopped by SIGTERM", " ".join(out.split()))
 
     def test_bash_completion(self) -> None:
         bash = shutil.which("bash")
