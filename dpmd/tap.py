@@ -4,7 +4,9 @@ Start-up problems (a bad configuration key, a locked workspace, a port that
 cannot be bound, a store that cannot be opened) end twistd with status 1 and
 one line on stderr naming the problem, instead of a traceback — in twistd's
 default daemon mode too, where the problems found after the fork would
-otherwise be told only to the log file of a process that has no terminal.
+otherwise be told only to the log file of a process that has no terminal
+(``dpmd/launcher.py`` says how).  The log gets the same line, and a start
+that fails before it serves leaves no folder behind that it made itself.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from twisted.application.service import IService, MultiService
@@ -29,6 +31,7 @@ from dpmd.config import (
     effective_document,
     read_config_file,
 )
+from dpmd.launcher import Launcher
 from dpmd.lock import WorkspaceLock, WorkspaceLocked
 from dpmd.logs import LogWriter, get_logger, reopen_logs, set_log_level, twistd_log_files
 from dpmd.server import DpmService, StartupError, report_startup_error
@@ -88,8 +91,62 @@ def load_config(options: Options) -> Config:
     return build_config(file_values, options.overrides())
 
 
-def build_service(config: Config, reactor: IReactorTime) -> DpmService:
-    """Prepare the workspace, take its lock and build the service; raises ``StartupError``."""
+class MadeFolders:
+    """The folders one start made (dataroot, workspace): what a failed start removes again.
+
+    Only folders that did not exist are recorded, and they are removed with
+    ``rmdir``, which refuses a folder that is not empty: an existing
+    workspace, or whatever was put into a new one meanwhile, is never removed.
+    """
+
+    def __init__(self) -> None:
+        self._made: list[Path] = []
+
+    def __contains__(self, folder: Path) -> bool:
+        return folder in self._made
+
+    def make(self, folder: Path) -> None:
+        """``mkdir -p folder``, remembering each folder it made; raises ``OSError``."""
+        missing = []
+        for path in (folder, *folder.parents):
+            if path.is_dir():
+                break
+            missing.append(path)
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # made meanwhile by someone else: not this start's to remove
+            self._made.append(path)
+
+    def remove(self) -> None:
+        """Remove the folders made, deepest first, as long as they are empty."""
+        while self._made:
+            path = self._made.pop()
+            try:
+                path.rmdir()
+            except OSError as error:
+                log.warn("left {folder} in place: {reason}", folder=str(path),
+                         reason=error.strerror)  # fmt: skip
+                self._made.clear()  # its parents are not empty either
+
+
+def build_service(
+    config: Config, reactor: IReactorTime, made: MadeFolders | None = None
+) -> DpmService:
+    """Prepare the workspace, take its lock and build the service; raises ``StartupError``.
+
+    The folders it makes are recorded in ``made``; when it fails, it removes them again.
+    """
+    made = MadeFolders() if made is None else made
+    try:
+        return _build_service(config, reactor, made)
+    except StartupError:
+        made.remove()
+        raise
+
+
+def _build_service(config: Config, reactor: IReactorTime, made: MadeFolders) -> DpmService:
     if not config.dataroot.is_dir():
         if not config.create_dataroot:
             raise StartupError(
@@ -97,13 +154,13 @@ def build_service(config: Config, reactor: IReactorTime) -> DpmService:
                 "mounted?); create it, or start with --create-dataroot"
             )
         try:
-            config.dataroot.mkdir(parents=True)
+            made.make(config.dataroot)
         except OSError as error:
             raise StartupError(
                 f"cannot create dataroot {config.dataroot}: {error.strerror}"
             ) from None
     try:
-        config.workspace.mkdir(parents=True, exist_ok=True)
+        made.make(config.workspace)
     except OSError as error:
         raise StartupError(
             f"cannot create workspace {config.workspace}: {error.strerror}"
@@ -119,33 +176,44 @@ def build_service(config: Config, reactor: IReactorTime) -> DpmService:
     try:
         return DpmService(config, reactor, lock)
     except StartupError:
-        lock.release()
+        release(lock, made)
         raise
 
 
-class StartupFailed(Exception):
-    """Raised to twistd after a start-up problem was reported (daemon mode)."""
+def release(lock: WorkspaceLock, made: MadeFolders) -> None:
+    """Let go of the workspace; its lock file too when this start made the workspace."""
+    lock.release()
+    if lock.path.parent in made:
+        lock.path.unlink(missing_ok=True)
 
 
 class StartupGuard(MultiService):
     """The root twistd sees: turns a failed start into one line on stderr and status 1.
 
-    In daemon mode twistd forks before the services start, and the process
-    that launched it waits for a word from the daemon.  The guard keeps a copy
-    of the launcher's stderr from before the fork: a problem is written there
-    as one line, and raised as an ordinary exception, on which twistd removes
-    its pid file and makes the launcher exit with status 1.  In the
-    foreground the line goes to stderr and the process exits with status 1.
+    The line goes to the log too, without a traceback (the problem is the
+    operator's to fix, not a bug), and the start leaves nothing behind: the
+    workspace lock is let go, the folders this start made are removed, and
+    so is twistd's pid file.  In daemon mode twistd forks before the services
+    start; the line goes to the launching ``twistd``'s stderr, which then
+    ends with status 1 (``Launcher``).
     """
 
-    def __init__(self, daemon: bool) -> None:
+    def __init__(
+        self,
+        lock: WorkspaceLock,
+        made: MadeFolders,
+        launcher: Launcher | None = None,
+        pidfile: str | None = None,
+    ) -> None:
         super().__init__()
-        self._daemon = daemon
-        self._launcher_stderr: int | None = os.dup(2) if daemon else None
-        if self._launcher_stderr is not None:
-            os.set_inheritable(self._launcher_stderr, False)
+        self._lock = lock
+        self._made = made
+        self._launcher = launcher
+        self._pidfile = pidfile
 
     def privilegedStartService(self) -> None:
+        if self._launcher is not None:
+            self._launcher.forked()
         install_signal_handlers()  # before the first client can connect
         try:
             super().privilegedStartService()
@@ -157,22 +225,32 @@ class StartupGuard(MultiService):
             super().startService()
         except StartupError as error:
             self._fail(error)
-        self._forget_launcher()
+        if self._launcher is not None:
+            self._launcher.forget()
 
-    def _fail(self, error: StartupError) -> None:
+    def _fail(self, error: StartupError) -> NoReturn:
         log.critical("dpmd cannot start: {reason}", reason=str(error))
-        if self._launcher_stderr is None:
+        release(self._lock, self._made)
+        self._made.remove()
+        self._remove_pidfile()
+        if self._launcher is None:
             report_startup_error(error)
-            raise SystemExit(1) from None
-        os.write(self._launcher_stderr, f"dpmd: {error}\n".encode(errors="replace"))
-        self._forget_launcher()
-        raise StartupFailed(str(error)) from None
+        else:
+            self._launcher.fail(f"dpmd: {error}")
+        # Not an exception: twistd would print its traceback, and in daemon mode write
+        # its repr to a launcher that has already said why.
+        raise SystemExit(1) from None
 
-    def _forget_launcher(self) -> None:
-        """Once started, keep no descriptor of the launcher's terminal open."""
-        if self._launcher_stderr is not None:
-            os.close(self._launcher_stderr)
-            self._launcher_stderr = None
+    def _remove_pidfile(self) -> None:
+        """twistd's pid file, which it removes itself only when start-up raised an exception."""
+        if not self._pidfile:
+            return
+        path = Path(self._pidfile)
+        try:
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
+        except OSError:
+            pass  # none, or not ours to remove
 
 
 def install_signal_handlers() -> None:
@@ -203,18 +281,20 @@ def install_signal_handlers() -> None:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    made = MadeFolders()
     try:
         config = load_config(options)
         if options["print-config"]:
             print(yaml.safe_dump(effective_document(config), sort_keys=False), end="")
             raise SystemExit(0)
-        service = build_service(config, reactor)
+        service = build_service(config, reactor, made)
     except (ConfigError, StartupError) as error:
         report_startup_error(error)
         raise SystemExit(1) from None
-    twistd_options = getattr(options, "parent", None)
-    daemon = twistd_options is not None and not twistd_options.get("nodaemon", True)
-    root = StartupGuard(daemon)
+    twistd_options = getattr(options, "parent", None) or {}
+    daemon = not twistd_options.get("nodaemon", True)
+    launcher = Launcher.here() if daemon else None  # this process, before twistd forks
+    root = StartupGuard(service.lock, made, launcher, twistd_options.get("pidfile"))
     LogWriter().setServiceParent(root)  # first: started first, stopped last
     service.setServiceParent(root)
     FreezeAfterStart().setServiceParent(root)  # last: once the store is recovered

@@ -132,7 +132,10 @@ class TextTests(SynchronousTestCase):
         self.assertEqual(progress_text(in_bytes), "collecting 1.0 MiB/4.0 MiB (25.0%)")
         hdus = {"stage": "merging", "done": 3, "total": 5, "unit": "hdus"}
         self.assertEqual(progress_text(hdus), "merging 3/5 hdus (60.0%)")
-        self.assertEqual(progress_text({**hdus, "total": 0, "done": 0}), "merging 0/0 hdus")
+        # A progress of no size is a step that says what it does: no "0/0", no "0 B/0 B".
+        self.assertEqual(progress_text({**hdus, "total": 0, "done": 0}), "merging")
+        waiting = "waiting for a merge slot (2 of limits.merge = 2 in use)"
+        self.assertEqual(progress_text({**in_bytes, "stage": waiting, "total": 0}), waiting)
         self.assertEqual(progress_text(None), "-")
 
     def test_status(self) -> None:
@@ -296,6 +299,14 @@ class ProgressRowTests(SynchronousTestCase):
         self.assertEqual(self.rows(40), [self.ID, "  25.0%  collecting 1.0 MiB/4.0 MiB"])
         first, second = self.rows(20)
         self.assertEqual((first, second), ("DEMO.2026-01-01T12…", "  25.0%  collectin…"))
+
+    def test_a_progress_of_no_size_is_its_text_without_bar_or_share(self) -> None:
+        waiting = {**self.STEP, "stage": "waiting for a merge slot (1 of limits.merge = 1 in use)",
+                   "done": 0, "total": 0}  # fmt: skip
+        [row] = self.rows(200, waiting)
+        self.assertEqual(row, f"{self.ID}  {waiting['stage']}")
+        self.assertEqual(self.rows(60, waiting), [self.ID, f"  {waiting['stage']}"])
+        self.assertEqual(self.rows(40, waiting), [self.ID, f"  {waiting['stage'][:36]}…"])
 
     def test_every_row_is_shorter_than_the_width(self) -> None:
         for width in range(12, 220, 7):

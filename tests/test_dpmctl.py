@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -324,20 +325,23 @@ class RealServerTests(TestCase):
         self.assertEqual(json.loads(out)["path"], str(service.config.workspace))
 
     @inlineCallbacks
-    def test_interrupted_ends_the_command_quietly_with_130(self) -> Any:
+    def test_interrupted_or_terminated_ends_the_command_quietly_with_130_or_143(self) -> Any:
         service = start_server(self)
         options = build_parser({}).parse_args(["--connect", tcp_endpoint(service), "watch"])
-        out, err = io.StringIO(), io.StringIO()
-        interrupted: Deferred[None] = Deferred()
-        running = ensureDeferred(
-            run(reactor, options, Console(out, err, False, False), io.StringIO(), interrupted)
-        )
-        # Connected and watching every DAQ by now, or still connecting: either way it ends.
-        yield deferLater(reactor, 0.1, lambda: None)
-        self.assertNoResult(running)
-        interrupted.callback(None)
-        status = yield running
-        self.assertEqual((status, out.getvalue(), err.getvalue()), (130, "", ""))
+        for signum, expected in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+            out, err = io.StringIO(), io.StringIO()
+            interrupted: Deferred[int] = Deferred()
+            running = ensureDeferred(
+                run(reactor, options, Console(out, err, False, False), io.StringIO(), interrupted)
+            )
+            # Connected and watching every DAQ by now, or still connecting: either way it ends.
+            yield deferLater(reactor, 0.1, lambda: None)
+            self.assertNoResult(running)
+            interrupted.callback(signum)
+            status = yield running
+            self.assertEqual(status, expected)
+            self.assertEqual(out.getvalue(), "")
+            self.assertNotIn("dpmctl:", err.getvalue())  # at most the line saying what it watches
 
     @inlineCallbacks
     def test_cannot_connect_is_exit_status_three(self) -> Any:
@@ -452,13 +456,15 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual((status, out), (2, ""))
         self.assertIn("dpmctl: the following arguments are required: ID", err)
 
-    def test_help_says_where_the_configuration_and_the_unit_are(self) -> None:
+    def test_help_says_where_the_shipped_files_are(self) -> None:
         status, out, _ = main_output(self, "--help")
         self.assertEqual(status, 0)
         etc = Path(dpmd.__file__).parent / "etc"
         self.assertIn(f"\n  {etc}\n", out)
-        self.assertTrue((etc / "dpmd.yaml").is_file())
-        self.assertTrue((etc / "dpmd.service").is_file())
+        for name in ("dpmd.yaml", "dpmd.service", "grafana-dpmd.json"):
+            self.assertIn(name, out)
+            self.assertTrue((etc / name).is_file(), name)
+        self.assertIn("143 stopped by SIGTERM", " ".join(out.split()))
 
     def test_bash_completion(self) -> None:
         bash = shutil.which("bash")

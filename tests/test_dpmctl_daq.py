@@ -154,7 +154,8 @@ class DaqCommandTests(DpmctlCase):
         status, out, err = yield self.dpmctl("retry", "TEST.RETRY")
         self.assertEqual((status, out, err), (0, "retrying the merge of TEST.RETRY\n", ""))
         status, out, err = yield self.dpmctl("watch", "TEST.RETRY")
-        self.assertEqual((status, err), (0, ""))
+        watching = f"watching DAQ TEST.RETRY at {self.endpoint}; Ctrl-C to stop\n"
+        self.assertEqual((status, err), (0, watching))
         self.assertIn("TEST.RETRY  Completed", out.splitlines()[-1])
         status, out, _ = yield self.dpmctl("--json", "internal", "TEST.RETRY")
         internal = json.loads(out)

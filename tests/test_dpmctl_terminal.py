@@ -232,4 +232,21 @@ class InterruptTests(ServerCase):
         yield deferLater(reactor, 0.2, lambda: None)
         process.signalProcess(signal.SIGINT)
         status = yield timeout(self, child.ended)
-        self.assertEqual((status, child.err), (130, b""))
+        self.assertEqual((status, child.err), (130, self.watching("all DAQs")))
+
+    @inlineCallbacks
+    def test_sigterm_ends_watch_quietly_with_143(self) -> Any:
+        """A supervisor or ``timeout`` stopping a watch is no failure of the server."""
+        yield self.blocked_daq("TEST.SIGTERM")
+        argv = ["--connect", self.endpoint, "watch", "TEST.SIGTERM"]
+        child, process = in_pipes(argv, environment())
+        yield timeout(self, child.output_contains(b"TEST.SIGTERM  Collecting"))
+        yield deferLater(reactor, 0.2, lambda: None)
+        process.signalProcess(signal.SIGTERM)
+        status = yield timeout(self, child.ended)
+        self.assertEqual((status, child.err), (143, self.watching("DAQ TEST.SIGTERM")))
+        self.assertNotIn(b"lost", child.out)
+
+    def watching(self, what: str) -> bytes:
+        """The one line a watch writes to stderr when it starts."""
+        return f"watching {what} at {self.endpoint}; Ctrl-C to stop\n".encode()

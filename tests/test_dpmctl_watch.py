@@ -16,9 +16,10 @@ from dpmd.client.cli import Context, execute
 from dpmd.client.console import Console
 from dpmd.client.watch import Watcher, WatchView
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState
-from tests.test_client_support import FakeServer, screen_text
+from tests.test_client_support import ENDPOINT, FakeServer, screen_text
 
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
+WAITING = "waiting for a merge slot (2 of limits.merge = 2 in use)"
 ALERT = DaqAlert("SourceFileCollectionError", "fcs", AlertSeverity.Error, "host unreachable", T0)
 
 
@@ -121,6 +122,26 @@ class PlainWatchTests(WatchScenario):
         self.clock.advance(5)
         self.assertEqual(self.server.requests(), [])  # polling stopped with the watch
 
+    def test_it_says_what_it_watches_once_subscribed(self) -> None:
+        self.server.reply(None)
+        watching = f"watching DAQ TEST.1 at {ENDPOINT}; Ctrl-C to stop\n"
+        self.assertEqual(self.err.getvalue(), watching)
+        self.assertEqual(self.out.getvalue(), "")  # stdout is the watch's own, for pipes
+
+    def test_a_merge_waiting_for_a_slot_says_why_and_no_empty_amount(self) -> None:
+        self.start(status(DaqSubState.Merging, 0), progress(WAITING, 0, 0, "files"))
+        self.tick(internal(DaqSubState.Merging, 0, progress("checking the sources", 0, 2, "files")))
+        self.tick(internal(DaqSubState.Merging, 0, progress("writing", 0, 0)))
+        self.assertEqual(
+            self.out.getvalue().splitlines(),
+            [
+                "00:00:00  TEST.1  Merging",
+                f"00:00:00  TEST.1  {WAITING}",
+                "00:00:01  TEST.1  checking the sources 0/2 files (0.0%)",
+                "00:00:02  TEST.1  writing",
+            ],
+        )
+
     def test_aborted_is_exit_status_one(self) -> None:
         self.start(status(DaqSubState.Merging, 0))
         self.notify(status(DaqSubState.Aborting, 1))
@@ -171,7 +192,7 @@ class PlainWatchTests(WatchScenario):
         data = {"exception": "DaqException", "id": "TEST.1", "message": "unknown DAQ id 'TEST.1'"}
         self.server.reply(error={"code": -32000, "message": data["message"], "data": data})
         self.assertEqual(self.successResultOf(self.exit_status), 1)
-        self.assertEqual(self.err.getvalue(), "dpmctl: unknown DAQ id 'TEST.1'\n")
+        self.assertEqual(self.err.getvalue().splitlines()[-1], "dpmctl: unknown DAQ id 'TEST.1'")
 
     def test_lost_connection_is_exit_status_three(self) -> None:
         self.start(status(DaqSubState.Merging, 0))
@@ -271,6 +292,15 @@ class TerminalWatchTests(WatchScenario):
         output = self.out.getvalue()
         self.assertNotIn("\x1b[3", output)  # no colour was asked for
         self.assertTrue(output.endswith("\x1b[?25h"))  # the cursor is shown again
+
+    def test_a_merge_waiting_for_a_slot_is_a_row_of_text_without_a_bar(self) -> None:
+        self.start(status(DaqSubState.Merging, 0), progress(WAITING, 0, 0, "files"))
+        self.assertEqual(
+            screen_text(self.out.getvalue(), 80),
+            ["00:00:00  TEST.1  Merging", f"TEST.1  {WAITING}"],
+        )
+        self.notify(status(DaqSubState.Completed, 1))
+        self.assertEqual(self.successResultOf(self.exit_status), 0)
 
 
 class NarrowAndWideTerminalTests(WatchScenario):
@@ -390,3 +420,17 @@ class WatchAllTests(SynchronousTestCase):
                 "00:00:02  TEST.1  Completed",
             ],
         )
+
+    def test_it_says_that_it_watches_every_daq_and_where(self) -> None:
+        server = FakeServer()
+        out, err = io.StringIO(), io.StringIO()
+        options = Namespace(command="watch", id=None)
+        context = Context(server.client, options, Console(out, err, False, False), Clock(), None)
+        watching = ensureDeferred(execute(context))
+        self.assertEqual(err.getvalue(), "")  # not before the server took the subscription
+        server.reply(None)
+        self.assertEqual(err.getvalue(), f"watching all DAQs at {ENDPOINT}; Ctrl-C to stop\n")
+        server.reply([])
+        self.assertEqual(out.getvalue(), "")  # an idle watch: that line is all there is
+        server.protocol.connectionLost(Failure(ConnectionError("bye")))
+        self.assertEqual(self.successResultOf(watching), 3)

@@ -75,6 +75,36 @@ class ReadmeMetrics(TestCase):
         lines = out.decode().splitlines()
         self.assertEqual(lines, ["dpmd_queue_depth 0.0", "dpmd_queue_oldest_age_seconds 0.0"])
 
+    @inlineCallbacks
+    def test_curl_gets_the_format_the_section_names(self) -> None:
+        """A plain ``curl`` gets the Prometheus text format; OpenMetrics is served to a
+        request whose ``Accept`` names it, as Prometheus's does."""
+        if shutil.which("curl") is None:
+            raise SkipTest("curl is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        yield start_server(self, self.root, **{"metrics.listen": f"tcp:{port}:interface=127.0.0.1"})
+        prometheus = (
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,"
+            "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )  # what Prometheus 3 sends
+        types = {}
+        for name, headers in (("curl", []), ("prometheus", ["-H", f"Accept: {prometheus}"])):
+            out, err, code = yield getProcessOutputAndValue(
+                "curl", ["-s", "-o", "/dev/null", "-w", "%{content_type}", *headers,
+                         f"http://127.0.0.1:{port}/metrics"], reactor=reactor,
+            )  # fmt: skip
+            self.assertEqual((code, err), (0, b""))
+            types[name] = out.decode()
+        self.assertTrue(types["curl"].startswith("text/plain; version=0.0.4"), types)
+        self.assertTrue(types["prometheus"].startswith("application/openmetrics-text; "
+                                                       "version=1.0.0"), types)  # fmt: skip
+        section = " ".join(README.read_text().split("\n## Metrics\n")[1].split("\n## ")[0].split())
+        self.assertIn("for a plain `curl`", section)
+        self.assertIn("(`text/plain; version=0.0.4`)", section)
+        self.assertIn("OpenMetrics (`application/openmetrics-text; version=1.0.0`)", section)
+
     def test_the_table_names_every_metric(self) -> None:
         registry = CollectorRegistry()
         StageMetrics(registry)

@@ -22,6 +22,8 @@ import dpmd
 from tests.test_client_support import start_server, tcp_endpoint
 
 SOURCE_ROOT = Path(dpmd.__file__).parent.parent
+SHIPPED = ["dpmd.service", "dpmd.yaml", "grafana-dpmd.json"]
+"""Every file of etc/: the unit, the example configuration and the Grafana dashboard."""
 WITHOUT_ASTROPY = "import sys; sys.modules.update(astropy=None, numpy=None); "
 """Makes ``import astropy`` and ``import numpy`` fail in the child that runs it."""
 
@@ -54,9 +56,9 @@ class WheelTests(SynchronousTestCase):
         self.addCleanup(archive.close)
         return archive
 
-    def test_the_wheel_ships_the_configuration_and_the_unit(self) -> None:
+    def test_the_wheel_ships_the_configuration_the_unit_and_the_dashboard(self) -> None:
         archive = self.build_wheel()
-        for name in ("dpmd.yaml", "dpmd.service"):
+        for name in SHIPPED:
             self.assertEqual(
                 archive.read(f"dpmd/etc/{name}"), (SOURCE_ROOT / "etc" / name).read_bytes()
             )
@@ -86,7 +88,8 @@ class WheelTests(SynchronousTestCase):
 
     def test_the_installed_files_are_the_repository_files(self) -> None:
         installed = Path(dpmd.__file__).parent / "etc"
-        for name in ("dpmd.yaml", "dpmd.service"):
+        self.assertEqual(sorted(path.name for path in (SOURCE_ROOT / "etc").iterdir()), SHIPPED)
+        for name in SHIPPED:
             self.assertEqual(
                 (installed / name).read_bytes(), (SOURCE_ROOT / "etc" / name).read_bytes()
             )

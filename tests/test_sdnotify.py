@@ -106,26 +106,37 @@ class ServerNotifiesTests(TestCase):
 
 
 class UnitFileTests(SynchronousTestCase):
+    def verify(self, unit: Path) -> subprocess.CompletedProcess[str]:
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            raise self.skipTest("systemd-analyze is not installed (apt-get install systemd)")
+        return subprocess.run(
+            [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+        )
+
     def test_systemd_analyze_verify_accepts_the_unit(self) -> None:
         """``systemd-analyze verify`` checks that ``ExecStart``'s program exists, so the
         copy verified here names this environment's ``twistd`` instead of ``/opt/dpmd``'s;
         nothing else is changed."""
-        analyze = shutil.which("systemd-analyze")
-        if analyze is None:
-            raise self.skipTest("systemd-analyze is not installed (apt-get install systemd)")
         twistd = Path(sys.executable).parent / "twistd"
+        self.assertTrue(os.access(twistd, os.X_OK), f"{twistd} is not an executable")
         text = UNIT.read_text()
         self.assertIn("ExecStart=/opt/dpmd/bin/twistd ", text)
         copy = Path(self.mktemp())
         copy.mkdir()
         (copy / "dpmd.service").write_text(text.replace("/opt/dpmd/bin/twistd", str(twistd)))
-        result = subprocess.run(
-            [analyze, "verify", str(copy / "dpmd.service")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = self.verify(copy / "dpmd.service")
         self.assertEqual((result.returncode, result.stderr), (0, ""))
+
+    def test_before_dpmd_is_in_opt_the_one_complaint_is_its_twistd(self) -> None:
+        """What README says ``systemd-analyze verify etc/dpmd.service`` prints on a machine
+        where dpmd is not yet installed in /opt/dpmd."""
+        if Path("/opt/dpmd/bin/twistd").exists():
+            raise self.skipTest("dpmd is installed in /opt/dpmd here")
+        result = self.verify(UNIT)
+        self.assertNotEqual(result.returncode, 0)
+        [complaint] = result.stderr.splitlines()
+        self.assertIn("Command /opt/dpmd/bin/twistd is not executable", complaint)
 
     def test_the_unit_is_what_the_server_expects(self) -> None:
         lines = set(UNIT.read_text().splitlines())

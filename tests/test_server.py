@@ -178,3 +178,15 @@ class RealSocketTests(TestCase):
         self.assertIn(str(config.workspace), str(error))
         first.lock.release()
         build_service(config, reactor).lock.release()
+
+    def test_a_refused_build_removes_the_workspace_it_made_and_keeps_one_it_found(self) -> None:
+        config = make_config(self, workspace="night/dpm", listen=["bogus:endpoint"])
+        error = self.assertRaises(StartupError, build_service, config, reactor)
+        self.assertIn("listen endpoint 'bogus:endpoint' is not valid", str(error))
+        self.assertEqual(list(config.dataroot.iterdir()), [])  # night/ and night/dpm/ are gone
+        config.workspace.mkdir(parents=True)
+        (config.workspace / "dpmd.sqlite3").write_bytes(b"")
+        self.assertRaises(StartupError, build_service, config, reactor)
+        self.assertEqual(
+            sorted(path.name for path in config.workspace.iterdir()), ["dpmd.lock", "dpmd.sqlite3"]
+        )

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from twisted.trial.unittest import TestCase
 
@@ -28,13 +29,15 @@ def twistd(
     *arguments: str,
     logfile: Path | None = None,
     daemon_options: list[str] | None = None,
+    **variables: str,
 ) -> subprocess.Popen[bytes]:
     """Run ``twistd -n dpmd`` in ``directory`` with this checkout importable.
 
     With ``daemon_options`` (twistd's own, e.g. the pid file) it runs in twistd's
-    default daemon mode instead of in the foreground.
+    default daemon mode instead of in the foreground.  ``$DATAROOT`` is
+    ``directory`` unless ``variables`` say otherwise.
     """
-    environ = dict(os.environ, PYTHONPATH=SOURCE_ROOT, DATAROOT=str(directory))
+    environ = {**os.environ, "PYTHONPATH": SOURCE_ROOT, "DATAROOT": str(directory), **variables}
     log_options = [f"--logfile={logfile}"] if logfile else []
     mode = ["--nodaemon", "--pidfile="] if daemon_options is None else daemon_options
     return subprocess.Popen(
@@ -66,6 +69,13 @@ def gone_within(path: Path, seconds: float = 10) -> bool:
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return not path.exists()
+
+
+def _cmdline_has(process: psutil.Process, text: str) -> bool:
+    try:
+        return text in process.cmdline()
+    except psutil.Error:
+        return False
 
 
 def ask(path: Path, method: str) -> Any:
@@ -149,26 +159,86 @@ class TwistdTests(TestCase):
         self.assertEqual(len(lines), 1, err)
         self.assertIn(f"cannot listen on 'tcp:{port}:interface=127.0.0.1'", lines[0])
 
-    def test_daemon_mode_bind_failure_ends_the_launcher_with_the_reason(self) -> None:
-        """twistd forks before the port is bound: the launcher must not wait for ever."""
+    def busy_port(self) -> int:
+        """A port this test holds, so that dpmd cannot bind it."""
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         self.addCleanup(busy.close)
-        port = busy.getsockname()[1]
+        return int(busy.getsockname()[1])
+
+    def start_daemon_on(self, port: int, *arguments: str, **environ: str) -> tuple[int, str]:
+        return self.start_daemon(f"tcp:{port}:interface=127.0.0.1", *arguments, **environ)
+
+    def start_daemon(self, listen: str, *arguments: str, **environ: str) -> tuple[int, str]:
+        """``twistd dpmd`` in daemon mode, listening on ``listen``: the launcher's status and
+        stderr, once the daemon (which outlives the launcher) has ended too."""
         pidfile = self.directory / "twistd.pid"
         process = twistd(
-            self.directory, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            self.directory, "--listen", listen, *arguments,
             logfile=self.directory / "twistd.log", daemon_options=[f"--pidfile={pidfile}"],
+            **environ,
         )  # fmt: skip
         started = time.monotonic()
         _out, err = process.communicate(timeout=30)
-        self.assertEqual(process.returncode, 1)
-        self.assertLess(time.monotonic() - started, 20)
-        first = err.decode().splitlines()[0]
-        expected = f"cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
-        self.assertEqual(first, f"dpmd: {expected}")
+        self.assertLess(time.monotonic() - started, 20, "the launcher must not wait for ever")
+        daemons = [daemon for daemon in psutil.process_iter() if _cmdline_has(daemon, listen)]
+        _gone, alive = psutil.wait_procs(daemons, timeout=30)
+        self.assertEqual(alive, [], "the daemon ended")
         self.assertTrue(gone_within(pidfile), "no stale pid file")
+        return process.returncode, err.decode()
+
+    def test_daemon_mode_bind_failure_is_one_line_a_log_line_and_no_workspace(self) -> None:
+        """twistd forks before the port is bound: the launcher says only dpmd's line."""
+        port = self.busy_port()
+        status, err = self.start_daemon_on(port)
+        expected = f"cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
+        self.assertEqual((status, err), (1, f"dpmd: {expected}\n"))
+        log = (self.directory / "twistd.log").read_text()
+        self.assertIn(f"dpmd cannot start: {expected}", log)
+        self.assertNotIn("Traceback", log)
+        self.assertEqual(sorted(path.name for path in self.directory.iterdir()), ["twistd.log"])
+
+    def test_daemon_mode_store_failure_after_binding_is_one_line_too(self) -> None:
+        """The store is opened once the ports are bound, in the daemon: still one line."""
+        store = self.directory / "dpm" / "dpmd.sqlite3"
+        store.mkdir(parents=True)  # a folder where the store's file should be
+        status, err = self.start_daemon(f"unix:{self.socket_path}")
+        self.assertEqual(status, 1)
+        [line] = err.splitlines()
+        self.assertTrue(line.startswith(f"dpmd: cannot open the store {store}: "), line)
+        log = (self.directory / "twistd.log").read_text()
+        self.assertIn(f"dpmd cannot start: {line.removeprefix('dpmd: ')}", log)
+        self.assertNotIn("Traceback", log)
+        self.assertTrue(store.is_dir(), "a workspace it did not make is kept")
+
+    def test_a_failed_start_keeps_a_workspace_it_did_not_make(self) -> None:
+        workspace = self.directory / "dpm"
+        workspace.mkdir()
+        (workspace / "dpmd.sqlite3").write_bytes(b"the night's DAQs")
+        status, err = self.start_daemon_on(self.busy_port())
+        self.assertEqual((status, len(err.splitlines())), (1, 1), err)
+        self.assertEqual((workspace / "dpmd.sqlite3").read_bytes(), b"the night's DAQs")
+
+    def test_a_failed_start_removes_the_dataroot_it_made_and_only_that(self) -> None:
+        dataroot = self.directory / "data" / "dpmd"
+        status, err = self.start_daemon_on(
+            self.busy_port(), "--create-dataroot", DATAROOT=str(dataroot)
+        )
+        self.assertEqual((status, len(err.splitlines())), (1, 1), err)
+        self.assertFalse((self.directory / "data").exists())
+        self.assertTrue((self.directory / "twistd.log").exists())
+
+    def test_foreground_bind_failure_leaves_no_workspace_and_no_pid_file_either(self) -> None:
+        port = self.busy_port()
+        pidfile = self.directory / "twistd.pid"
+        process = twistd(
+            self.directory, "--listen", f"tcp:{port}:interface=127.0.0.1",
+            daemon_options=["--nodaemon", f"--pidfile={pidfile}"],
+        )  # fmt: skip
+        _out, err = process.communicate(timeout=60)
+        self.assertEqual((process.returncode, len(err.splitlines())), (1, 1), err)
+        self.assertEqual(list(self.directory.iterdir()), [])
 
     def test_daemon_mode_locked_workspace_is_one_line(self) -> None:
         first = self.start()
@@ -177,7 +247,8 @@ class TwistdTests(TestCase):
                         daemon_options=[f"--pidfile={pidfile}"])  # fmt: skip
         _out, err = second.communicate(timeout=30)
         self.assertEqual(second.returncode, 1)
-        self.assertIn(f"process {first.pid}", err.decode().splitlines()[0])
+        [line] = err.decode().splitlines()
+        self.assertIn(f"process {first.pid}", line)
         self.assertTrue(gone_within(pidfile), "no stale pid file")
         first.terminate()
 

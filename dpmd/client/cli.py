@@ -3,8 +3,8 @@
 Exit status: 0 done; 1 the DPM refused the command (``DaqException``) or
 failed it, or the watched DAQ ended ``Aborted``; 2 usage error; 3 cannot
 reach the server (including a connection lost on the way); 130 interrupted
-(Ctrl-C).  ``--json`` prints machine-readable output instead of text, and
-failures as one JSON object too.
+(Ctrl-C, SIGINT); 143 stopped by SIGTERM.  ``--json`` prints machine-readable
+output instead of text, and failures as one JSON object too.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dpmd.client.console import (
     FAILED,
     INTERRUPTED,
     OK,
+    TERMINATED,
     USAGE_ERROR,
     Console,
     Problem,
@@ -116,28 +117,41 @@ class Context:
     specification: str | None
 
 
+STOPPING_SIGNALS: dict[int, int] = {signal.SIGINT: INTERRUPTED, signal.SIGTERM: TERMINATED}
+"""The signals that end a command quietly, and the exit status each gives."""
+
+
 async def run(
     reactor: Any,
     options: argparse.Namespace,
     console: Console,
     stdin: TextIO,
-    interrupted: Deferred[None] | None = None,
+    interrupted: Deferred[int] | None = None,
 ) -> int:
     """Carry out one parsed command line; returns the exit status.
 
-    When ``interrupted`` fires (Ctrl-C), the command is cancelled wherever
-    it waits and the status is 130, with nothing printed: the operator
-    asked for it to end.
+    When ``interrupted`` fires with a signal's number (SIGINT: Ctrl-C;
+    SIGTERM: a supervisor or ``timeout``), the command is cancelled wherever
+    it waits and the status is that of ``STOPPING_SIGNALS``, with nothing
+    printed: whoever sent it asked for the command to end, and the server
+    did nothing wrong.
     """
     if options.command in OFFLINE:
         return OFFLINE[options.command](options, console)
     work = ensureDeferred(_connect_and_execute(reactor, options, console, stdin))
+    status = INTERRUPTED
+
+    def stop(signum: int) -> None:
+        nonlocal status
+        status = STOPPING_SIGNALS.get(signum, INTERRUPTED)
+        work.cancel()
+
     if interrupted is not None:
-        interrupted.addCallback(lambda _: work.cancel())
+        interrupted.addCallback(stop)
     try:
         return await work
     except CancelledError:
-        return INTERRUPTED
+        return status
 
 
 async def _connect_and_execute(
@@ -248,8 +262,14 @@ async def _exit(context: Context) -> int:
 
 async def _watch(context: Context) -> int:
     view = WatchView(context.console)
+    daq_id = context.options.id
+    watcher = Watcher(context.client, context.reactor, view, daq_id)
     try:
-        final = await Watcher(context.client, context.reactor, view, context.options.id).run()
+        await watcher.subscribe()
+        # An idle watch prints nothing else: this line says it works, on what, and where.
+        what = "all DAQs" if daq_id is None else f"DAQ {daq_id}"
+        context.console.note(f"watching {what} at {context.client.endpoint}; Ctrl-C to stop")
+        final = await watcher.follow()
     finally:
         view.close()
     return FAILED if final.substate is DaqSubState.Aborted else OK
@@ -317,15 +337,26 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         raise SystemExit(status)
 
     async def command(reactor: Any) -> None:
-        interrupted: Deferred[None] = Deferred()
+        interrupted: Deferred[int] = Deferred()
 
-        def on_interrupt(signum: int, frame: Any) -> None:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
-            reactor.callFromThread(interrupted.callback, None)
+        def stop(signum: int) -> None:
+            if not interrupted.called:
+                interrupted.callback(signum)
 
-        # Twisted's own handler stops the reactor, which would drop the connection
-        # and be reported as a lost connection (status 3).
-        signal.signal(signal.SIGINT, on_interrupt)
+        def on_signal(signum: int, frame: Any) -> None:
+            signal.signal(signum, signal.SIG_DFL)  # a second one (Ctrl-C again) ends it at once
+            reactor.callFromThread(stop, signum)
+
+        def take_signals() -> None:
+            for signum in STOPPING_SIGNALS:
+                signal.signal(signum, on_signal)
+
+        # Twisted's own handlers stop the reactor, which would drop the connection
+        # and be reported as a lost connection (status 3), as if the server had failed.
+        # The reactor installs them when it starts (SIGTERM's over any other, SIGINT's
+        # only over Python's default): take both now and again once it runs.
+        take_signals()
+        reactor.callWhenRunning(take_signals)
         status = await run(reactor, options, console, sys.stdin, interrupted)
         if status:
             raise SystemExit(status)

@@ -21,8 +21,9 @@ from rich.console import Console as RichConsole
 from rich.console import RenderableType
 
 COLOUR_CHOICES = ("auto", "always", "never")
-OK, FAILED, USAGE_ERROR, CANNOT_CONNECT, INTERRUPTED = 0, 1, 2, 3, 130
-"""dpmctl's exit statuses: done; refused or failed; usage error; no connection; Ctrl-C."""
+OK, FAILED, USAGE_ERROR, CANNOT_CONNECT, INTERRUPTED, TERMINATED = 0, 1, 2, 3, 130, 143
+"""dpmctl's exit statuses: done; refused or failed; usage error; no connection; Ctrl-C
+(SIGINT); SIGTERM (a supervisor, ``timeout``): the shell's 128 + the signal's number."""
 UNLIMITED_WIDTH = 10_000
 """The width of output that is not a terminal: wide enough for any line dpmctl writes."""
 
@@ -128,6 +129,11 @@ class Console:
             self.json(value)
         else:
             self.print(renderable)
+
+    def note(self, text: str) -> None:
+        """A line for the person at the terminal, on stderr: stdout stays the command's output."""
+        self.err.write(text + "\n")
+        self.err.flush()
 
     def fail(self, problem: Problem) -> None:
         """The problem on stderr, and under ``--json`` as one object on stdout too."""

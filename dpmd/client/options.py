@@ -22,7 +22,8 @@ from dpmd.client.endpoints import DEFAULT_ENDPOINT, USAGE
 from dpmd.client.timeline import date_argument
 
 ETC = Path(dpmd.__file__).parent / "etc"
-"""The example configuration and the systemd unit, installed with the package."""
+"""The example configuration, the systemd unit and the Grafana dashboard, installed
+with the package."""
 SHELLS = ("bash", "zsh")
 
 
@@ -116,8 +117,9 @@ def build_parser(environ: Mapping[str, str]) -> Parser:
         description="Talk to a dpmd (Data Product Manager) server.",
         epilog="exit status: 0 ok, 1 refused by the DPM (DaqException) or failed, or a\n"
         "  problem found (check, fsck, checksum), 2 usage error, 3 cannot connect,\n"
-        "  130 interrupted\n"
-        "dpmd's example configuration (dpmd.yaml) and systemd unit (dpmd.service):\n"
+        "  130 interrupted (Ctrl-C), 143 stopped by SIGTERM\n"
+        "installed with dpmd: the example configuration (dpmd.yaml), the systemd\n"
+        "unit (dpmd.service) and the Grafana dashboard (grafana-dpmd.json), in\n"
         f"  {ETC}\n"
         "shell completion: dpmctl completion bash|zsh (see the README)",
         formatter_class=argparse.RawDescriptionHelpFormatter,

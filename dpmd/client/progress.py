@@ -1,5 +1,9 @@
 """Progress as text (``merging 3/5 hdus (60.0%)``) and as live rows with a bar.
 
+A progress whose total is 0 has no size: it is a step that says what it does
+(``waiting for a merge slot (2 of limits.merge = 2 in use)``), shown as its
+text alone, without an amount, a share or a bar that would read ``0 B/0 B``.
+
 A live row is redrawn in place, so it must never be wider than the terminal:
 a row that wraps takes two lines, and the redraw, which moves up by the rows
 it drew, would leave the second one behind.  ``progress_rows`` lays a row
@@ -26,11 +30,13 @@ def _amount(progress: dict[str, Any]) -> str:
 
 
 def progress_text(progress: dict[str, Any] | None) -> str:
-    """``merging 3/5 hdus (60.0%)``; ``-`` when the server reports no progress."""
+    """``merging 3/5 hdus (60.0%)``; the stage alone when it has no size; ``-`` for none."""
     if not progress:
         return "-"
-    share = f" ({percent(progress['done'], progress['total'])})" if progress["total"] else ""
-    return f"{progress['stage']} {_amount(progress)}{share}"
+    if not progress["total"]:
+        return str(progress["stage"])
+    share = percent(progress["done"], progress["total"])
+    return f"{progress['stage']} {_amount(progress)} ({share})"
 
 
 BAR_WIDTH = (10, 40)
@@ -43,12 +49,18 @@ def progress_rows(daq_id: str, progress: dict[str, Any], width: int) -> list[Tex
     ``ID  [bar] 25.0%  collecting 1.0 MiB/4.0 MiB`` on one row when it fits;
     otherwise the id on a row of its own above the rest, which drops the bar
     and then cuts the text (with an ellipsis) before it would wrap, since a
-    wrapped row would leave a stale line at every redraw.
+    wrapped row would leave a stale line at every redraw.  A progress with
+    no size is ``ID  stage`` (or the id above the stage), without a bar.
     """
     done, total = progress["done"], progress["total"]
+    room = width - 1  # the last column is left free: some terminals wrap when it is written
+    if not total:
+        stage = str(progress["stage"])
+        if len(daq_id) + 2 + len(stage) <= room:
+            return [Text(f"{daq_id}  {stage}")]
+        return [_cut(daq_id, room), _cut(f"  {stage}", room)]
     share = f"{percent(done, total):>6}"
     detail = f"{progress['stage']} {_amount(progress)}"
-    room = width - 1  # the last column is left free: some terminals wrap when it is written
     fixed = len(share) + 2 + len(detail)
     one_row = room - len(daq_id) - 2 - 1 - fixed
     if one_row >= BAR_WIDTH[0]:
