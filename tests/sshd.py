@@ -17,8 +17,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from twisted.trial.unittest import SkipTest
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest, TestCase
 
 HOST_ALIAS = "dpmd-test-host"
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/usr/bin/sshd")
@@ -108,3 +110,25 @@ class SshServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class SshServerCase(TestCase):
+    """A test with a real sshd, a folder ``far`` that stands for another host's disk,
+    and ``start()``: an in-process dpmd whose transfers go through that sshd."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
+        self.sshd = SshServer(self.root / "ssh").start()
+        self.addCleanup(self.sshd.stop)
+        self.far = self.root / "far"  # "another host": reached only through ssh
+        self.far.mkdir()
+
+    @inlineCallbacks
+    def start(self, **values: Any) -> Any:
+        """Start the server (``values`` override the configuration); its caller."""
+        from tests.rpcclient import start_server
+
+        options = {"transfer.ssh_options": self.sshd.ssh_options, "transfer.retries": 0}
+        self.service, caller = yield start_server(self, self.root, **options, **values)
+        return caller

@@ -12,15 +12,13 @@ from astropy.io import fits
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
 
 from dpmd.config import build_config
 from dpmd.locations import RemoteFile
 from dpmd.stages.remote_headers import RemoteHeadersError, read_remote_headers
 from dpmd.workers import ProcessRunner
 from tests.fitsfactory import image, image_hdu, table_hdu, write_fits
-from tests.rpcclient import start_server
-from tests.sshd import HOST_ALIAS, SshServer, free_port
+from tests.sshd import HOST_ALIAS, SshServerCase, free_port
 
 DATA_BYTES = 1 << 40
 """The data unit of the sparse file: a tebibyte, that reading would take hours."""
@@ -65,23 +63,12 @@ def sparse_source(path: Path) -> tuple[int, int]:
     return sum(map(len, headers)), size
 
 
-class RemoteCheckTests(TestCase):
+class RemoteCheckTests(SshServerCase):
     def setUp(self) -> None:
-        self.root = Path(self.mktemp()).absolute()
-        self.root.mkdir()
-        self.sshd = SshServer(self.root / "ssh").start()
-        self.addCleanup(self.sshd.stop)
-        self.far = self.root / "far"  # "another host": reached through ssh
-        self.far.mkdir()
+        super().setUp()
         self.detector = write_fits(str(self.root / "dcs.fits"),
                                    [("INSTRUME", "TEST"), ("HIERARCH ESO DET DIT", 1.5)],
                                    extensions=[image_hdu("CHIP1", seed=1)])  # fmt: skip
-
-    @inlineCallbacks
-    def start(self, **values: Any) -> Any:
-        options = {"transfer.ssh_options": self.sshd.ssh_options, "transfer.retries": 0}
-        self.service, caller = yield start_server(self, self.root, **options, **values)
-        return caller
 
     @inlineCallbacks
     def test_a_remote_source_is_planned_as_the_same_file_here(self) -> None:

@@ -14,15 +14,15 @@ from astropy.io import fits
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.config import build_config
 from dpmd.daq.admission.rules import server_problems
 from dpmd.locations import RemoteFile, split_location
 from dpmd.spec import parse_specification
 from tests.fitsfactory import image_hdu, write_fits, write_raw_source
-from tests.rpcclient import RpcError, start_server
-from tests.sshd import HOST_ALIAS, SshServer
+from tests.rpcclient import RpcError
+from tests.sshd import HOST_ALIAS, SshServer, SshServerCase
 from tests.test_daq_integration import ChildServerTestCase
 
 
@@ -77,20 +77,7 @@ class LocationTests(SynchronousTestCase):
             self.assertIn(problem, message)
 
 
-class RemoteTests(TestCase):
-    def setUp(self) -> None:
-        self.root = Path(self.mktemp()).absolute()
-        self.root.mkdir()
-        self.sshd = SshServer(self.root / "ssh").start()
-        self.addCleanup(self.sshd.stop)
-        self.far = self.root / "far"  # "another host": reached only through ssh
-        self.far.mkdir()
-
-    @inlineCallbacks
-    def start(self, **values: Any) -> Any:
-        options = {"transfer.ssh_options": self.sshd.ssh_options, "transfer.retries": 0}
-        self.service, caller = yield start_server(self, self.root, **options, **values)
-        return caller
+class RemoteTests(SshServerCase):
 
     @inlineCallbacks
     def blocked(self, caller: Any, daq_id: str, seconds: float = 30) -> Any:

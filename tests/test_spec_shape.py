@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dpmd.spec import SpecificationError, load_schema, parse_specification
 from dpmd.spec.shape import fits_shape
+from tests.test_spec_schema_paths import places
 
 EXAMPLES = sorted((Path(__file__).parent / "data" / "specs").glob("*.json"))
 SCHEMA = jsonschema.Draft202012Validator(load_schema())
@@ -61,18 +62,6 @@ values = st.recursive(
                       inner, max_size=3),
     max_leaves=6,
 )
-
-
-def paths(document: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every member's and item's path in ``document``."""
-    found = [here]
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found += paths(value, (*here, key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            found += paths(value, (*here, index))
-    return found
 
 
 def mutated(document: Any, path: tuple[Any, ...], how: str, value: Any) -> Any:
@@ -123,7 +112,7 @@ class ShapeTests(SynchronousTestCase):
     ) -> None:
         document = copy.deepcopy(EVERY_MEMBER) if full else json.loads(
             (EXAMPLES[0].parent / "dp-spec-inplace-full.json").read_text())
-        every = paths(document)
+        every = places(document)
         document = mutated(document, every[where % len(every)], how, value)
         if fits_shape(document):
             errors = [f"{list(e.absolute_path)}: {e.message}" for e in SCHEMA.iter_errors(document)]
