@@ -18,6 +18,7 @@ import yaml
 from twisted.trial.unittest import TestCase
 
 import dpmd
+from tests.waiting import block_for_file, block_for_line, block_until
 
 SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -46,26 +47,13 @@ def twistd(
     )
 
 
-def wait_for(path: Path, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"twistd ended early: {process.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear")
-        time.sleep(0.05)
-
-
-def gone_within(path: Path, seconds: float = 10) -> bool:
-    """Whether ``path`` is gone, or goes within ``seconds``.
+def gone(path: Path) -> None:
+    """Until ``path`` is gone.
 
     twistd's daemon tells the launcher of a failed start first and removes its
     pid file just after, so the launcher may end while the file still exists.
     """
-    deadline = time.monotonic() + seconds
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not path.exists()
+    block_until(lambda: not path.exists(), f"{path} to be removed (no stale pid file)", 10)
 
 
 def ask(path: Path, method: str) -> Any:
@@ -100,7 +88,7 @@ class TwistdTests(TestCase):
         process = twistd(self.directory, "--listen", f"unix:{self.socket_path}")
         self.addCleanup(process.communicate)
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(self.socket_path, process)
+        block_for_file(self.socket_path, process)
         return process
 
     def test_exit_replies_then_ends_with_status_zero(self) -> None:
@@ -168,7 +156,7 @@ class TwistdTests(TestCase):
         first = err.decode().splitlines()[0]
         expected = f"cannot listen on 'tcp:{port}:interface=127.0.0.1': Address already in use"
         self.assertEqual(first, f"dpmd: {expected}")
-        self.assertTrue(gone_within(pidfile), "no stale pid file")
+        gone(pidfile)
 
     def test_daemon_mode_locked_workspace_is_one_line(self) -> None:
         first = self.start()
@@ -178,7 +166,7 @@ class TwistdTests(TestCase):
         _out, err = second.communicate(timeout=30)
         self.assertEqual(second.returncode, 1)
         self.assertIn(f"process {first.pid}", err.decode().splitlines()[0])
-        self.assertTrue(gone_within(pidfile), "no stale pid file")
+        gone(pidfile)
         first.terminate()
 
 
@@ -231,18 +219,21 @@ class OperatorTests(TestCase):
             cwd=self.directory, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(sockets / "s", process)
+        block_for_file(sockets / "s", process)
         self.assertIn("result", ask(sockets / "s", "/dpm/QueryStorageStatus"))
         self.assertTrue((missing / "dpm" / "dpmd.sqlite3").exists())
         process.terminate()
         process.communicate(timeout=60)
 
     def serve(self, log: Path) -> subprocess.Popen[bytes]:
+        """A server that has answered a request: its reactor runs, with twistd's signal
+        handlers installed (a signal before that finds another handler, or none)."""
         sockets = Path(tempfile.mkdtemp(prefix="dpmd-"))
         self.addCleanup(shutil.rmtree, sockets, True)
         process = twistd(self.directory, "--listen", f"unix:{sockets / 's'}", logfile=log)
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(sockets / "s", process)
+        block_for_file(sockets / "s", process)
+        self.assertIn("result", ask(sockets / "s", "/dpm/QueryStorageStatus"))
         return process
 
     def test_sighup_and_sigterm_stop_cleanly(self) -> None:
@@ -252,7 +243,6 @@ class OperatorTests(TestCase):
             with self.subTest(signal=signum.name):
                 log = self.directory / f"{signum.name}.log"
                 process = self.serve(log)
-                time.sleep(0.5)  # serving
                 process.send_signal(signum)
                 self.assertEqual(process.wait(timeout=60), status)
                 process.communicate()
@@ -265,9 +255,6 @@ class OperatorTests(TestCase):
         process = self.serve(log)
         log.rename(self.directory / "twistd.log.1")  # as logrotate does
         process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 30
-        while not (log.exists() and "log files reopened" in log.read_text()):
-            self.assertLess(time.monotonic(), deadline, "no new log file")
-            time.sleep(0.05)
+        block_for_line(log, "log files reopened", process)
         process.terminate()
         process.communicate(timeout=60)
