@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
@@ -44,6 +43,10 @@ def wait_until(
 
 
 async def _poll(condition: Callable[[], T], what: str, seconds: float, interval: float) -> T:
+    # Imported here: a program that only blocks (``tests.torture serve``) lets twistd
+    # install the reactor.
+    from twisted.internet import reactor
+
     deadline = time.monotonic() + seconds
     while not (value := condition()):
         if time.monotonic() > deadline:
