@@ -67,13 +67,16 @@ def block_until(
     Fails naming ``what`` at the deadline, or as soon as ``process`` (if given) has ended.
     """
     deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        if process is not None and process.poll() is not None:
+    while True:
+        gone = process is not None and process.poll() is not None  # before the last look
+        if value := condition():
+            return value
+        if gone:
+            assert process is not None
             raise AssertionError(f"{what}: the process ended first ({ended(process)})")
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {seconds:g} s")
         time.sleep(interval)
-    return value
 
 
 def block_for_file(
