@@ -41,6 +41,9 @@ from dpmd.topics import TopicHub
 from dpmd.workers import ProcessRunner
 from dpmd.workspace import Workspace
 
+SETTLE_TURNS = 10_000
+"""Turns after which ``Harness.settle`` gives up: far more than any test needs."""
+
 FITS_BLOCK = b"SIMPLE  =                    T" + b" " * 2850
 
 
@@ -115,23 +118,60 @@ class Harness:
         return self.manager.close()
 
     def settle(self) -> None:
-        """Run everything due now (stages start on later reactor turns).
+        """Run the server until nothing is left to do now (stages start on later turns).
 
-        The checksum children a release starts (``dpmd.digest``) are answered
-        as the real program would, by reading the file, and so is the vetting
-        child (``dpmd.daq.admission.vetting``, which QueueDaqs go to while a commit is in
-        flight); a remote source's size probe answers ``remote_size``.
+        Each turn runs the calls due on the fake clock and answers the children the
+        harness plays: the checksum children a release starts (``dpmd.digest``) as the
+        real program would, by reading the file; the vetting child
+        (``dpmd.daq.admission.vetting``, which QueueDaqs go to while a commit is in
+        flight) by saying it is ready, as its first line, and by running its own loop
+        over what it was sent; a remote source's size
+        probe with ``remote_size``.  It ends on the first turn after which no call is
+        due and no such child waits; a server that never gets there fails the test,
+        naming what was still due.
         """
-        for _ in range(20):
+        for _ in range(SETTLE_TURNS):
             self.reactor.advance(0)
-            for process in self.reactor.running_processes():
-                if "dpmd.digest" in process.argv:
-                    self.answer_digest(process)
-                elif VETTING in process.argv:
-                    self.answer_vetting(process)
-                elif process.argv[-1].startswith("wc -c < "):
-                    process.protocol.childDataReceived(1, b"%d\n" % self.remote_size)
-                    process.exit(0)
+            answered = self.answer_children()
+            if not answered and not self.due_calls():
+                return
+        raise AssertionError(
+            f"the server did not settle in {SETTLE_TURNS} turns; still due: {self.still_due()}"
+        )
+
+    def due_calls(self) -> list[Any]:
+        """The fake clock's calls due now (or overdue)."""
+        now = self.reactor.seconds()
+        return [call for call in self.reactor.getDelayedCalls() if call.getTime() <= now]
+
+    def waiting_children(self) -> list[FakeProcess]:
+        """The children ``settle`` answers that have something to answer."""
+        return [
+            process
+            for process in self.reactor.running_processes()
+            if "dpmd.digest" in process.argv
+            or (VETTING in process.argv
+                and (process.stdin or id(process) not in self.vetting_ready))
+            or process.argv[-1].startswith("wc -c < ")
+        ]
+
+    def answer_children(self) -> int:
+        """Answer each child in ``waiting_children`` once; how many there were."""
+        waiting = self.waiting_children()
+        for process in waiting:
+            if "dpmd.digest" in process.argv:
+                self.answer_digest(process)
+            elif VETTING in process.argv:
+                self.answer_vetting(process)
+            else:
+                process.protocol.childDataReceived(1, b"%d\n" % self.remote_size)
+                process.exit(0)
+        return len(waiting)
+
+    def still_due(self) -> str:
+        calls = [str(call) for call in self.due_calls()]
+        children = [" ".join(process.argv) for process in self.waiting_children()]
+        return "; ".join(calls + children) or "nothing (it was busy until the last turn)"
 
     def statvfs(self, path: str) -> os.statvfs_result:
         """A 2 TiB file system with ``free_bytes`` free, in 4 KiB blocks."""

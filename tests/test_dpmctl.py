@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -26,7 +26,8 @@ from dpmd.client.endpoints import DEFAULT_ENDPOINT
 from dpmd.client.options import build_parser
 from dpmd.model import AlertSeverity, DaqAlert, DaqStatus, DaqSubState, StorageStatus
 from tests.test_client_support import FakeServer, short_directory, start_server, tcp_endpoint
-from tests.test_twistd import twistd, wait_for
+from tests.test_twistd import twistd
+from tests.waiting import block_for_file, wait_until
 
 SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 T0 = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -334,14 +335,17 @@ class RealServerTests(TestCase):
             running = ensureDeferred(
                 run(reactor, options, Console(out, err, False, False), io.StringIO(), interrupted)
             )
-            # Connected and watching every DAQ by now, or still connecting: either way it ends.
-            yield deferLater(reactor, 0.1, lambda: None)
+            # Interrupted while it watches: once subscribed, it asks for the DAQs or waits.
+            yield wait_until(lambda: service.hub.subscriber_count("/daq/status") == 1,
+                             "the subscription")  # fmt: skip
             self.assertNoResult(running)
             interrupted.callback(signum)
             status = yield running
             self.assertEqual(status, expected)
             self.assertEqual(out.getvalue(), "")
             self.assertNotIn("dpmctl:", err.getvalue())  # at most the line saying what it watches
+            yield wait_until(lambda: service.hub.subscriber_count("/daq/status") == 0,
+                             "the first watch's subscription to end")  # fmt: skip
 
     @inlineCallbacks
     def test_cannot_connect_is_exit_status_three(self) -> Any:
@@ -408,7 +412,7 @@ class ProcessTests(TestCase):
         server = twistd(directory, "--listen", f"unix:{path}")
         self.addCleanup(lambda: server.poll() is None and server.kill())
         self.addCleanup(server.communicate)
-        wait_for(path, server)
+        block_for_file(path, server)
         out, err, status = yield dpmctl("--connect", f"unix:{path}", "exit")
         self.assertEqual((status, out, err), (0, b"dpmd is shutting down\n", b""))
         self.assertEqual(server.wait(timeout=30), 0)

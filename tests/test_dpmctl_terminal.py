@@ -22,7 +22,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -214,8 +213,8 @@ class InterruptTests(ServerCase):
         child, _ = in_terminal(
             ["--connect", self.endpoint, "watch", "TEST.CTRL-C"], 80, environment()
         )
+        # Printed on the turn that then waits for the DAQ's end (Watcher.follow): waiting now.
         yield timeout(self, child.output_contains(b"TEST.CTRL-C  Collecting"))
-        yield deferLater(reactor, 0.2, lambda: None)  # let it settle into waiting
         os.write(child.transport.fd, b"\x03")  # Ctrl-C, as the terminal's line discipline sees it
         status = yield timeout(self, child.ended)
         self.assertEqual(status, 130)
@@ -228,8 +227,7 @@ class InterruptTests(ServerCase):
     def test_sigint_in_a_pipe_ends_watch_quietly_with_130(self) -> Any:
         yield self.blocked_daq("TEST.SIGINT")
         child, process = in_pipes(["--connect", self.endpoint, "watch"], environment())
-        yield timeout(self, child.output_contains(b"TEST.SIGINT  Collecting"))
-        yield deferLater(reactor, 0.2, lambda: None)
+        yield timeout(self, child.output_contains(b"TEST.SIGINT  Collecting"))  # waiting now
         process.signalProcess(signal.SIGINT)
         status = yield timeout(self, child.ended)
         self.assertEqual((status, child.err), (130, self.watching("all DAQs")))
@@ -240,8 +238,7 @@ class InterruptTests(ServerCase):
         yield self.blocked_daq("TEST.SIGTERM")
         argv = ["--connect", self.endpoint, "watch", "TEST.SIGTERM"]
         child, process = in_pipes(argv, environment())
-        yield timeout(self, child.output_contains(b"TEST.SIGTERM  Collecting"))
-        yield deferLater(reactor, 0.2, lambda: None)
+        yield timeout(self, child.output_contains(b"TEST.SIGTERM  Collecting"))  # waiting now
         process.signalProcess(signal.SIGTERM)
         status = yield timeout(self, child.ended)
         self.assertEqual((status, child.err), (143, self.watching("DAQ TEST.SIGTERM")))

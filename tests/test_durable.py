@@ -218,7 +218,7 @@ class SerialExecutorTests(TestCase):
         ran: list[tuple[int, int]] = []
 
         def call(number: int) -> int:
-            time.sleep((10 - number) * 0.002)
+            time.sleep((10 - number) * 0.002)  # the window an overlap would need: no event
             ran.append((number, threading.get_ident()))
             return number * 10
 
@@ -248,6 +248,9 @@ class SerialExecutorTests(TestCase):
         """At shutdown the queued status changes still reach the disk."""
         executor = self.started(stop_at_the_end=False)
         done: list[int] = []
+        # Slow calls, so that most still wait when stop is asked for.  No event can hold them
+        # until then: stop() blocks until the thread ends, so only another thread could let
+        # a held call go, and it would race stop() again.
         results = [executor(lambda n=n: (time.sleep(0.01), done.append(n))) for n in range(5)]
         executor.stop()
         self.assertEqual(done, [0, 1, 2, 3, 4])

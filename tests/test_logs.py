@@ -20,7 +20,8 @@ import dpmd
 from dpmd import logs
 from dpmd.client.demo import prepare_sources
 from tests.test_client_support import short_directory
-from tests.test_twistd import TWISTD, wait_for
+from tests.test_twistd import TWISTD
+from tests.waiting import block_for_file
 
 SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 ISO_UTC = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
@@ -142,7 +143,7 @@ class TwistdJsonLogTests(TestCase):
         )  # fmt: skip
         self.addCleanup(server.communicate)
         self.addCleanup(lambda: server.poll() is None and server.kill())
-        wait_for(sock, server)
+        block_for_file(sock, server)
         (root / "sources").mkdir()
         spec = prepare_sources(root / "sources", "DEMO.2026-01-01T00:00:00.000")
         requests = [

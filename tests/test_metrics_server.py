@@ -309,7 +309,7 @@ class MetricsOff(TestCase):
         error = self.assertRaises(StartupError, service.privilegedStartService)
         self.assertIn(f"cannot listen on {endpoint!r}", str(error))
         self.assertEqual(service.ports, [])  # the JSON-RPC listener was let go again
-        return deferLater(reactor, 0.01, lambda: None)  # its socket closes on the next turn
+        return deferLater(reactor, 0, lambda: None)  # its socket closes on the next turn
 
 
 class Dashboard(TestCase):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from astropy.io import fits
 from twisted.internet import reactor
@@ -24,6 +25,17 @@ from tests.fitsfactory import image_hdu, write_fits, write_raw_source
 from tests.rpcclient import RpcError
 from tests.sshd import HOST_ALIAS, SshServer, SshServerCase
 from tests.test_daq_integration import ChildServerTestCase
+from tests.waiting import block_until
+
+
+def transferring(destination: Path) -> list[psutil.Process]:
+    """The rsync processes (the client and its receiver) writing to ``destination``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        arguments = process.info["cmdline"] or []
+        if arguments and str(destination) == arguments[-1]:
+            found.append(process)
+    return found
 
 
 def remote(path: Path) -> str:
@@ -277,7 +289,9 @@ class ResumeTests(ChildServerTestCase):
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        time.sleep(1)  # rsync, told by the kernel, saves its partial file
+        # rsync, told by the kernel (SIGTERM as its parent died), saves its partial file and ends.
+        block_until(lambda: partial.exists() and not transferring(partial),
+                    "rsync to keep its partial file and end", 60)  # fmt: skip
         kept = partial.stat().st_size
         self.assertGreater(kept, 0)
         self.assertLess(kept, os.path.getsize(big))

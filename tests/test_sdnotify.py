@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import dpmd
 from dpmd.sdnotify import SystemdNotifier, socket_address
 from tests.test_client_support import short_directory
-from tests.test_twistd import TWISTD, wait_for
+from tests.test_twistd import TWISTD
+from tests.waiting import block_for_file
 
 SOURCE_ROOT = Path(dpmd.__file__).parent.parent
 UNIT = SOURCE_ROOT / "etc" / "dpmd.service"
@@ -94,7 +95,7 @@ class ServerNotifiesTests(TestCase):
         )  # fmt: skip
         self.addCleanup(server.communicate)
         self.addCleanup(lambda: server.poll() is None and server.kill())
-        wait_for(sock, server)
+        block_for_file(sock, server)
         listener.socket.settimeout(3)  # READY=1 comes at once: its absence must cost little
         self.assertIn("READY=1", listener.receive().splitlines())
         with socket.socket(socket.AF_UNIX) as client:  # it serves: READY came first

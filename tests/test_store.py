@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -269,9 +269,15 @@ class RealThreadTests(TestCase):
         reading = self.thread("test-reader")
         journal = Journal(store, reader, self.thread("test-writer"), reading)
         yield journal.commit(insert("C.1", 1))
-        reading(time.sleep, 0.2)  # the reader is busy when the close is asked for
+        busy, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)  # before the thread's stop, should the test fail
+        reading(lambda: (busy.set(), release.wait(30)))
         found = journal.find("C.1")
-        yield journal.close()
+        self.assertTrue(busy.wait(30), "the reader thread never took its first call")
+        closed = journal.close()  # asked for while the reader is busy and a find waits
+        self.assertNoResult(closed)
+        release.set()
+        yield closed
         self.assertEqual((yield found).daq_id, "C.1")
         with self.assertRaises(sqlite3.ProgrammingError):
             reader.find("C.1")

@@ -19,6 +19,7 @@ import yaml
 from twisted.trial.unittest import TestCase
 
 import dpmd
+from tests.waiting import block_for_file, block_for_line, block_until
 
 SOURCE_ROOT = str(Path(dpmd.__file__).parent.parent)
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -49,26 +50,13 @@ def twistd(
     )
 
 
-def wait_for(path: Path, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"twistd ended early: {process.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear")
-        time.sleep(0.05)
-
-
-def gone_within(path: Path, seconds: float = 10) -> bool:
-    """Whether ``path`` is gone, or goes within ``seconds``.
+def gone(path: Path) -> None:
+    """Until ``path`` is gone.
 
     twistd's daemon tells the launcher of a failed start first and removes its
     pid file just after, so the launcher may end while the file still exists.
     """
-    deadline = time.monotonic() + seconds
-    while path.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not path.exists()
+    block_until(lambda: not path.exists(), f"{path} to be removed (no stale pid file)", 10)
 
 
 def _cmdline_has(process: psutil.Process, text: str) -> bool:
@@ -110,7 +98,7 @@ class TwistdTests(TestCase):
         process = twistd(self.directory, "--listen", f"unix:{self.socket_path}")
         self.addCleanup(process.communicate)
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(self.socket_path, process)
+        block_for_file(self.socket_path, process)
         return process
 
     def test_exit_replies_then_ends_with_status_zero(self) -> None:
@@ -185,7 +173,7 @@ class TwistdTests(TestCase):
         daemons = [daemon for daemon in psutil.process_iter() if _cmdline_has(daemon, listen)]
         _gone, alive = psutil.wait_procs(daemons, timeout=30)
         self.assertEqual(alive, [], "the daemon ended")
-        self.assertTrue(gone_within(pidfile), "no stale pid file")
+        gone(pidfile)
         return process.returncode, err.decode()
 
     def test_daemon_mode_bind_failure_is_one_line_a_log_line_and_no_workspace(self) -> None:
@@ -249,7 +237,7 @@ class TwistdTests(TestCase):
         self.assertEqual(second.returncode, 1)
         [line] = err.decode().splitlines()
         self.assertIn(f"process {first.pid}", line)
-        self.assertTrue(gone_within(pidfile), "no stale pid file")
+        gone(pidfile)
         first.terminate()
 
 
@@ -302,18 +290,21 @@ class OperatorTests(TestCase):
             cwd=self.directory, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(sockets / "s", process)
+        block_for_file(sockets / "s", process)
         self.assertIn("result", ask(sockets / "s", "/dpm/QueryStorageStatus"))
         self.assertTrue((missing / "dpm" / "dpmd.sqlite3").exists())
         process.terminate()
         process.communicate(timeout=60)
 
     def serve(self, log: Path) -> subprocess.Popen[bytes]:
+        """A server that has answered a request: its reactor runs, with twistd's signal
+        handlers installed (a signal before that finds another handler, or none)."""
         sockets = Path(tempfile.mkdtemp(prefix="dpmd-"))
         self.addCleanup(shutil.rmtree, sockets, True)
         process = twistd(self.directory, "--listen", f"unix:{sockets / 's'}", logfile=log)
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        wait_for(sockets / "s", process)
+        block_for_file(sockets / "s", process)
+        self.assertIn("result", ask(sockets / "s", "/dpm/QueryStorageStatus"))
         return process
 
     def test_sighup_and_sigterm_stop_cleanly(self) -> None:
@@ -323,7 +314,6 @@ class OperatorTests(TestCase):
             with self.subTest(signal=signum.name):
                 log = self.directory / f"{signum.name}.log"
                 process = self.serve(log)
-                time.sleep(0.5)  # serving
                 process.send_signal(signum)
                 self.assertEqual(process.wait(timeout=60), status)
                 process.communicate()
@@ -336,9 +326,6 @@ class OperatorTests(TestCase):
         process = self.serve(log)
         log.rename(self.directory / "twistd.log.1")  # as logrotate does
         process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 30
-        while not (log.exists() and "log files reopened" in log.read_text()):
-            self.assertLess(time.monotonic(), deadline, "no new log file")
-            time.sleep(0.05)
+        block_for_line(log, "log files reopened", process)
         process.terminate()
         process.communicate(timeout=60)

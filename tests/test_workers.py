@@ -33,6 +33,7 @@ from dpmd.workers import (
     memory_peak,
     python_command,
 )
+from tests.waiting import wait_until
 
 PYTHON = [sys.executable, "-S", "-c"]
 """A quick Python child (no site packages to import)."""
@@ -384,10 +385,12 @@ class MemoryTests(RunnerTestCase):
     @inlineCallbacks
     def test_a_peak_already_freed_is_still_seen(self) -> None:
         """64 MiB held then freed before the child speaks: the high-water mark keeps it."""
-        program = ("import sys,time\n"
+        program = ("import sys\n"
                    "block = b'x' * (64 << 20); del block\n"
-                   "print('done', flush=True); time.sleep(0.3)\n")  # fmt: skip
-        child, lines = self.spawn([*PYTHON, program])
+                   "print('done', flush=True); sys.stdin.readline()\n")  # fmt: skip
+        child, lines = self.spawn([*PYTHON, program], keep_stdin=True)
+        yield wait_until(lambda: lines, "the child's line")
+        child.write(b"end\n")  # alive until the line has been read (and its memory looked at)
         yield child.wait()
         self.assertEqual(lines, [b"done"])
         self.assertGreaterEqual(child.peak_rss or 0, 64 << 20)

@@ -24,6 +24,7 @@ kills and prints the counts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tests.waiting import block_until
 
 SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -419,7 +422,9 @@ class Torture:
         for daq_id, answer in zip(self.ids, again, strict=True):
             if answer != {"id": daq_id, "error": False}:
                 self.report.resent_refused.append(f"{daq_id}: {answer}")
-        time.sleep(0.2)  # the last folders are filed away
+        daqs = self.root / "dpm" / "daqs"
+        with contextlib.suppress(AssertionError):  # what stays there, ``check`` reports
+            block_until(lambda: not os.listdir(daqs), "the last folders to be filed away", 10)
         self.watch_children(server)
         rpc(port, [("/dpm/Exit", [])])
         server.wait(timeout=60)
