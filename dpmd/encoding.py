@@ -18,6 +18,15 @@ path, so the request is refused naming it before anything is done.
 The checks cost next to nothing for ordinary lines: nesting is only walked
 when the line holds more brackets than the limit, surrogates are only looked
 for when the line holds a ``\\uD8`` to ``\\uDF`` escape.
+
+A line is first decoded by msgspec, in C, five times quicker than ``json``'s
+decoder: it takes exactly what that one takes and makes the same values of
+it (integers of any length up to ``json``'s digit limit, ``-0``, floats to
+the same bits), and refuses more — invalid UTF-8 (as ``json`` after
+``bytes.decode``), lone surrogates, ``1e400``, ``NaN``, nesting past a
+thousand levels.  A line it refuses goes to ``json``'s decoder, which says
+what is wrong with it or takes it as before, so the answer to a line is the
+same as without msgspec (``tests/test_encoding.py`` holds them to it).
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import math
 import re
 import sys
 from typing import Any
+
+import msgspec
 
 MAX_NESTING = 128
 """Deepest nesting of arrays and objects in one line (a request is 2 or 3 of them)."""
@@ -47,6 +58,8 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_QUICK = msgspec.json.Decoder()
+_QUICK_REFUSES = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _STARTS = frozenset('{["-0123456789tfn')
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
@@ -100,6 +113,17 @@ def decode(line: bytes) -> tuple[Any, bool]:
     JSON, and values nested deeper than ``MAX_NESTING``.
     """
     try:
+        value = _QUICK.decode(line)
+    except _QUICK_REFUSES:
+        value = _decode_carefully(line)
+    if line.count(b"[") + line.count(b"{") > MAX_NESTING and _deeper_than(value, MAX_NESTING):
+        raise ParseError(f"nested deeper than {MAX_NESTING} levels")
+    return value, _SURROGATE_ESCAPE.search(line) is not None
+
+
+def _decode_carefully(line: bytes) -> Any:
+    """``json``'s decoding of a line msgspec refused: the value, or why there is none."""
+    try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ParseError(f"not UTF-8 (byte {error.start + 1})") from None
@@ -119,9 +143,7 @@ def decode(line: bytes) -> tuple[Any, bool]:
     except ValueError:  # the only other one: an integer beyond the conversion limit
         limit = sys.get_int_max_str_digits()
         raise ParseError(f"a number has more than {limit} digits") from None
-    if line.count(b"[") + line.count(b"{") > MAX_NESTING and _deeper_than(value, MAX_NESTING):
-        raise ParseError(f"nested deeper than {MAX_NESTING} levels")
-    return value, _SURROGATE_ESCAPE.search(line) is not None
+    return value
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
