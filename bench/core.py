@@ -208,6 +208,22 @@ def encode_only_server(statuses: list[Any], work: Path) -> tuple[subprocess.Pope
     return process, int(process.stdout.readline())
 
 
+def active_against_encode_only(port: int, work: Path, calls: int) -> tuple[list[Any], float, float]:
+    """The server's active DAQs, and the median seconds of a ``GetActiveDaqs`` of them
+    there and on a server that only encodes the same list."""
+    rpc = Rpc(port)
+    statuses = rpc.call("/daq/GetActiveDaqs")
+    rpc.close()
+    encoder, encoder_port = encode_only_server(statuses, work)
+    try:
+        ours = timed_calls(port, "/daq/GetActiveDaqs", calls)
+        only = timed_calls(encoder_port, "/daq/GetActiveDaqs", calls)
+    finally:
+        encoder.kill()
+        encoder.wait()
+    return statuses, ours, only
+
+
 def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
@@ -307,16 +323,7 @@ def run(args: argparse.Namespace, work: Path, config: Path) -> None:
           f"{late_median * 1e3:.2f} ms with {args.queued} queued: ratio "
           f"{latency_ratio:5.2f}")  # fmt: skip
 
-    rpc = Rpc(port)
-    statuses = rpc.call("/daq/GetActiveDaqs")
-    rpc.close()
-    encoder, encoder_port = encode_only_server(statuses, work)
-    try:
-        ours = timed_calls(port, "/daq/GetActiveDaqs", 30)
-        floor = timed_calls(encoder_port, "/daq/GetActiveDaqs", 30)
-    finally:
-        encoder.kill()
-        encoder.wait()
+    statuses, ours, floor = active_against_encode_only(port, work, 30)
     print(f"\n3. GetActiveDaqs of {len(statuses)} DAQs: {ours * 1e3:.1f} ms; an encode-only "
           f"server {floor * 1e3:.1f} ms: ratio {ratio(ours, floor)}")  # fmt: skip
     queued_rss = rss(process.pid)

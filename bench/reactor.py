@@ -59,13 +59,12 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import Rpc  # noqa: E402
 from bench.core import (  # noqa: E402
-    encode_only_server,
+    active_against_encode_only,
     fill,
     fsync_loop,
     queue_many_clients,
     queue_one_client,
     stop,
-    timed_calls,
 )
 
 MIB = 1 << 20
@@ -196,19 +195,6 @@ def against_floor(port: int, floor_port: int, method: str, params: list[Any]) ->
     return statistics.median(ratios)
 
 
-def active_against_encode_only(port: int, folder: Path) -> float:
-    """``GetActiveDaqs``'s median time over a server's that only encodes the same list."""
-    statuses = Rpc(port).call("/daq/GetActiveDaqs")
-    encoder, encoder_port = encode_only_server(statuses, folder)
-    try:
-        mine = timed_calls(port, "/daq/GetActiveDaqs", 20)
-        only = timed_calls(encoder_port, "/daq/GetActiveDaqs", 20)
-    finally:
-        encoder.kill()
-        encoder.wait()
-    return mine / only
-
-
 def json_floor(canned: bytes) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen([sys.executable, "-c", JSON_FLOOR_SERVER, canned.decode()],
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -252,7 +238,8 @@ def one_round(work: Path, args: argparse.Namespace, number: int) -> dict[str, fl
         queued = 1 + 2 * steady + STEADY_FILL + ONE
         server.worst_stall()
         fill(server.port, max(0, ACTIVE - queued), "ACTIVE-FILL")
-        out["active"] = active_against_encode_only(server.port, work / f"round-{number}")
+        _, mine, only = active_against_encode_only(server.port, work / f"round-{number}", 20)
+        out["active"] = mine / only
         fill(server.port, max(0, args.queued - max(queued, ACTIVE)), "STALL-FILL")
         out["stall_fill_ms"] = server.worst_stall() * 1e3
         server.collect()
