@@ -43,6 +43,8 @@ EXAMPLE_CONFIG = Path(dpmd.__file__).parent / "etc" / "dpmd.yaml"
 
 
 class Options(usage.Options):
+    """``twistd dpmd``'s command line: overrides of the configuration, and where it is."""
+
     synopsis = "[options]"
     longdesc = (
         "Run the Data Product Manager. Values given here override the configuration "

@@ -35,6 +35,8 @@ DEFAULT_TIMEOUT = 30
 
 @dataclass(frozen=True)
 class TcpEndpoint:
+    """``tcp:HOST:PORT``: a server over plain TCP."""
+
     host: str
     port: int
     timeout: int = DEFAULT_TIMEOUT
@@ -42,12 +44,17 @@ class TcpEndpoint:
 
 @dataclass(frozen=True)
 class UnixEndpoint:
+    """``unix:PATH``: a server on a Unix socket of this host."""
+
     path: str
     timeout: int = DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
 class TlsEndpoint:
+    """``tls:HOST:PORT``: a server over TLS, with the roots to trust and the client's own
+    certificate and key when the server asks for one."""
+
     host: str
     port: int
     trust_roots: str | None = None

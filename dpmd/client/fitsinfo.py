@@ -26,6 +26,8 @@ HDU_TYPES = {
 
 @dataclass(frozen=True)
 class HduInfo:
+    """One HDU of a product, as ``dpmctl`` lists it."""
+
     index: int
     name: str
     type: str

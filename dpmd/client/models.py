@@ -140,6 +140,8 @@ class StageRun:
 
 @dataclass(frozen=True)
 class TimelineDaq:
+    """One DAQ of ``GetTimeline``: its times and what each stage took."""
+
     id: str
     substate: str
     queued_at: float | None
@@ -297,6 +299,8 @@ class AuditProblem:
 
 @dataclass(frozen=True)
 class WorkspaceAudit:
+    """``AuditWorkspace``'s answer: the problems found, and whether each was repaired."""
+
     problems: tuple[AuditProblem, ...]
 
     @property

@@ -57,6 +57,8 @@ def date_argument(text: str) -> float:
 
 @dataclass(frozen=True)
 class StageSummary:
+    """How long one stage took over the DAQs of a timeline (seconds)."""
+
     count: int
     median: float
     p95: float

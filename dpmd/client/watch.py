@@ -35,6 +35,9 @@ POLL_INTERVAL = 1.0
 
 
 class View(Protocol):
+    """Where ``dpmctl watch`` puts what it hears (``WatchView`` shows it, ``SilentView``
+    does not)."""
+
     def status(self, status: DaqStatus) -> None: ...
 
     def progress(self, daq_id: str, progress: dict[str, Any] | None, now: float) -> None: ...
