@@ -5,15 +5,12 @@ dpmd owns the level.  dpmd's loggers publish through one filtering observer
 whose level ``--log-level`` sets, so the level applies to dpmd's events
 without touching how twistd writes them.
 
-Under ``twistd dpmd`` the events that pass go to the log's observers on a
-thread of their own (``LogWriter``): formatting a line and writing it cost
-the reactor more than most requests, and now cost it a queue's ``put``.
-dpmd's lines keep their order; the writer drains its queue when the server
-stops, so no line is lost on a clean stop.  Twisted's own events (a
-listening port, a connection lost) are written by the reactor's thread at
-once, so one of them may appear a line or two away from where the thread
-would have put it.  Tests and programs that embed dpmd get every event at
-once, in the calling thread, as Twisted's loggers do.
+Under ``twistd dpmd`` every event goes to the log's observers on a thread of
+their own (``LogWriter``): formatting a line and writing it cost the reactor
+more than most requests, and now cost it a queue's ``put``.  The lines keep
+their order; the writer drains its queue when the server stops, so no line
+is lost on a clean stop.  Tests and programs that embed dpmd get every event
+at once, in the calling thread, as Twisted's loggers do.
 
 ``json_file_observer`` is a factory for twistd's ``--logger`` option.  It
 writes one plain JSON object per event and line, for log shippers and
@@ -33,7 +30,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from twisted.application.service import Service
 from twisted.logger import (
@@ -42,6 +39,7 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    LogPublisher,
     formatEvent,
     globalLogPublisher,
 )
@@ -51,21 +49,8 @@ LEVELS = ("debug", "info", "warn", "error", "critical")
 """dpmd's level names, lowest first: the configuration's ``log_level`` and the JSON log's."""
 
 
-@implementer(ILogObserver)
-class _Route:
-    """Where dpmd's events go once their level lets them: the log's observers at once,
-    or the queue of a running ``LogWriter``."""
-
-    def __init__(self) -> None:
-        self.to: Callable[[dict[str, Any]], None] = globalLogPublisher
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.to(event)
-
-
 _level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_route = _Route()
-_dpmd_observer = FilteringLogObserver(_route, [_level])
+_dpmd_observer = FilteringLogObserver(globalLogPublisher, [_level])
 
 
 def get_logger(namespace: str) -> Logger:
@@ -183,10 +168,18 @@ def twistd_log_files(handler: Any) -> list[Any]:
 
 
 def reopen_logs(log_files: list[Any]) -> None:
-    """SIGUSR1: reopen twistd's log file and every JSON log under their names."""
-    for log_file in log_files:
-        log_file.reopen()
-    reopen_json_logs()
+    """SIGUSR1: reopen twistd's log file and every JSON log under their names (on the
+    log writer's thread, between two lines, when one runs: it alone writes them)."""
+
+    def reopen() -> None:
+        for log_file in log_files:
+            log_file.reopen()
+        reopen_json_logs()
+
+    if _writers:
+        _writers[-1].between_lines(reopen)
+    else:
+        reopen()
     get_logger(__name__).info("log files reopened")
 
 
@@ -197,26 +190,44 @@ def reopen_json_logs() -> None:
 
 
 class LogWriter(Service):
-    """While it runs, dpmd's events reach the log's observers (``publish``) on a thread
-    of their own, in order; stopping it writes every event still queued first.
+    """While it runs, every event of ``publisher`` reaches its observers on a thread of
+    its own, in order; stopping it writes every event still queued first.
 
+    On start it takes the publisher's observers (twistd's log file, or the JSON
+    log) and leaves it one: the queue's ``put``.  The thread alone calls them,
+    through a publisher of its own (which reports an observer's error as
+    Twisted's does), so a log file is never written, or rotated, by two threads
+    at once.  ``LogPublisher`` does not list its observers: they are read from
+    its ``_observers``, as they have been since ``twisted.logger`` exists.
     ``twistd dpmd`` starts it before the other services and stops it after them,
     so that their last lines are written too.
     """
 
-    def __init__(self, publish: Callable[[dict[str, Any]], None] = globalLogPublisher) -> None:
-        self._publish = publish
-        self._events: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+    def __init__(self, publisher: LogPublisher = globalLogPublisher) -> None:
+        self._publisher = publisher
+        self._events: queue.SimpleQueue[dict[str, Any] | Callable[[], None] | None] = (
+            queue.SimpleQueue())
+        self._enqueue = cast(ILogObserver, self._events.put)
+        self._observers: list[ILogObserver] = []
         self._thread: threading.Thread | None = None
-        self._before = _route.to
 
     def startService(self) -> None:
         super().startService()
-        self._thread = threading.Thread(target=self._write, name="dpmd-log-writer",
-                                        daemon=True)  # fmt: skip
+        self._observers = list(self._publisher._observers)
+        writing = LogPublisher(*self._observers)
+        self._thread = threading.Thread(target=self._write, args=(writing,),
+                                        name="dpmd-log-writer", daemon=True)  # fmt: skip
         self._thread.start()
-        self._before, _route.to = _route.to, self._events.put
+        for observer in self._observers:
+            self._publisher.removeObserver(observer)
+        self._publisher.addObserver(self._enqueue)
+        _writers.append(self)
         atexit.register(self._drain)  # a start-up failure exits without stopping services
+
+    def between_lines(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the writer's thread after the lines logged so far, before the
+        next (reopening the log files)."""
+        self._events.put(work)
 
     def stopService(self) -> None:
         super().stopService()
@@ -224,13 +235,28 @@ class LogWriter(Service):
         atexit.unregister(self._drain)
 
     def _drain(self) -> None:
-        """Write what is queued and end the thread; events go where they went before."""
-        _route.to = self._before
-        if self._thread is not None:
-            self._events.put(None)
-            self._thread.join()
-            self._thread = None
+        """Write what is queued and end the thread; the observers get events at once again."""
+        if self._thread is None:
+            return
+        _writers.remove(self)
+        self._publisher.removeObserver(self._enqueue)
+        for observer in self._observers:
+            self._publisher.addObserver(observer)
+        self._events.put(None)
+        self._thread.join()
+        self._thread = None
 
-    def _write(self) -> None:
-        while (event := self._events.get()) is not None:
-            self._publish(event)  # a publisher: it reports, never raises, an observer's error
+    def _write(self, writing: LogPublisher) -> None:
+        while (item := self._events.get()) is not None:
+            if isinstance(item, dict):
+                writing(item)
+                continue
+            try:
+                item()
+            except Exception:
+                Logger(namespace=__name__, observer=writing).failure("log writer: {work!r}",
+                                                                     work=item)  # fmt: skip
+
+
+_writers: list[LogWriter] = []
+"""The log writer that runs (``twistd dpmd`` starts one)."""

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -96,32 +96,59 @@ class RecordTests(SynchronousTestCase):
 
 
 class LogWriterTests(SynchronousTestCase):
-    """dpmd's events reach the log on a thread of their own, in order, none lost at stop."""
+    """Every event reaches the log's observers on one thread of its own, in order, none
+    lost at stop; then at once again."""
 
     def test_events_are_written_off_the_callers_thread_in_order_and_all_at_stop(self) -> None:
         written: list[tuple[int, int]] = []
-        writer = logs.LogWriter(lambda event: written.append(
+        publisher = LogPublisher(lambda event: written.append(
             (event["n"], threading.get_ident())))  # fmt: skip
+        writer = logs.LogWriter(publisher)
         writer.startService()
         self.addCleanup(lambda: writer.running and writer.stopService())
-        log = logs.get_logger("dpmd.example")
+        log = Logger(namespace="dpmd.example", observer=publisher)
         for n in range(2000):
             log.info("event {n}", n=n)
         writer.stopService()
         self.assertEqual([n for n, _ in written], list(range(2000)), "all, in order")
-        self.assertNotIn(threading.get_ident(), {thread for _, thread in written})
+        [thread] = {thread for _, thread in written}
+        self.assertNotEqual(thread, threading.get_ident())
 
-    def test_once_stopped_events_are_written_at_once(self) -> None:
-        written: list[dict[str, Any]] = []
-        writer = logs.LogWriter(written.append)
+    def test_once_stopped_events_are_written_at_once_by_the_same_observers(self) -> None:
+        written: list[str] = []
+        publisher = LogPublisher(lambda event: written.append(event["log_format"]))
+        writer = logs.LogWriter(publisher)
         writer.startService()
         writer.stopService()
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        logs.get_logger("dpmd.example").info("after the stop")
-        self.assertEqual([e["log_format"] for e in events], ["after the stop"])
-        self.assertEqual(written, [])
+        Logger(namespace="dpmd.example", observer=publisher).info("after the stop")
+        self.assertEqual(written, ["after the stop"])
+
+    def test_work_between_lines_runs_on_the_thread_after_the_lines_before(self) -> None:
+        seen: list[tuple[str, int]] = []
+        publisher = LogPublisher(lambda event: seen.append(
+            (event["log_format"], threading.get_ident())))  # fmt: skip
+        writer = logs.LogWriter(publisher)
+        writer.startService()
+        log = Logger(namespace="dpmd.example", observer=publisher)
+        log.info("before")
+        writer.between_lines(lambda: seen.append(("reopened", threading.get_ident())))
+        log.info("after")
+        writer.stopService()
+        self.assertEqual([what for what, _ in seen], ["before", "reopened", "after"])
+        self.assertEqual(len({thread for _, thread in seen}), 1, "all on the writer's thread")
+
+    def test_a_failing_observer_does_not_stop_the_others(self) -> None:
+        written: list[str] = []
+
+        def broken(event: dict[str, Any]) -> None:
+            raise RuntimeError("a full disk")
+
+        publisher = LogPublisher(broken, lambda event: written.append(event["log_format"]))
+        writer = logs.LogWriter(publisher)
+        writer.startService()
+        Logger(namespace="dpmd.example", observer=publisher).info("still written")
+        writer.stopService()
+        self.assertIn("still written", written)
 
 
 class TwistdJsonLogTests(TestCase):
