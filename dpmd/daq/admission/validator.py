@@ -35,8 +35,8 @@ class ValidatorGone(Exception):
 
 
 class Validator:
-    """The parent of the vetting child: starts it when first needed (and again if it ends),
-    writes it requests and matches its answers to them, in order."""
+    """The parent of the vetting child: starts it with the server (and at the next request
+    that needs it, if it ended), writes it requests and matches its answers, in order."""
 
     def __init__(self, runner: ProcessRunner, config: Config) -> None:
         self._runner = runner
