@@ -99,14 +99,18 @@ class LogWriterTests(SynchronousTestCase):
     """Every event reaches the log's observers on one thread of its own, in order, none
     lost at stop; then at once again."""
 
-    def test_events_are_written_off_the_callers_thread_in_order_and_all_at_stop(self) -> None:
-        written: list[tuple[int, int]] = []
-        publisher = LogPublisher(lambda event: written.append(
-            (event["n"], threading.get_ident())))  # fmt: skip
+    def writing_to(self, *observers: Any) -> tuple[logs.LogWriter, Logger]:
+        """A started writer over a publisher of ``observers``, and a logger of it."""
+        publisher = LogPublisher(*observers)
         writer = logs.LogWriter(publisher)
         writer.startService()
         self.addCleanup(lambda: writer.running and writer.stopService())
-        log = Logger(namespace="dpmd.example", observer=publisher)
+        return writer, Logger(namespace="dpmd.example", observer=publisher)
+
+    def test_events_are_written_off_the_callers_thread_in_order_and_all_at_stop(self) -> None:
+        written: list[tuple[int, int]] = []
+        writer, log = self.writing_to(
+            lambda event: written.append((event["n"], threading.get_ident())))
         for n in range(2000):
             log.info("event {n}", n=n)
         writer.stopService()
@@ -116,20 +120,15 @@ class LogWriterTests(SynchronousTestCase):
 
     def test_once_stopped_events_are_written_at_once_by_the_same_observers(self) -> None:
         written: list[str] = []
-        publisher = LogPublisher(lambda event: written.append(event["log_format"]))
-        writer = logs.LogWriter(publisher)
-        writer.startService()
+        writer, log = self.writing_to(lambda event: written.append(event["log_format"]))
         writer.stopService()
-        Logger(namespace="dpmd.example", observer=publisher).info("after the stop")
+        log.info("after the stop")
         self.assertEqual(written, ["after the stop"])
 
     def test_work_between_lines_runs_on_the_thread_after_the_lines_before(self) -> None:
         seen: list[tuple[str, int]] = []
-        publisher = LogPublisher(lambda event: seen.append(
-            (event["log_format"], threading.get_ident())))  # fmt: skip
-        writer = logs.LogWriter(publisher)
-        writer.startService()
-        log = Logger(namespace="dpmd.example", observer=publisher)
+        writer, log = self.writing_to(
+            lambda event: seen.append((event["log_format"], threading.get_ident())))
         log.info("before")
         writer.between_lines(lambda: seen.append(("reopened", threading.get_ident())))
         log.info("after")
@@ -143,10 +142,8 @@ class LogWriterTests(SynchronousTestCase):
         def broken(event: dict[str, Any]) -> None:
             raise RuntimeError("a full disk")
 
-        publisher = LogPublisher(broken, lambda event: written.append(event["log_format"]))
-        writer = logs.LogWriter(publisher)
-        writer.startService()
-        Logger(namespace="dpmd.example", observer=publisher).info("still written")
+        writer, log = self.writing_to(broken, lambda event: written.append(event["log_format"]))
+        log.info("still written")
         writer.stopService()
         self.assertIn("still written", written)
 
