@@ -118,7 +118,7 @@ class Dispatcher:
             except Exception as error:
                 observe(name, outcome_of(error), clock.seconds() - started)
                 raise
-            if type(result) is not PreEncoded and isinstance(result, Deferred):
+            if _deferred(result):
 
                 def fired(outcome: Any) -> Any:
                     code = outcome_of(outcome.value) if isinstance(outcome, Failure) else OK
@@ -210,8 +210,7 @@ class Dispatcher:
                 result = method.handler(**arguments)
         except Exception as error:
             return error_line(request_id, self._errors.of_exception(error, method.name))
-        if type(result) is not PreEncoded and isinstance(result, Deferred):
-            # (``Deferred`` is an ABC, slow to test: a status call's answer is not one.)
+        if _deferred(result):
             return result.addCallbacks(
                 self._result_line,
                 self._failure_line,
@@ -314,3 +313,9 @@ def _plain_values(params: list[Any] | dict[str, Any], surrogates: bool) -> bool:
         if kind is not str and kind is not int:
             return False
     return True
+
+
+def _deferred(result: Any) -> bool:
+    """Whether a handler answered with a Deferred.  ``Deferred`` is an ABC, slow to test
+    against; a status call's answer, ``PreEncoded``, is ruled out first."""
+    return type(result) is not PreEncoded and isinstance(result, Deferred)
