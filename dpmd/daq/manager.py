@@ -121,8 +121,9 @@ class DaqManager:
         settle(self._tidy_leftovers(), "tidying the workspace")
 
     def prepare_admission(self) -> None:
-        """Compile QueueDaq's checks and start the vetting child now, not at the first
-        request: the burst that often follows a start finds both ready."""
+        """Start the vetting child now, not at the first request that needs it, so that
+        the burst that often follows a start finds it ready; and compile the schema
+        that judges a refused specification (``prepare_checks``)."""
         prepare_checks()
         self.validator.start()
 

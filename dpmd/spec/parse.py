@@ -120,8 +120,9 @@ def _const_as_enum(schema: Any) -> Any:
 
 
 def prepare_checks() -> None:
-    """Compile the schema now (a few tens of milliseconds), not at the first request:
-    the first QueueDaqs after a start, often a burst, find it ready."""
+    """Compile the schema now (a few tens of milliseconds), not at the first refusal: a
+    valid specification needs only msgspec's check (``shape``), but the compiled schema
+    judges one it refuses, and compiling it then would stall that request's reactor."""
     _fast_check()
 
 
