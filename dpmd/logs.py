@@ -48,7 +48,6 @@ from zope.interface import implementer
 LEVELS = ("debug", "info", "warn", "error", "critical")
 """dpmd's level names, lowest first: the configuration's ``log_level`` and the JSON log's."""
 
-
 _level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _dpmd_observer = FilteringLogObserver(globalLogPublisher, [_level])
 
@@ -235,27 +234,42 @@ class LogWriter(Service):
         atexit.unregister(self._drain)
 
     def _drain(self) -> None:
-        """Write what is queued and end the thread; the observers get events at once again."""
+        """Write what is queued and end the thread; the observers get events at once again.
+
+        The thread writes everything queued before the stop, and only then are the
+        observers given back to the publisher: no line is written beside the thread's.
+        What another thread logged meanwhile (after the stop in the queue) follows."""
         if self._thread is None:
             return
         _writers.remove(self)
-        self._publisher.removeObserver(self._enqueue)
-        for observer in self._observers:
-            self._publisher.addObserver(observer)
         self._events.put(None)
         self._thread.join()
         self._thread = None
+        self._publisher.removeObserver(self._enqueue)
+        for observer in self._observers:
+            self._publisher.addObserver(observer)
+        while True:
+            try:
+                late = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if late is not None:
+                _handle(late, self._publisher)
 
     def _write(self, writing: LogPublisher) -> None:
         while (item := self._events.get()) is not None:
-            if isinstance(item, dict):
-                writing(item)
-                continue
-            try:
-                item()
-            except Exception:
-                Logger(namespace=__name__, observer=writing).failure("log writer: {work!r}",
-                                                                     work=item)  # fmt: skip
+            _handle(item, writing)
+
+
+def _handle(item: dict[str, Any] | Callable[[], None], publish: LogPublisher) -> None:
+    """Publish an event, or run the work queued between two lines (reporting its error)."""
+    if isinstance(item, dict):
+        publish(item)
+        return
+    try:
+        item()
+    except Exception:
+        Logger(namespace=__name__, observer=publish).failure("log writer: {work!r}", work=item)
 
 
 _writers: list[LogWriter] = []
