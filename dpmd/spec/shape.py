@@ -64,22 +64,24 @@ class _FitsKeywords(msgspec.Struct, tag="fitsKeywords", **_STRICT):
     keywordRules: _Rules | UnsetType = UNSET
 
 
-class _FitsFile(msgspec.Struct, tag="fitsFile", **_STRICT):
+class _FileMembers(msgspec.Struct, forbid_unknown_fields=True):
+    """The members of a ``fitsFile`` source, but its ``type``."""
+
     sourceName: _Name
     location: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     keywordRules: _Rules | UnsetType = UNSET
     alertUnmergeable: bool | UnsetType = UNSET
 
 
-class _TargetSource(msgspec.Struct, forbid_unknown_fields=True):
+class _FitsFile(_FileMembers, tag="fitsFile", tag_field="type"):
+    pass
+
+
+class _TargetSource(_FileMembers, kw_only=True):
     """``target.source``: a ``fitsFile`` source whose ``type`` must be given (a tagged
     structure outside a union would take it as optional)."""
 
     type: Literal["fitsFile"]
-    sourceName: _Name
-    location: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    keywordRules: _Rules | UnsetType = UNSET
-    alertUnmergeable: bool | UnsetType = UNSET
 
 
 class _Options(msgspec.Struct, forbid_unknown_fields=True):
