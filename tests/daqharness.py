@@ -125,10 +125,9 @@ class Harness:
         real program would, by reading the file; the vetting child
         (``dpmd.daq.admission.vetting``, which QueueDaqs go to while a commit is in
         flight) by saying it is ready, as its first line, and by running its own loop
-        over what it was sent; a remote source's size
-        probe with ``remote_size``.  It ends on the first turn after which no call is
-        due and no such child waits; a server that never gets there fails the test,
-        naming what was still due.
+        over what it was sent; a remote source's size probe with ``remote_size``.  It
+        ends on the first turn after which no call is due and no such child waits; a
+        server that never gets there fails the test, naming what was still due.
         """
         for _ in range(SETTLE_TURNS):
             self.reactor.advance(0)
